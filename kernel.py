@@ -76,11 +76,17 @@ def bands_tensor(bands):
     return torch.tensor(rows, dtype=torch.long).view(len(bands), K, 2)
 
 
-def band_mask(bands, T, device=None):
-    """(H, T, T) boolean mask: [h, i, j] is True iff key j is visible to query i in head h."""
+def band_mask(bands, T, device=None, Tk=None, q_start=0):
+    """(H, T, Tk) boolean mask: [h, i, j] is True iff key j is visible to query i in head h.
+
+    Queries sit at positions q_start .. q_start + T - 1 and keys at 0 .. Tk - 1 (Tk defaults to T):
+    a KV-cache decode step is the last rows of the full mask.
+    """
+    Tk = T if Tk is None else Tk
     b = bands_tensor(bands).to(device)                          # (H, K, 2)
-    i = torch.arange(T, device=device)
-    d = (i[:, None] - i[None, :])[None, None]                   # (1, 1, T, T) distances i - j
+    i = torch.arange(q_start, q_start + T, device=device)
+    j = torch.arange(Tk, device=device)
+    d = (i[:, None] - j[None, :])[None, None]                   # (1, 1, T, Tk) distances i - j
     lo, hi = b[..., 0, None, None], b[..., 1, None, None]       # (H, K, 1, 1)
     return ((lo <= d) & (d < hi)).any(dim=1)
 
@@ -88,17 +94,22 @@ def band_mask(bands, T, device=None):
 # -----------------------------------------------------------------------------
 # The PyTorch fallback (the reference)
 
-def torch_band_attention(q, k, v, bands, scale):
-    """Masked softmax attention in float32 (float64 stays float64), result in q's dtype."""
-    T = q.shape[-2]
-    mask = band_mask(bands, T, q.device)                       # (H, T, T)
+def masked_attention(q, k, v, mask, scale):
+    """Softmax attention restricted to `mask` (broadcastable to (B, H, Tq, Tk), True = visible),
+    computed in float32 (float64 stays float64); the result has q's dtype. Rows with no visible key
+    give 0 with zero gradient."""
     ct = torch.promote_types(q.dtype, torch.float32)
-    att = (q.to(ct) @ k.to(ct).transpose(-2, -1)) * scale      # (B, H, T, T)
+    att = (q.to(ct) @ k.to(ct).transpose(-2, -1)) * scale      # (B, H, Tq, Tk)
     # A large finite negative instead of -inf: a row with no visible key then gives a finite uniform
     # softmax, which the final `* mask` zeroes, with zero gradient; -inf would give 0/0 = NaN.
     att = att.masked_fill(~mask, torch.finfo(ct).min)
     att = torch.softmax(att, dim=-1) * mask
     return (att @ v.to(ct)).to(q.dtype)
+
+
+def torch_band_attention(q, k, v, bands, scale):
+    """The reference: the (H, T, T) band mask and a masked softmax."""
+    return masked_attention(q, k, v, band_mask(bands, q.shape[-2], q.device), scale)
 
 
 # -----------------------------------------------------------------------------
