@@ -14,10 +14,12 @@ Two backends compute the same function:
   so it is for CPU, tests and small T. It is the correctness reference for the Triton kernel.
 - "triton": the fused band kernel (forward and backward) for CUDA tensors; it never forms a T x T
   tensor and only visits the key blocks that meet each head's bands.
-"auto" picks triton for CUDA tensors when triton imports, else torch.
+"auto" picks triton for CUDA tensors when triton imports and the head dim is a power of two in
+[16, 128], else torch. backend="triton" also runs on CPU tensors under TRITON_INTERPRET=1 (tests).
 """
 
 import math
+import os
 
 import torch
 
@@ -128,7 +130,7 @@ def band_attention(q, k, v, bands, scale=None, backend="auto"):
     bands = normalize_bands(bands, q.shape[1])
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if backend == "auto":
-        backend = "triton" if (HAS_TRITON and q.is_cuda) else "torch"
+        backend = "triton" if (q.is_cuda and triton_supports(q)) else "torch"
     if backend == "torch":
         return torch_band_attention(q, k, v, bands, scale)
     if not HAS_TRITON:
@@ -136,5 +138,439 @@ def band_attention(q, k, v, bands, scale=None, backend="auto"):
     return triton_band_attention(q, k, v, bands, scale)
 
 
+# -----------------------------------------------------------------------------
+# The Triton kernel (FlashAttention-2 structure, the key loop bounded by the bands)
+#
+# Notation: a program owns one block of queries (forward, dQ) or of keys (dK/dV) of one (batch, head).
+# Scores are kept in log2 units, s2 = (q . k) * scale * log2(e), so that exp2 (one MUFU instruction)
+# replaces exp; LSE is stored in the same units: p = exp2(s2 - LSE).
+# For each interval [lo, hi) of the head, the forward and dQ visit the key blocks meeting
+# [m0 - hi + 1, m0 + BLOCK_M - lo) and dK/dV the query blocks meeting [n0 + lo, n0 + BLOCK_N - 1 + hi).
+# A block visited for one interval is masked to that interval only, so a block that straddles two
+# intervals is visited twice and each (query, key) pair is still counted once (intervals are disjoint).
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _tile_mask(offs_m, offs_n, lo, hi, T):
+        """(BLOCK_M, BLOCK_N) visibility of an edge tile: distance in [lo, hi), both indices < T."""
+        d = offs_m[:, None] - offs_n[None, :]
+        return (d >= lo) & (d < hi) & (offs_m[:, None] < T) & (offs_n[None, :] < T)
+
+    @triton.jit
+    def _key_range(m0, lo, hi, T, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """First (BLOCK_N-aligned) and end key index that query rows [m0, m0 + BLOCK_M) see in [lo, hi)."""
+        start = tl.maximum(m0 - hi + 1, 0)
+        end = tl.minimum(m0 + BLOCK_M - lo, T)
+        end = tl.where(hi > lo, end, 0)  # padding interval [0, 0): no block at all
+        return (start // BLOCK_N) * BLOCK_N, end
+
+    @triton.jit
+    def _band_fwd_kernel(
+        Q, K, V,                                   # (B, H, T, D) inputs, any strides with last-dim stride 1
+        O,                                         # (B, H, T, D) output
+        LSE,                                       # (B*H, T) fp32 output: log2-sum-exp of each row, for the backward
+        BANDS,                                     # (H, NI, 2) int32: per head, [lo, hi) clipped to [0, T]; [0, 0) is padding
+        sm_scale_log2,                             # scale * log2(e)
+        stride_qb, stride_qh, stride_qt,           # strides of Q (elements)
+        stride_kb, stride_kh, stride_kt,           # strides of K
+        stride_vb, stride_vh, stride_vt,           # strides of V
+        stride_ob, stride_oh, stride_ot,           # strides of O
+        H, T,                                      # heads, sequence length
+        NI: tl.constexpr,                          # intervals per head (padded)
+        HEAD_DIM: tl.constexpr,                    # D, a power of two >= 16
+        BLOCK_M: tl.constexpr,                     # queries per program
+        BLOCK_N: tl.constexpr,                     # keys per inner-loop step
+        DOT_PREC: tl.constexpr,                    # "ieee" for fp32 inputs (no silent tf32), else "tf32" (unused by 16-bit dots)
+    ):
+        # The last query blocks have the longest rows (the first rows are clipped at key 0): start them first.
+        m0 = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M
+        bh = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        # int64 base offsets: B * H * T * D can pass 2**31.
+        Q += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+        K += b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
+        V += b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
+        O += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        offs_n = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, HEAD_DIM)
+        q = tl.load(Q + offs_m[:, None] * stride_qt + offs_d[None, :], mask=offs_m[:, None] < T, other=0.0)
+
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)   # running row max (log2 units)
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)                 # running row sum of exp2
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+
+        for iv in range(NI):
+            lo = tl.load(BANDS + (h * NI + iv) * 2)
+            hi = tl.load(BANDS + (h * NI + iv) * 2 + 1)
+            start, end = _key_range(m0, lo, hi, T, BLOCK_M, BLOCK_N)
+            for n0 in range(start, end, BLOCK_N):
+                n0 = tl.multiple_of(n0, BLOCK_N)
+                cols = n0 + offs_n
+                # -- load the key and value tiles (K transposed for the dot) --
+                kT = tl.load(K + cols[None, :] * stride_kt + offs_d[:, None], mask=cols[None, :] < T, other=0.0)
+                v = tl.load(V + cols[:, None] * stride_vt + offs_d[None, :], mask=cols[:, None] < T, other=0.0)
+                # -- scores; only tiles that cross an edge of the interval (or of T) need the mask --
+                s = tl.dot(q, kT, input_precision=DOT_PREC) * sm_scale_log2
+                inside = (m0 - n0 - BLOCK_N + 1 >= lo) & (m0 + BLOCK_M - 1 - n0 < hi) & (n0 + BLOCK_N <= T)
+                if not inside:
+                    s = tl.where(_tile_mask(offs_m, cols, lo, hi, T), s, float("-inf"))
+                # -- online softmax; a row that has seen no key yet keeps m = -inf, so use 0 as its
+                #    reference to get p = 0 and alpha = 0 instead of exp2(-inf + inf) = NaN --
+                m_new = tl.maximum(m_i, tl.max(s, 1))
+                m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+                alpha = tl.math.exp2(m_i - m_ref)
+                p = tl.math.exp2(s - m_ref[:, None])
+                l_i = l_i * alpha + tl.sum(p, 1)
+                # -- accumulate P @ V --
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+                m_i = m_new
+
+        # A row with no visible key (l = 0) gives O = 0 and LSE = +inf, which makes p = 0 in the backward.
+        empty = l_i == 0.0
+        acc = acc / tl.where(empty, 1.0, l_i)[:, None]
+        lse = tl.where(empty, float("inf"), m_i + tl.math.log2(tl.where(empty, 1.0, l_i)))
+        tl.store(LSE + bh.to(tl.int64) * T + offs_m, lse, mask=offs_m < T)
+        tl.store(O + offs_m[:, None] * stride_ot + offs_d[None, :], acc.to(O.dtype.element_ty),
+                 mask=offs_m[:, None] < T)
+
+    @triton.jit
+    def _band_bwd_delta_kernel(
+        O, DO,                                     # (B, H, T, D) forward output and its gradient
+        DELTA,                                     # (B*H, T) fp32 output: rowsum(dO * O)
+        stride_ob, stride_oh, stride_ot,           # strides of O
+        stride_dob, stride_doh, stride_dot,        # strides of dO
+        H, T,                                      # heads, sequence length
+        HEAD_DIM: tl.constexpr,                    # D
+        BLOCK_M: tl.constexpr,                     # rows per program
+    ):
+        # Delta_i = sum_j P_ij dP_ij = dO_i . O_i: computed once here instead of in every dK/dV program.
+        m0 = tl.program_id(0) * BLOCK_M
+        bh = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, HEAD_DIM)
+        rows = offs_m[:, None] < T
+        o = tl.load(O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+                    + offs_m[:, None] * stride_ot + offs_d[None, :], mask=rows, other=0.0)
+        do = tl.load(DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
+                     + offs_m[:, None] * stride_dot + offs_d[None, :], mask=rows, other=0.0)
+        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+        tl.store(DELTA + bh.to(tl.int64) * T + offs_m, delta, mask=offs_m < T)
+
+    @triton.jit
+    def _band_bwd_dkdv_kernel(
+        Q, K, V, DO,                               # (B, H, T, D) inputs and dO, last-dim stride 1
+        DK, DV,                                    # (B, H, T, D) outputs, contiguous
+        LSE, DELTA,                                # (B*H, T) fp32 from the forward and the delta pass
+        BANDS,                                     # (H, NI, 2) int32 clipped intervals, as in the forward
+        sm_scale,                                  # scale (dK = scale * dS^T Q)
+        sm_scale_log2,                             # scale * log2(e)
+        stride_qb, stride_qh, stride_qt,           # strides of Q
+        stride_kb, stride_kh, stride_kt,           # strides of K
+        stride_vb, stride_vh, stride_vt,           # strides of V
+        stride_dob, stride_doh, stride_dot,        # strides of dO
+        stride_gb, stride_gh, stride_gt,           # strides of DK and DV (both contiguous, same shape)
+        H, T,                                      # heads, sequence length
+        NI: tl.constexpr,                          # intervals per head (padded)
+        HEAD_DIM: tl.constexpr,                    # D
+        BLOCK_M: tl.constexpr,                     # queries per inner-loop step
+        BLOCK_N: tl.constexpr,                     # keys per program
+        DOT_PREC: tl.constexpr,                    # "ieee" for fp32 inputs
+    ):
+        # One program owns a key block and sums over the queries that see it: no atomics, deterministic.
+        n0 = tl.program_id(0) * BLOCK_N
+        bh = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        Q += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+        K += b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
+        V += b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
+        DO += b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
+        DK += b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
+        DV += b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
+        LSE += bh.to(tl.int64) * T
+        DELTA += bh.to(tl.int64) * T
+
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        offs_m = tl.arange(0, BLOCK_M)
+        offs_d = tl.arange(0, HEAD_DIM)
+        k = tl.load(K + offs_n[:, None] * stride_kt + offs_d[None, :], mask=offs_n[:, None] < T, other=0.0)
+        v = tl.load(V + offs_n[:, None] * stride_vt + offs_d[None, :], mask=offs_n[:, None] < T, other=0.0)
+        dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+        dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+
+        for iv in range(NI):
+            lo = tl.load(BANDS + (h * NI + iv) * 2)
+            hi = tl.load(BANDS + (h * NI + iv) * 2 + 1)
+            # Queries that see a key of this block: [n0 + lo, n0 + BLOCK_N - 1 + hi), clipped to T;
+            # both ends bounded (a window that only stops at T is the classic 5-75x slow backward).
+            start = ((n0 + lo) // BLOCK_M) * BLOCK_M
+            end = tl.minimum(n0 + BLOCK_N - 1 + hi, T)
+            end = tl.where(hi > lo, end, 0)
+            for m0 in range(start, end, BLOCK_M):
+                m0 = tl.multiple_of(m0, BLOCK_M)
+                rows = m0 + offs_m
+                # -- load the query-side tiles (Q transposed) and the row statistics --
+                qT = tl.load(Q + rows[None, :] * stride_qt + offs_d[:, None], mask=rows[None, :] < T, other=0.0)
+                do = tl.load(DO + rows[:, None] * stride_dot + offs_d[None, :], mask=rows[:, None] < T, other=0.0)
+                lse = tl.load(LSE + rows, mask=rows < T, other=float("inf"))
+                delta = tl.load(DELTA + rows, mask=rows < T, other=0.0)
+                # -- recompute P^T from the saved LSE; mask only the edge tiles --
+                pT = tl.math.exp2(tl.dot(k, qT, input_precision=DOT_PREC) * sm_scale_log2 - lse[None, :])
+                inside = ((m0 - n0 - BLOCK_N + 1 >= lo) & (m0 + BLOCK_M - 1 - n0 < hi)
+                          & (m0 + BLOCK_M <= T) & (n0 + BLOCK_N <= T))
+                if not inside:
+                    pT = tl.where(tl.trans(_tile_mask(rows, offs_n, lo, hi, T)), pT, 0.0)
+                # -- dV += P^T dO --
+                dv += tl.dot(pT.to(do.dtype), do, input_precision=DOT_PREC)
+                # -- dS^T = P^T * (dP^T - Delta), dP^T = V dO^T; dK += dS^T Q --
+                dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
+                dsT = pT * (dpT - delta[None, :])
+                dk += tl.dot(dsT.to(qT.dtype), tl.trans(qT), input_precision=DOT_PREC)
+
+        dk *= sm_scale
+        tl.store(DK + offs_n[:, None] * stride_gt + offs_d[None, :], dk.to(DK.dtype.element_ty),
+                 mask=offs_n[:, None] < T)
+        tl.store(DV + offs_n[:, None] * stride_gt + offs_d[None, :], dv.to(DV.dtype.element_ty),
+                 mask=offs_n[:, None] < T)
+
+    @triton.jit
+    def _band_bwd_dq_kernel(
+        Q, K, V, DO,                               # (B, H, T, D) inputs and dO, last-dim stride 1
+        DQ,                                        # (B, H, T, D) output, contiguous
+        LSE, DELTA,                                # (B*H, T) fp32 from the forward and the delta pass
+        BANDS,                                     # (H, NI, 2) int32 clipped intervals
+        sm_scale,                                  # scale (dQ = scale * dS K)
+        sm_scale_log2,                             # scale * log2(e)
+        stride_qb, stride_qh, stride_qt,           # strides of Q
+        stride_kb, stride_kh, stride_kt,           # strides of K
+        stride_vb, stride_vh, stride_vt,           # strides of V
+        stride_dob, stride_doh, stride_dot,        # strides of dO
+        stride_gb, stride_gh, stride_gt,           # strides of DQ
+        H, T,                                      # heads, sequence length
+        NI: tl.constexpr,                          # intervals per head (padded)
+        HEAD_DIM: tl.constexpr,                    # D
+        BLOCK_M: tl.constexpr,                     # queries per program
+        BLOCK_N: tl.constexpr,                     # keys per inner-loop step
+        DOT_PREC: tl.constexpr,                    # "ieee" for fp32 inputs
+    ):
+        # One program owns a query block: the same key range as the forward, longest rows first.
+        m0 = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M
+        bh = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        Q += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+        K += b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
+        V += b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
+        DO += b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
+        DQ += b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
+
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        offs_n = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, HEAD_DIM)
+        rows = offs_m[:, None] < T
+        q = tl.load(Q + offs_m[:, None] * stride_qt + offs_d[None, :], mask=rows, other=0.0)
+        do = tl.load(DO + offs_m[:, None] * stride_dot + offs_d[None, :], mask=rows, other=0.0)
+        lse = tl.load(LSE + bh.to(tl.int64) * T + offs_m, mask=offs_m < T, other=float("inf"))
+        delta = tl.load(DELTA + bh.to(tl.int64) * T + offs_m, mask=offs_m < T, other=0.0)
+        dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+
+        for iv in range(NI):
+            lo = tl.load(BANDS + (h * NI + iv) * 2)
+            hi = tl.load(BANDS + (h * NI + iv) * 2 + 1)
+            start, end = _key_range(m0, lo, hi, T, BLOCK_M, BLOCK_N)
+            for n0 in range(start, end, BLOCK_N):
+                n0 = tl.multiple_of(n0, BLOCK_N)
+                cols = n0 + offs_n
+                # -- load K^T and V^T tiles --
+                kT = tl.load(K + cols[None, :] * stride_kt + offs_d[:, None], mask=cols[None, :] < T, other=0.0)
+                vT = tl.load(V + cols[None, :] * stride_vt + offs_d[:, None], mask=cols[None, :] < T, other=0.0)
+                # -- recompute P from the saved LSE; mask only the edge tiles --
+                p = tl.math.exp2(tl.dot(q, kT, input_precision=DOT_PREC) * sm_scale_log2 - lse[:, None])
+                inside = (m0 - n0 - BLOCK_N + 1 >= lo) & (m0 + BLOCK_M - 1 - n0 < hi) & (n0 + BLOCK_N <= T)
+                if not inside:
+                    p = tl.where(_tile_mask(offs_m, cols, lo, hi, T), p, 0.0)
+                # -- dS = P * (dP - Delta), dP = dO V^T; dQ += dS K --
+                dp = tl.dot(do, vT, input_precision=DOT_PREC)
+                ds = p * (dp - delta[:, None])
+                dq += tl.dot(ds.to(kT.dtype), tl.trans(kT), input_precision=DOT_PREC)
+
+        dq *= sm_scale
+        tl.store(DQ + offs_m[:, None] * stride_gt + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=rows)
+
+
+# Block sizes, warps and pipeline stages per (pass, head dim, dtype). Overridable (bench_kernel.py
+# sweeps it); the interpreter gets 16 x 16 tiles so that small test shapes still cross many tiles.
+_INTERPRET_CONFIG = dict(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1)
+
+
+def _launch_config(kind, D, dtype):
+    """kind: "fwd", "dkdv" (BLOCK_N keys a program), "dq" (BLOCK_M queries a program)."""
+    if _interpreting():
+        return dict(_INTERPRET_CONFIG)
+    if dtype == torch.float32:
+        # fp32 tiles take twice the registers and shared memory of 16-bit ones: smaller tiles, 2 stages.
+        return dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
+    cfg = KERNEL_CONFIGS[kind]
+    return dict(cfg[min(cfg, key=lambda d: (d < D, d))])  # the smallest listed head dim >= D
+
+
+KERNEL_CONFIGS = {
+    # 128 queries a program keep the tensor cores busy; 64-key steps keep the 128 x 64 fp32 score tile
+    # in registers with 4 warps at D <= 64; D = 128 doubles the Q and acc tiles, so 8 warps.
+    "fwd": {64: dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3),
+            128: dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3)},
+    # dK/dV keeps 128 keys (k, v, dk, dv) resident and streams narrow 32-query tiles, as Triton's tutorial;
+    # D = 128 needs fewer stages to fit the streamed q/dO tiles in shared memory.
+    "dkdv": {64: dict(BLOCK_M=32, BLOCK_N=128, num_warps=4, num_stages=4),
+             128: dict(BLOCK_M=32, BLOCK_N=128, num_warps=8, num_stages=2)},
+    # dQ is the mirror: 128 resident queries, narrow 32-key steps.
+    "dq": {64: dict(BLOCK_M=128, BLOCK_N=32, num_warps=4, num_stages=4),
+           128: dict(BLOCK_M=128, BLOCK_N=32, num_warps=8, num_stages=2)},
+    # The delta pre-pass is a pure row reduction.
+    "delta": {128: dict(BLOCK_M=128, num_warps=4, num_stages=1)},
+}
+
+
+def _interpreting():
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+_BANDS_CACHE = {}
+
+
+def _clipped_bands(bands_flat, n_head, T, device):
+    """(H, NI, 2) int32 device tensor of the bands clipped to distances < T (cached: no copy per call)."""
+    key = (tuple(bands_flat), n_head, T, str(device))
+    t = _BANDS_CACHE.get(key)
+    if t is None:
+        b = torch.tensor(bands_flat, dtype=torch.int64).view(n_head, -1, 2)
+        lo, hi = b[..., 0].clamp(max=T), b[..., 1].clamp(max=T)
+        empty = hi <= lo
+        b = torch.stack([lo.masked_fill(empty, 0), hi.masked_fill(empty, 0)], dim=-1)
+        t = b.to(torch.int32).contiguous().to(device)
+        _BANDS_CACHE[key] = t
+    return t
+
+
+def _last_dim_contiguous(t):
+    # The kernels take any batch/head/time strides (views of a fused qkv projection need no copy),
+    # but vectorized loads need the head dim packed.
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _dot_precision(dtype):
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _fwd_impl(q, k, v, bands_flat, scale):
+    B, H, T, D = q.shape
+    q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+    bands_t = _clipped_bands(bands_flat, H, T, q.device)
+    o = torch.empty((B, H, T, D), dtype=q.dtype, device=q.device)
+    lse = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
+    cfg = _launch_config("fwd", D, q.dtype)
+    grid = (triton.cdiv(T, cfg["BLOCK_M"]), B * H)
+    _band_fwd_kernel[grid](
+        q, k, v, o, lse, bands_t, scale * LOG2E,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        o.stride(0), o.stride(1), o.stride(2),
+        H, T, NI=bands_t.shape[1], HEAD_DIM=D, DOT_PREC=_dot_precision(q.dtype), **cfg)
+    return o, lse
+
+
+def _bwd_impl(do, q, k, v, o, lse, bands_flat, scale):
+    B, H, T, D = q.shape
+    q, k, v, do = (_last_dim_contiguous(t) for t in (q, k, v, do))
+    bands_t = _clipped_bands(bands_flat, H, T, q.device)
+    NI = bands_t.shape[1]
+    prec = _dot_precision(q.dtype)
+    dq = torch.empty((B, H, T, D), dtype=q.dtype, device=q.device)
+    dk = torch.empty_like(dq)
+    dv = torch.empty_like(dq)
+    delta = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
+
+    cfg = _launch_config("delta", D, q.dtype)
+    cfg.pop("BLOCK_N", None)
+    _band_bwd_delta_kernel[(triton.cdiv(T, cfg["BLOCK_M"]), B * H)](
+        o, do, delta, o.stride(0), o.stride(1), o.stride(2), do.stride(0), do.stride(1), do.stride(2),
+        H, T, HEAD_DIM=D, **cfg)
+
+    strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+               v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
+               dq.stride(0), dq.stride(1), dq.stride(2))
+    cfg = _launch_config("dkdv", D, q.dtype)
+    _band_bwd_dkdv_kernel[(triton.cdiv(T, cfg["BLOCK_N"]), B * H)](
+        q, k, v, do, dk, dv, lse, delta, bands_t, scale, scale * LOG2E, *strides,
+        H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, **cfg)
+    cfg = _launch_config("dq", D, q.dtype)
+    _band_bwd_dq_kernel[(triton.cdiv(T, cfg["BLOCK_M"]), B * H)](
+        q, k, v, do, dq, lse, delta, bands_t, scale, scale * LOG2E, *strides,
+        H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, **cfg)
+    return dq, dk, dv
+
+
+LOG2E = 1.4426950408889634
+
+# torch.library custom ops: torch.compile treats each launch as one opaque node (no tracing into
+# Triton's launcher), and autograd goes through register_autograd. Bands travel as a flat list[int],
+# which dynamo sees as a constant.
+if HAS_TRITON:
+
+    @torch.library.custom_op("band_attention::fwd", mutates_args=())
+    def _band_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bands_flat: list[int],
+                     scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return _fwd_impl(q, k, v, bands_flat, scale)
+
+    @_band_fwd_op.register_fake
+    def _(q, k, v, bands_flat, scale):
+        B, H, T, D = q.shape
+        return q.new_empty((B, H, T, D)), q.new_empty((B, H, T), dtype=torch.float32)
+
+    @torch.library.custom_op("band_attention::bwd", mutates_args=())
+    def _band_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     o: torch.Tensor, lse: torch.Tensor, bands_flat: list[int],
+                     scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _bwd_impl(do, q, k, v, o, lse, bands_flat, scale)
+
+    @_band_bwd_op.register_fake
+    def _(do, q, k, v, o, lse, bands_flat, scale):
+        return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
+
+    def _band_setup_context(ctx, inputs, output):
+        q, k, v, bands_flat, scale = inputs
+        o, lse = output
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.bands_flat, ctx.scale = bands_flat, scale
+
+    def _band_backward(ctx, do, dlse):
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, dk, dv = _band_bwd_op(do, q, k, v, o, lse, ctx.bands_flat, ctx.scale)
+        return dq, dk, dv, None, None
+
+    _band_fwd_op.register_autograd(_band_backward, setup_context=_band_setup_context)
+
+
+def triton_supports(q):
+    """Whether the Triton kernels take this input: head dim a power of two in [16, 128]."""
+    D = q.shape[-1]
+    return HAS_TRITON and 16 <= D <= 128 and D & (D - 1) == 0
+
+
 def triton_band_attention(q, k, v, bands, scale):
-    raise NotImplementedError("the Triton band kernel lands with issue 3")
+    """The fused band kernel; bands normalized as in `normalize_bands`. Differentiable in q, k, v."""
+    if not triton_supports(q):
+        raise ValueError(f"the Triton kernel needs a head dim that is a power of two in [16, 128], "
+                         f"got {q.shape[-1]}; use backend='torch'")
+    if not (q.is_cuda or _interpreting()):
+        raise ValueError("backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)")
+    flat = [x for pair in bands_tensor(bands).view(-1, 2).tolist() for x in pair]
+    o, _ = _band_fwd_op(q, k, v, flat, float(scale))
+    return o

@@ -1,0 +1,255 @@
+"""CPU tests of kernel.band_attention.
+
+The torch fallback is checked against a float64 masked softmax written here (its own mask code), and
+the Triton kernels, run on CPU tensors by Triton's interpreter (conftest sets TRITON_INTERPRET=1 when
+there is no GPU), against both. bf16 is left out here: the interpreter's bf16 tl.dot is wrong
+(triton issue 11584); tests/test_kernel_gpu.py covers bf16 on a GPU.
+"""
+import os
+import random
+
+import pytest
+import torch
+
+import kernel
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+needs_interpreter = pytest.mark.skipif(not (INTERPRET and kernel.HAS_TRITON),
+                                       reason="Triton on CPU tensors needs TRITON_INTERPRET=1")
+
+
+# -----------------------------------------------------------------------------
+# Helpers shared with tests/test_kernel_gpu.py
+
+def sp_bands(n_head, N, pattern):
+    """The spec's band layouts (section 2/3) as nested lists, written independently of model.py."""
+    W, R = divmod(N, n_head)
+    out = []
+    for h in range(n_head):
+        Wh = W + (1 if h < R else 0)
+        Sh = h * W + min(h, R)
+        own = (Sh, Sh + Wh)
+        if pattern == "sp_exclusive":
+            out.append([own])
+        elif pattern == "sp":
+            local = (0, Wh + 1)
+            out.append([(0, max(local[1], own[1]))] if own[0] <= local[1] else [local, own])
+        elif pattern == "window":
+            out.append([(0, N // n_head + 1)])
+        elif pattern == "dense":
+            out.append([(0, N)])
+        else:
+            raise ValueError(pattern)
+    return out
+
+
+def random_bands(n_head, N, rng, max_intervals=4):
+    """Random sorted disjoint intervals, 0..max_intervals per head (some heads empty), as lists."""
+    out = []
+    for _ in range(n_head):
+        n = rng.randint(0, min(max_intervals, (N + 1) // 2))
+        cuts = sorted(rng.sample(range(0, N + 1), 2 * n))
+        out.append([(cuts[i], cuts[i + 1]) for i in range(0, len(cuts), 2) if cuts[i] < cuts[i + 1]])
+    return out
+
+
+def reference(q, k, v, bands, scale=None):
+    """float64 masked softmax; rows with no visible key give 0 (differentiable, no NaN)."""
+    q, k, v = (t.double() for t in (q, k, v))
+    B, H, T, D = q.shape
+    scale = D ** -0.5 if scale is None else scale
+    i = torch.arange(T, device=q.device)
+    dist = i[:, None] - i[None, :]
+    mask = torch.zeros(H, T, T, dtype=torch.bool, device=q.device)
+    for h, intervals in enumerate(bands):
+        for lo, hi in intervals:
+            mask[h] |= (dist >= lo) & (dist < hi)
+    s = (q @ k.transpose(-1, -2)) * scale
+    s = torch.where(mask, s, torch.zeros((), dtype=s.dtype, device=s.device) - 1e300)
+    p = torch.softmax(s, dim=-1) * mask  # an empty row softmaxes to uniform, then * 0
+    return p @ v
+
+
+def rel_err(a, b):
+    """Relative L2 error; the floor (1e-3 per element in rms) keeps an all-zero reference, e.g. dq at
+    T = 1 where the softmax has one entry, from turning rounding noise into a huge ratio."""
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / (b.norm() + 1e-3 * b.numel() ** 0.5)).item()
+
+
+def run_with_grads(fn, q, k, v, do):
+    q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+    o = fn(q, k, v)
+    o.backward(do)
+    return [o.detach(), q.grad, k.grad, v.grad]
+
+
+def assert_close_to_reference(fn, q, k, v, bands, tol, scale=None):
+    """fn's output and dq/dk/dv against the float64 reference, relative L2 error <= tol, all finite."""
+    do = torch.randn(q.shape, dtype=q.dtype, device=q.device)
+    got = run_with_grads(fn, q, k, v, do)
+    ref = run_with_grads(lambda a, b, c: reference(a, b, c, bands, scale), q, k, v, do.double())
+    for name, g, r in zip(("out", "dq", "dk", "dv"), got, ref):
+        assert g.dtype == q.dtype and g.shape == q.shape, name
+        assert torch.isfinite(g).all(), f"{name} has non-finite values"
+        err = rel_err(g, r)
+        assert err <= tol, f"{name}: relative error {err:.2e} > {tol:.0e}"
+    return got
+
+
+def make_qkv(B, H, T, D, dtype, device="cpu", fused=False):
+    """Random q, k, v; fused=True gives the strided views of one (B, T, 3*H*D) qkv projection."""
+    if fused:
+        qkv = torch.randn(B, T, 3 * H * D, dtype=dtype, device=device)
+        return [t.view(B, T, H, D).transpose(1, 2) for t in qkv.split(H * D, dim=2)]
+    return [torch.randn(B, H, T, D, dtype=dtype, device=device) for _ in range(3)]
+
+
+# -----------------------------------------------------------------------------
+# The fallback against the float64 reference
+
+@pytest.mark.parametrize("T", [1, 5, 37, 70])
+@pytest.mark.parametrize("pattern", ["sp", "sp_exclusive", "window", "dense"])
+def test_fallback_sp_layouts(T, pattern):
+    torch.manual_seed(T)
+    H, N = 6, 64  # N not a multiple of H (R > 0); T > N, T < H and ragged T all occur
+    bands = sp_bands(H, N, pattern)
+    q, k, v = make_qkv(2, H, T, 16, torch.float32)
+    assert_close_to_reference(lambda a, b, c: kernel.band_attention(a, b, c, bands, backend="torch"),
+                              q, k, v, bands, tol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fallback_random_intervals(seed):
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    H, T = 5, rng.choice([3, 17, 41])
+    bands = random_bands(H, 2 * T, rng)
+    q, k, v = make_qkv(1, H, T, 8, torch.float64)
+    assert_close_to_reference(lambda a, b, c: kernel.band_attention(a, b, c, bands, backend="torch"),
+                              q, k, v, bands, tol=1e-10)
+
+
+def test_fallback_empty_rows_are_zero_with_zero_grad():
+    bands = [[(10, 20)], [(0, 1)]]  # head 0: rows i < 10 see nothing
+    q, k, v = make_qkv(1, 2, 12, 8, torch.float32)
+    q.requires_grad_(True)
+    o = kernel.band_attention(q, k, v, bands, backend="torch")
+    o.sum().backward()
+    assert torch.isfinite(o).all() and torch.isfinite(q.grad).all()
+    assert (o[0, 0, :10] == 0).all() and (q.grad[0, 0, :10] == 0).all()
+
+
+# -----------------------------------------------------------------------------
+# Contract checks
+
+@pytest.mark.parametrize("bad", [
+    [[(0, 4)]],                                   # wrong number of heads
+    [[(-1, 4)], [(0, 2)]],                        # negative distance
+    [[(4, 8), (0, 2)], [(0, 2)]],                 # not sorted
+    [[(0, 4), (3, 8)], [(0, 2)]],                 # overlapping
+    [[(0, 4, 5)], [(0, 2)]],                      # not a pair
+    torch.zeros(2, 1, 2, dtype=torch.float32),    # not integer
+    torch.zeros(2, 2, dtype=torch.long),          # wrong rank
+])
+def test_invalid_bands_raise(bad):
+    q, k, v = make_qkv(1, 2, 4, 16, torch.float32)
+    for backend in ("torch", "triton"):
+        with pytest.raises(ValueError):
+            kernel.band_attention(q, k, v, bad, backend=backend)
+
+
+def test_invalid_backend_and_shapes_raise():
+    q, k, v = make_qkv(1, 2, 4, 16, torch.float32)
+    with pytest.raises(ValueError):
+        kernel.band_attention(q, k, v, [[(0, 4)]] * 2, backend="cuda")
+    with pytest.raises(ValueError):
+        kernel.band_attention(q, k[:, :, :3], v, [[(0, 4)]] * 2)
+
+
+def test_bands_tensor_padding_and_tensor_input():
+    bands = kernel.normalize_bands([[(0, 2), (5, 9)], [(3, 3)], [(1, 4)]], 3)
+    assert bands == (((0, 2), (5, 9)), (), ((1, 4),))
+    t = kernel.bands_tensor(bands)
+    assert t.shape == (3, 2, 2) and t.dtype == torch.long
+    assert kernel.normalize_bands(t, 3) == bands
+
+
+def test_auto_picks_torch_on_cpu(monkeypatch):
+    def boom(*args):
+        raise AssertionError("auto must not pick the Triton kernel for CPU tensors")
+    monkeypatch.setattr(kernel, "triton_band_attention", boom)
+    q, k, v = make_qkv(1, 2, 6, 16, torch.float32)
+    kernel.band_attention(q, k, v, [[(0, 3)], [(2, 5)]])
+
+
+# -----------------------------------------------------------------------------
+# The Triton kernels under the interpreter (16 x 16 tiles, so small shapes cross many tiles)
+
+def triton_fn(bands, scale=None):
+    return lambda a, b, c: kernel.band_attention(a, b, c, bands, scale=scale, backend="triton")
+
+
+@needs_interpreter
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float16, 5e-3)])
+@pytest.mark.parametrize("T,pattern", [(1, "sp"), (5, "sp_exclusive"), (37, "sp"), (70, "sp_exclusive"),
+                                       (37, "window"), (70, "dense")])
+def test_triton_sp_layouts(dtype, tol, T, pattern):
+    torch.manual_seed(T)
+    H, N = 6, 64
+    bands = sp_bands(H, N, pattern)
+    q, k, v = make_qkv(1, H, T, 16, dtype)
+    got = assert_close_to_reference(triton_fn(bands), q, k, v, bands, tol)
+    # and against the fallback, which is what the model uses on CPU
+    ref = kernel.band_attention(q, k, v, bands, backend="torch")
+    assert rel_err(got[0], ref) <= tol
+
+
+@needs_interpreter
+@pytest.mark.parametrize("seed", range(3))
+def test_triton_random_intervals(seed):
+    rng = random.Random(100 + seed)
+    torch.manual_seed(seed)
+    H, T = 3, rng.choice([19, 50])
+    bands = random_bands(H, T + 8, rng)
+    q, k, v = make_qkv(1, H, T, 32, torch.float32)
+    assert_close_to_reference(triton_fn(bands, scale=0.3), q, k, v, bands, tol=1e-4, scale=0.3)
+
+
+@needs_interpreter
+def test_triton_empty_rows_zero_output_and_grad():
+    bands = [[(20, 40)], [(0, 3), (30, 31)]]  # head 0: rows < 20 empty; T = 24 clips both bands
+    q, k, v = make_qkv(1, 2, 24, 16, torch.float32)
+    got = assert_close_to_reference(triton_fn(bands), q, k, v, bands, tol=1e-4)
+    o, dq, dk, dv = got
+    assert (o[0, 0, :20] == 0).all() and (dq[0, 0, :20] == 0).all()
+    assert (dk[0, 0, 4:] == 0).all() and (dv[0, 0, 4:] == 0).all()  # keys j > T-1-20 seen by no row
+
+
+@needs_interpreter
+def test_triton_non_contiguous_fused_qkv():
+    torch.manual_seed(1)
+    H = 4
+    bands = sp_bands(H, 48, "sp")
+    q, k, v = make_qkv(2, H, 33, 16, torch.float32, fused=True)
+    assert not q.is_contiguous()
+    assert_close_to_reference(triton_fn(bands), q, k, v, bands, tol=1e-4)
+    # last-dim stride != 1 (transposed head dim) is copied, still right
+    qt = torch.randn(2, H, 16, 33).transpose(-1, -2)
+    assert_close_to_reference(triton_fn(bands), qt, k, v, bands, tol=1e-4)
+
+
+@needs_interpreter
+def test_triton_head_dim_64_and_tensor_bands():
+    torch.manual_seed(2)
+    bands = torch.tensor([[[0, 9], [0, 0]], [[3, 5], [11, 30]]])
+    q, k, v = make_qkv(1, 2, 29, 64, torch.float16)
+    nested = [[(0, 9)], [(3, 5), (11, 30)]]
+    assert_close_to_reference(triton_fn(bands), q, k, v, nested, tol=5e-3)
+
+
+@needs_interpreter
+def test_triton_rejects_unsupported_head_dim():
+    q, k, v = make_qkv(1, 1, 4, 24, torch.float32)
+    with pytest.raises(ValueError):
+        kernel.band_attention(q, k, v, [[(0, 4)]], backend="triton")
