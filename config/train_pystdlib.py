@@ -1,5 +1,5 @@
 # The baby GPT at context 1024 with SPAttention on the Python standard library's source in GPT-2 BPE
-# (data/pystdlib: ~14.4M train / ~0.9M val tokens on CPython 3.11, split by file; documents are
+# (data/pystdlib: ~14.4M train / ~0.5M val tokens on CPython 3.11, split by file; documents are
 # whole files, median ~3k tokens, so a 1024-token window sees real long-range structure: code that
 # uses names defined far above). Prepare with `python data/pystdlib/prepare.py` (offline, ~5 s;
 # train.py also runs it when train.bin is missing). vocab_size is not set (GPT-2's, padded to 50304).
