@@ -1,0 +1,105 @@
+"""
+Sample from a model trained with train.py.
+
+    python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=3 --max_new_tokens=300
+    python sample.py --out_dir=out-shakespeare-char --start=FILE:prompt.txt --device=cpu
+
+Generation uses the model's KV cache: each new token attends over the cached keys with exactly the
+bands of a full forward pass. Prompts longer than block_size keep their last block_size tokens.
+"""
+
+import os
+import sys
+from contextlib import nullcontext
+
+import torch
+
+from model import GPT, GPTConfig, ConfigError
+from train import load_checkpoint, pick_device, pick_dtype, TrainConfig
+
+DEFAULTS = dict(out_dir="out", start="\n", num_samples=10, max_new_tokens=500, temperature=0.8,
+                top_k=200, seed=1337, device="auto", dtype="auto")
+TYPES = {k: type(v) for k, v in DEFAULTS.items()}
+
+
+def parse_args(argv):
+    opts = dict(DEFAULTS)
+    for arg in argv:
+        key, eq, text = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if not eq:
+            raise ConfigError(f"argument {arg!r} must look like --key=value")
+        if key not in opts:
+            raise ConfigError(f"unknown option {key!r}; known options: {', '.join(opts)}")
+        typ = TYPES[key]
+        try:
+            opts[key] = (text.lower() in ("true", "1", "yes")) if typ is bool else typ(text)
+        except ValueError:
+            raise ConfigError(f"--{key} expects {typ.__name__}, got {text!r}") from None
+    if opts["num_samples"] < 1 or opts["max_new_tokens"] < 1:
+        raise ConfigError("--num_samples and --max_new_tokens must be at least 1")
+    if opts["temperature"] <= 0:
+        raise ConfigError(f"--temperature must be > 0, got {opts['temperature']}")
+    return opts
+
+
+def load_model(out_dir, device):
+    ckpt = load_checkpoint(os.path.join(out_dir, "ckpt.pt"), map_location=device)
+    model = GPT(GPTConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval().to(device), ckpt
+
+
+def get_codec(ckpt):
+    """(encode, decode) of the checkpoint's tokens: its char vocabulary, or GPT-2 BPE (offline)."""
+    meta = ckpt.get("meta")
+    if meta:
+        stoi, itos = meta["stoi"], meta["itos"]
+
+        def encode(s):
+            unknown = sorted(set(c for c in s if c not in stoi))
+            if unknown:
+                raise ConfigError(f"the prompt has characters outside this char-level model's vocabulary: "
+                                  f"{''.join(unknown)!r}; use only characters of its training text")
+            return [stoi[c] for c in s]
+        return encode, lambda ids: "".join(itos[i] for i in ids)
+    from data.bpe import gpt2
+    enc = gpt2()
+    return (lambda s: enc.encode(s, allowed_special={"<|endoftext|>"})), enc.decode
+
+
+def main(argv):
+    opts = parse_args(argv)
+    torch.manual_seed(opts["seed"])
+    cfg = TrainConfig(device=opts["device"], dtype=opts["dtype"])
+    device = pick_device(cfg)
+    device_type = "cuda" if device.startswith("cuda") else device
+    dtype = pick_dtype(cfg, device_type)
+    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
+
+    model, ckpt = load_model(opts["out_dir"], device)
+    encode, decode = get_codec(ckpt)
+    start = opts["start"]
+    if start.startswith("FILE:"):
+        path = start[5:]
+        if not os.path.isfile(path):
+            raise ConfigError(f"prompt file {path!r} not found")
+        with open(path, "r", encoding="utf-8") as f:
+            start = f.read()
+    if not start:
+        raise ConfigError("the prompt is empty: give --start=TEXT with at least one character")
+    # generate() reads only the last block_size tokens of a longer prompt, as nanoGPT's does
+    x = torch.tensor(encode(start), dtype=torch.long, device=device)[None, ...]
+    with torch.no_grad(), ctx:
+        for _ in range(opts["num_samples"]):
+            y = model.generate(x, opts["max_new_tokens"], temperature=opts["temperature"], top_k=opts["top_k"])
+            print(decode(y[0].tolist()))
+            print("---------------")
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
