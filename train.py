@@ -329,6 +329,10 @@ def train(cfg):
                 writer.writerow([iter_num, f"{losses['train']:.5f}", f"{losses['val']:.5f}", lr, "", "", "",
                                  f"{time.time() - t_start:.1f}"])
                 log.flush()
+                if not all(map(math.isfinite, losses.values())):
+                    raise FloatingPointError(
+                        f"evaluation loss became {losses} at iter {iter_num}; stopped without saving. The last "
+                        f"good checkpoint is kept in {ckpt_path}. Try a lower learning_rate, grad_clip, or dtype=float32")
                 best_val_loss = min(best_val_loss, losses["val"])
                 if not cfg.eval_only:
                     checkpoint()

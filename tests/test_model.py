@@ -1,0 +1,170 @@
+"""The model against the spec: band layouts, masks, the KV cache, and bad configurations."""
+import pytest
+import torch
+
+import kernel
+from model import GPT, GPTConfig, ConfigError, head_bands, BAND_PATTERNS, ATTN_PATTERNS
+
+SHAPES = [(1, 1), (4, 4), (4, 10), (6, 256), (8, 1024), (12, 1000), (16, 1024), (7, 50)]
+
+
+def spec_visible(H, N, pattern):
+    """Spec section 2-3 written out per head as a set of visible distances."""
+    W, R = N // H, N % H
+    out = []
+    for h in range(H):
+        Wh, Sh = W + (1 if h < R else 0), h * W + min(h, R)
+        own = set(range(Sh, Sh + Wh))
+        if pattern == "sp_exclusive":
+            s = own
+        elif pattern == "sp":
+            s = own | set(range(0, Wh + 1))
+        elif pattern == "window":
+            s = set(range(0, N // H + 1))
+        else:  # dense
+            s = set(range(N))
+        out.append({d for d in s if d < N})
+    return out
+
+
+def distances(bands_row):
+    return {d for lo, hi in bands_row.tolist() for d in range(lo, hi)}
+
+
+@pytest.mark.parametrize("H,N", SHAPES)
+@pytest.mark.parametrize("pattern", ["sp", "sp_exclusive", "window", "dense"])
+def test_head_bands_match_spec(H, N, pattern):
+    b = head_bands(H, N, pattern)
+    assert b.dtype == torch.long and b.shape[0] == H and b.shape[2] == 2
+    for h, want in enumerate(spec_visible(H, N, pattern)):
+        assert distances(b[h]) == want, (h, b[h].tolist())
+        assert kernel.normalize_bands(b, H)  # sorted, disjoint, merged: a valid contract input
+        nonempty = [(lo, hi) for lo, hi in b[h].tolist() if hi > lo]
+        assert all(nonempty[i][1] < nonempty[i + 1][0] for i in range(len(nonempty) - 1)), "not merged"
+
+
+@pytest.mark.parametrize("H,N", SHAPES)
+def test_exclusive_bands_partition_distances(H, N):
+    for pattern in ("sp_exclusive", "sp_balanced"):
+        sets = [distances(row) for row in head_bands(H, N, pattern)]
+        assert all(sets), "every head owns at least one distance"
+        assert set().union(*sets) == set(range(N)) and sum(map(len, sets)) == N
+
+
+@pytest.mark.parametrize("H,N", [(8, 1024), (16, 1024), (6, 256), (12, 1000)])
+def test_balanced_bands_give_equal_work(H, N):
+    pairs = [sum(N - d for d in distances(row)) for row in head_bands(H, N, "sp_balanced")]
+    exclusive = [sum(N - d for d in distances(row)) for row in head_bands(H, N, "sp_exclusive")]
+    total = N * (N + 1) / 2
+    assert max(pairs) - min(pairs) <= 2 * N  # off by at most rounding one distance each way
+    assert max(exclusive) / min(exclusive) > 1.5 * max(pairs) / min(pairs)
+    assert sum(pairs) == total
+
+
+def test_work_shares_match_spec():
+    # spec section 3: at N = 1024, H = 16, sp_exclusive computes 6.25 % and sp 17.8 % of dense pairs
+    for pattern, share in (("sp_exclusive", 0.0625), ("sp", 0.178)):
+        m = GPT(GPTConfig(block_size=1024, vocab_size=16, n_layer=1, n_head=16, n_embd=32, attn=pattern))
+        assert m.attention_pairs() / (16 * 1024 * 1025 / 2) == pytest.approx(share, abs=5e-4)
+
+
+def test_bands_anchor_to_block_size_not_batch_length():
+    # a short batch sees the top-left corner of the block_size pattern, not a pattern of its own
+    m = GPT(GPTConfig(block_size=64, vocab_size=16, n_layer=1, n_head=4, n_embd=16, attn="sp_exclusive"))
+    attn = m.transformer.h[0].attn
+    full = attn.visible(64, 64, 0)
+    assert torch.equal(attn.visible(10, 10, 0), full[:, :10, :10])
+    assert not attn.visible(10, 10, 0)[3].any()  # head 3's band starts at distance 48
+
+
+def tiny(attn="sp", **kw):
+    torch.manual_seed(0)
+    cfg = dict(block_size=32, vocab_size=20, n_layer=2, n_head=4, n_embd=32, attn=attn, dropout=0.0)
+    cfg.update(kw)
+    return GPT(GPTConfig(**cfg)).eval()
+
+
+@pytest.mark.parametrize("attn", ATTN_PATTERNS)
+def test_kv_cache_logits_match_full_forward(attn):
+    m = tiny(attn)
+    idx = torch.randint(0, 20, (2, 32))
+    m.setup_kv_cache(2)
+    _, _ = m(idx[:, :5], start_pos=0)
+    for t in range(5, 32):
+        cached, _ = m(idx[:, t:t + 1], start_pos=t)
+        full, _ = m(idx[:, :t + 1])
+        torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("attn", ["sp", "dense", "sp_exclusive"])
+def test_generate_with_cache_equals_without(attn):
+    # greedy decoding past block_size: the sliding window must match nanoGPT's uncached loop
+    m = tiny(attn)
+    prompt = torch.randint(0, 20, (2, 7))
+    a = m.generate(prompt, 40, top_k=1)
+    b = m.generate(prompt, 40, top_k=1, use_cache=False)
+    assert a.shape == (2, 47) and torch.equal(a, b)
+
+
+def test_band_patterns_use_band_attention():
+    # the model's attention equals band_attention on the model's own bands (the fallback on CPU)
+    m = tiny("sp")
+    attn = m.transformer.h[0].attn
+    q, k, v = (torch.randn(2, 4, 9, 8) for _ in range(3))
+    bands = head_bands(4, 32, "sp")
+    ref = kernel.masked_attention(q, k, v, attn.visible(9, 9, 0), 8 ** -0.5)
+    torch.testing.assert_close(kernel.band_attention(q, k, v, bands), ref)
+
+
+def test_dense_is_band_zero_to_n():
+    # the dense pattern runs through SDPA; it must be the same function as the band [0, N)
+    m = tiny("dense")
+    x = torch.randn(2, 11, 32)
+    attn = m.transformer.h[0].attn
+    y = attn(x)
+    attn.attn = "sp"  # route through band_attention with dense bands
+    attn.bands = kernel.normalize_bands(head_bands(4, 32, "dense"), 4)
+    torch.testing.assert_close(attn(x), y, rtol=1e-5, atol=1e-6)
+
+
+def test_forward_loss_and_shapes():
+    m = tiny()
+    idx = torch.randint(0, 20, (3, 17))
+    logits, loss = m(idx, idx)
+    assert logits.shape == (3, 17, 20) and torch.isfinite(loss)
+    logits, loss = m(idx)
+    assert logits.shape == (3, 1, 20) and loss is None
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (dict(n_embd=30, n_head=4), "not divisible by n_head"),
+    (dict(block_size=3, n_head=4), "block_size=3 < n_head=4"),
+    (dict(attn="sparse"), "unknown attn='sparse'"),
+    (dict(dropout=1.5), "dropout"),
+])
+def test_bad_config_is_one_clear_error(kw, msg):
+    cfg = dict(block_size=32, vocab_size=20, n_layer=1, n_head=4, n_embd=32)
+    cfg.update(kw)
+    with pytest.raises(ConfigError, match=msg):
+        GPTConfig(**cfg)
+
+
+def test_input_longer_than_block_size():
+    m = tiny()
+    with pytest.raises(ValueError, match="exceeds block_size=32"):
+        m(torch.zeros(1, 33, dtype=torch.long))
+
+
+def test_estimate_mfu_needs_a_known_peak():
+    m = tiny()
+    assert m.estimate_mfu(4, 0.1) is None or torch.cuda.is_available()
+    fpt = m.flops_per_token()
+    assert m.estimate_mfu(4, 0.1, peak_flops=1e12) == pytest.approx(fpt * 32 * 4 / 0.1 / 1e12)
+    # sparse patterns count only the pairs they compute
+    assert tiny("sp_exclusive").flops_per_token() < tiny("dense").flops_per_token()
+
+
+def test_every_pattern_name_builds():
+    for attn in ATTN_PATTERNS:
+        assert tiny(attn)(torch.zeros(1, 5, dtype=torch.long))[0].isfinite().all()
+    assert set(BAND_PATTERNS) <= set(ATTN_PATTERNS)

@@ -1,0 +1,140 @@
+"""train.py and sample.py as a user runs them: exact resume, Ctrl-C, NaN, and every bad input."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import train
+from model import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--dataset=shakespeare_char", "--device=cpu", "--compile=False", "--batch_size=4",
+        "--block_size=32", "--n_layer=2", "--n_head=4", "--n_embd=32", "--eval_iters=2",
+        "--gradient_accumulation_steps=2", "--warmup_iters=3", "--lr_decay_iters=20",
+        "--learning_rate=3e-3", "--dropout=0.1", "--log_interval=100"]
+
+
+def run_cli(args, script="train.py", timeout=300):
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_resume_continues_exactly(tmp_path):
+    # 20 iterations straight, and 10 + resume + 10, give bit-identical losses (dropout on, so the
+    # RNG state and the data order must both be restored)
+    straight = train.train(train.parse_args(TINY + [f"--out_dir={tmp_path}/a", "--max_iters=20", "--eval_interval=10"]))
+    first = train.train(train.parse_args(TINY + [f"--out_dir={tmp_path}/b", "--max_iters=10", "--eval_interval=10"]))
+    ckpt = torch.load(f"{tmp_path}/b/ckpt.pt", weights_only=False)
+    assert ckpt["iter_num"] == 10 and isinstance(ckpt["best_val_loss"], float)
+    assert {"model", "optimizer", "model_args", "config"} <= set(ckpt)
+    second = train.train(train.parse_args(TINY + [f"--out_dir={tmp_path}/b", "--max_iters=20",
+                                                  "--eval_interval=10", "--init_from=resume"]))
+    assert [it for it, _ in straight] == list(range(20))
+    assert straight == first + second
+    assert straight[-1][1] < straight[0][1]
+
+
+def test_config_file_and_overrides(tmp_path):
+    cfg_file = tmp_path / "c.py"
+    cfg_file.write_text("import math\nbatch_size = 7\nlearning_rate = 1\nattn = 'dense'\n")
+    cfg = train.parse_args([str(cfg_file), "--batch_size=9", "--compile=false"])
+    assert (cfg.batch_size, cfg.learning_rate, cfg.attn, cfg.compile) == (9, 1.0, "dense", False)
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--bogus=1"], "unknown config key 'bogus'"),
+    (["--max_iters=ten"], "--max_iters expects int, got 'ten'"),
+    (["--compile=maybe"], "--compile expects True or False"),
+    (["--max_iters"], "must look like --key=value"),
+    (["config/no_such_file.py"], "config file 'config/no_such_file.py' not found"),
+    (["--init_from=gpt2"], "init_from must be 'scratch' or 'resume'"),
+])
+def test_bad_arguments(args, msg):
+    with pytest.raises(ConfigError, match=msg):
+        train.parse_args(args)
+
+
+def test_bad_config_file(tmp_path):
+    f = tmp_path / "c.py"
+    f.write_text("max_iters = '10'\n")
+    with pytest.raises(ConfigError, match="max_iters must be int"):
+        train.parse_args([str(f)])
+    f.write_text("n_layers = 4\n")
+    with pytest.raises(ConfigError, match="unknown config key 'n_layers'"):
+        train.parse_args([str(f)])
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--bogus=1"], "unknown config key 'bogus'"),
+    (["--n_embd=30", "--n_head=4"], "n_embd=30 is not divisible by n_head=4"),
+    (["--block_size=3", "--n_head=4"], "block_size=3 < n_head=4"),
+    (["--attn=flash"], "unknown attn='flash'"),
+    (["--dataset=no_such_data"], "run python data/no_such_data/prepare.py"),
+])
+def test_cli_errors_are_one_line(tmp_path, args, msg):
+    r = run_cli(TINY + [f"--out_dir={tmp_path}"] + args)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], r.stderr
+
+
+def test_missing_and_corrupt_checkpoint(tmp_path):
+    r = run_cli(TINY + [f"--out_dir={tmp_path}", "--init_from=resume"])
+    assert r.returncode == 1 and "no checkpoint at" in r.stderr
+    (tmp_path / "ckpt.pt").write_bytes(b"not a checkpoint")
+    r = run_cli(TINY + [f"--out_dir={tmp_path}", "--init_from=resume"])
+    assert r.returncode == 1 and "not a readable checkpoint" in r.stderr and len(r.stderr.splitlines()) == 1
+    r = run_cli([f"--out_dir={tmp_path}"], script="sample.py")
+    assert r.returncode == 1 and "not a readable checkpoint" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    # a huge learning rate blows the weights up after the first step
+    cfg = train.parse_args(TINY + [f"--out_dir={tmp_path}", "--max_iters=50", "--eval_interval=1",
+                                   "--learning_rate=1e30", "--warmup_iters=0"])
+    with pytest.raises(FloatingPointError, match="last good checkpoint is kept"):
+        train.train(cfg)
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert not os.path.exists(tmp_path / "ckpt.pt.tmp")
+
+
+def test_ctrl_c_saves_and_resumes(tmp_path):
+    p = subprocess.Popen([sys.executable, "-u", "train.py", *TINY, f"--out_dir={tmp_path}", "--max_iters=100000",
+                          "--eval_interval=100000", "--log_interval=1"],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    for line in p.stdout:
+        if line.startswith("iter 5:") or time.time() > deadline:
+            break
+    p.send_signal(signal.SIGINT)
+    out = p.communicate(timeout=120)[0]
+    assert p.returncode == 0, out
+    assert "continue with --init_from=resume" in out
+    it = torch.load(tmp_path / "ckpt.pt", weights_only=False)["iter_num"]
+    assert it >= 6
+    r = run_cli(TINY + [f"--out_dir={tmp_path}", "--init_from=resume", f"--max_iters={it + 2}",
+                        "--eval_interval=100000", "--log_interval=1"])
+    assert r.returncode == 0 and f"iter {it}:" in r.stdout and f"iter {it + 1}:" in r.stdout, r.stderr
+
+
+def test_sample_from_trained_checkpoint(tmp_path):
+    train.train(train.parse_args(TINY + [f"--out_dir={tmp_path}", "--max_iters=2"]))
+    r = run_cli([f"--out_dir={tmp_path}", "--start=ROMEO:", "--num_samples=2", "--max_new_tokens=40",
+                 "--device=cpu"], script="sample.py")
+    assert r.returncode == 0, r.stderr
+    samples = r.stdout.split("---------------")
+    assert len(samples) == 3 and all(s.strip().startswith("ROMEO:") for s in samples[:2])
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("To be, or not to be" * 10)  # longer than block_size: cropped for the model
+    r = run_cli([f"--out_dir={tmp_path}", f"--start=FILE:{prompt}", "--num_samples=1", "--max_new_tokens=5",
+                 "--device=cpu"], script="sample.py")
+    assert r.returncode == 0 and r.stdout.startswith("To be, or not to be"), r.stderr
+    for start, msg in (("", "the prompt is empty"), ("naïve", "outside this char-level model's vocabulary: 'ï'"),
+                       ("FILE:/no/such", "prompt file '/no/such' not found")):
+        r = run_cli([f"--out_dir={tmp_path}", f"--start={start}", "--device=cpu"], script="sample.py")
+        assert r.returncode == 1 and msg in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
