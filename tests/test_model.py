@@ -84,7 +84,7 @@ def tiny(attn="sp", **kw):
     return GPT(GPTConfig(**cfg)).eval()
 
 
-@pytest.mark.parametrize("attn", ATTN_PATTERNS)
+@pytest.mark.parametrize("attn", [a for a in ATTN_PATTERNS if a != "reformer"])  # LSH buckets need every token
 def test_kv_cache_logits_match_full_forward(attn):
     m = tiny(attn)
     idx = torch.randint(0, 20, (2, 32))
