@@ -238,35 +238,10 @@ if HAS_TRITON:
                  mask=offs_m[:, None] < T)
 
     @triton.jit
-    def _band_bwd_delta_kernel(
-        O, DO,                                     # (B, H, T, D) forward output and its gradient
-        DELTA,                                     # (B*H, T) fp32 output: rowsum(dO * O)
-        stride_ob, stride_oh, stride_ot,           # strides of O
-        stride_dob, stride_doh, stride_dot,        # strides of dO
-        H, T,                                      # heads, sequence length
-        HEAD_DIM: tl.constexpr,                    # D
-        BLOCK_M: tl.constexpr,                     # rows per program
-    ):
-        # Delta_i = sum_j P_ij dP_ij = dO_i . O_i: computed once here instead of in every dK/dV program.
-        m0 = tl.program_id(0) * BLOCK_M
-        bh = tl.program_id(1)
-        b = bh // H
-        h = bh % H
-        offs_m = m0 + tl.arange(0, BLOCK_M)
-        offs_d = tl.arange(0, HEAD_DIM)
-        rows = offs_m[:, None] < T
-        o = tl.load(O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
-                    + offs_m[:, None] * stride_ot + offs_d[None, :], mask=rows, other=0.0)
-        do = tl.load(DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
-                     + offs_m[:, None] * stride_dot + offs_d[None, :], mask=rows, other=0.0)
-        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-        tl.store(DELTA + bh.to(tl.int64) * T + offs_m, delta, mask=offs_m < T)
-
-    @triton.jit
     def _band_bwd_dkdv_kernel(
         Q, K, V, DO,                               # (B, H, T, D) inputs and dO, last-dim stride 1
         DK, DV,                                    # (B, H, T, D) outputs, contiguous
-        LSE, DELTA,                                # (B*H, T) fp32 from the forward and the delta pass
+        LSE, DELTA,                                # (B*H, T) fp32: from the forward, and rowsum(dO * O) from the dQ kernel
         BANDS,                                     # (H, NI, 2) int32 clipped intervals, as in the forward
         sm_scale,                                  # scale (dK = scale * dS^T Q)
         sm_scale_log2,                             # scale * log2(e)
@@ -342,8 +317,10 @@ if HAS_TRITON:
     @triton.jit
     def _band_bwd_dq_kernel(
         Q, K, V, DO,                               # (B, H, T, D) inputs and dO, last-dim stride 1
+        O,                                         # (B, H, T, D) forward output, contiguous like DQ
         DQ,                                        # (B, H, T, D) output, contiguous
-        LSE, DELTA,                                # (B*H, T) fp32 from the forward and the delta pass
+        LSE,                                       # (B*H, T) fp32 from the forward
+        DELTA,                                     # (B*H, T) fp32 output: rowsum(dO * O), read by the dK/dV kernel after
         BANDS,                                     # (H, NI, 2) int32 clipped intervals
         sm_scale,                                  # scale (dQ = scale * dS K)
         sm_scale_log2,                             # scale * log2(e)
@@ -351,7 +328,7 @@ if HAS_TRITON:
         stride_kb, stride_kh, stride_kt,           # strides of K
         stride_vb, stride_vh, stride_vt,           # strides of V
         stride_dob, stride_doh, stride_dot,        # strides of dO
-        stride_gb, stride_gh, stride_gt,           # strides of DQ
+        stride_gb, stride_gh, stride_gt,           # strides of DQ and O (both contiguous, same shape)
         H, T,                                      # heads, sequence length
         NI: tl.constexpr,                          # intervals per head (padded)
         HEAD_DIM: tl.constexpr,                    # D
@@ -360,6 +337,8 @@ if HAS_TRITON:
         DOT_PREC: tl.constexpr,                    # "ieee" for fp32 inputs
     ):
         # One program owns a query block: the same key range as the forward, longest rows first.
+        # It also makes Delta = rowsum(dO * O) for its rows (it loads dO anyway), which saves the
+        # usual separate pre-pass launch; the dK/dV kernel runs after it.
         m0 = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M
         bh = tl.program_id(1)
         b = bh // H
@@ -376,8 +355,11 @@ if HAS_TRITON:
         rows = offs_m[:, None] < T
         q = tl.load(Q + offs_m[:, None] * stride_qt + offs_d[None, :], mask=rows, other=0.0)
         do = tl.load(DO + offs_m[:, None] * stride_dot + offs_d[None, :], mask=rows, other=0.0)
+        o = tl.load(O + b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
+                    + offs_m[:, None] * stride_gt + offs_d[None, :], mask=rows, other=0.0)
+        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+        tl.store(DELTA + bh.to(tl.int64) * T + offs_m, delta, mask=offs_m < T)
         lse = tl.load(LSE + bh.to(tl.int64) * T + offs_m, mask=offs_m < T, other=float("inf"))
-        delta = tl.load(DELTA + bh.to(tl.int64) * T + offs_m, mask=offs_m < T, other=0.0)
         dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
 
         for iv in range(NI):
@@ -409,7 +391,7 @@ if HAS_TRITON:
 _INTERPRET_CONFIG = dict(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1)
 
 
-def _launch_config(kind, D, dtype):
+def _launch_config(kind, D, dtype, T):
     """kind: "fwd", "dkdv" (BLOCK_N keys a program), "dq" (BLOCK_M queries a program)."""
     if _interpreting():
         return dict(_INTERPRET_CONFIG)
@@ -417,23 +399,28 @@ def _launch_config(kind, D, dtype):
         # fp32 tiles take twice the registers and shared memory of 16-bit ones: smaller tiles, 2 stages.
         return dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
     cfg = KERNEL_CONFIGS[kind]
-    return dict(cfg[min(cfg, key=lambda d: (d < D, d))])  # the smallest listed head dim >= D
+    cfg = cfg[min(cfg, key=lambda d: (d < D, d))]  # the smallest listed head dim >= D
+    return dict(cfg[min(cfg, key=lambda t: (t < T, t))])  # the smallest listed length >= T
 
 
+# (pass) -> (head dim bound) -> (length bound) -> launch config; from bench_kernel.py --sweep on an H200
+# (results/kernel_notes.md). 64 x 64 tiles with 4 warps won nearly everywhere: a band row is short, so
+# more, smaller programs balance better across the 132 SMs than 128-row ones, and the 64 x 64 fp32
+# score tile stays in registers.
+BIG = 1 << 30
 KERNEL_CONFIGS = {
-    # 128 queries a program keep the tensor cores busy; 64-key steps keep the 128 x 64 fp32 score tile
-    # in registers with 4 warps at D <= 64; D = 128 doubles the Q and acc tiles, so 8 warps.
-    "fwd": {64: dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3),
-            128: dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3)},
-    # dK/dV keeps 128 keys (k, v, dk, dv) resident and streams narrow 32-query tiles, as Triton's tutorial;
-    # D = 128 needs fewer stages to fit the streamed q/dO tiles in shared memory.
-    "dkdv": {64: dict(BLOCK_M=32, BLOCK_N=128, num_warps=4, num_stages=4),
-             128: dict(BLOCK_M=32, BLOCK_N=128, num_warps=8, num_stages=2)},
-    # dQ is the mirror: 128 resident queries, narrow 32-key steps.
-    "dq": {64: dict(BLOCK_M=128, BLOCK_N=32, num_warps=4, num_stages=4),
-           128: dict(BLOCK_M=128, BLOCK_N=32, num_warps=8, num_stages=2)},
-    # The delta pre-pass is a pure row reduction.
-    "delta": {128: dict(BLOCK_M=128, num_warps=4, num_stages=1)},
+    # Short sequences (T <= 2048): 128 x 64 with 8 warps halves the number of programs, each too short
+    # to hide its prologue otherwise.
+    "fwd": {64: {2048: dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3),
+                 BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)},
+            128: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)}},
+    # dK/dV: 64 resident keys, 32-query steps streamed 4 deep (the narrow streamed side keeps the four
+    # 64 x 32 products of a step in registers).
+    "dkdv": {64: {BIG: dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=4)},
+             128: {BIG: dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=4)}},
+    # dQ: 64 resident queries; D = 128 streams 32-key steps to fit the resident q, dO, dq tiles.
+    "dq": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)},
+           128: {BIG: dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=4)}},
 }
 
 
@@ -474,7 +461,7 @@ def _fwd_impl(q, k, v, bands_flat, scale):
     bands_t = _clipped_bands(bands_flat, H, T, q.device)
     o = torch.empty((B, H, T, D), dtype=q.dtype, device=q.device)
     lse = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
-    cfg = _launch_config("fwd", D, q.dtype)
+    cfg = _launch_config("fwd", D, q.dtype, T)
     grid = (triton.cdiv(T, cfg["BLOCK_M"]), B * H)
     _band_fwd_kernel[grid](
         q, k, v, o, lse, bands_t, scale * LOG2E,
@@ -489,6 +476,7 @@ def _fwd_impl(q, k, v, bands_flat, scale):
 def _bwd_impl(do, q, k, v, o, lse, bands_flat, scale):
     B, H, T, D = q.shape
     q, k, v, do = (_last_dim_contiguous(t) for t in (q, k, v, do))
+    o = o.contiguous()  # ours, already contiguous: it shares DQ's strides in the dQ kernel
     bands_t = _clipped_bands(bands_flat, H, T, q.device)
     NI = bands_t.shape[1]
     prec = _dot_precision(q.dtype)
@@ -496,33 +484,43 @@ def _bwd_impl(do, q, k, v, o, lse, bands_flat, scale):
     dk = torch.empty_like(dq)
     dv = torch.empty_like(dq)
     delta = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
-
-    cfg = _launch_config("delta", D, q.dtype)
-    cfg.pop("BLOCK_N", None)
-    _band_bwd_delta_kernel[(triton.cdiv(T, cfg["BLOCK_M"]), B * H)](
-        o, do, delta, o.stride(0), o.stride(1), o.stride(2), do.stride(0), do.stride(1), do.stride(2),
-        H, T, HEAD_DIM=D, **cfg)
-
     strides = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
                v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
                dq.stride(0), dq.stride(1), dq.stride(2))
-    cfg = _launch_config("dkdv", D, q.dtype)
+    # dQ first: it also writes Delta, which dK/dV reads (same stream, so ordered).
+    cfg = _launch_config("dq", D, q.dtype, T)
+    _band_bwd_dq_kernel[(triton.cdiv(T, cfg["BLOCK_M"]), B * H)](
+        q, k, v, do, o, dq, lse, delta, bands_t, scale, scale * LOG2E, *strides,
+        H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, **cfg)
+    cfg = _launch_config("dkdv", D, q.dtype, T)
     _band_bwd_dkdv_kernel[(triton.cdiv(T, cfg["BLOCK_N"]), B * H)](
         q, k, v, do, dk, dv, lse, delta, bands_t, scale, scale * LOG2E, *strides,
-        H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, **cfg)
-    cfg = _launch_config("dq", D, q.dtype)
-    _band_bwd_dq_kernel[(triton.cdiv(T, cfg["BLOCK_M"]), B * H)](
-        q, k, v, do, dq, lse, delta, bands_t, scale, scale * LOG2E, *strides,
         H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, **cfg)
     return dq, dk, dv
 
 
 LOG2E = 1.4426950408889634
 
-# torch.library custom ops: torch.compile treats each launch as one opaque node (no tracing into
-# Triton's launcher), and autograd goes through register_autograd. Bands travel as a flat list[int],
-# which dynamo sees as a constant.
+# Two wrappers around the same launches. Eager calls go through a plain autograd.Function: a
+# torch.library custom op costs tens of microseconds of dispatch a call, as much as a short band
+# kernel. Under torch.compile the custom ops make each launch one opaque graph node (dynamo does not
+# trace into Triton's launcher), with autograd through register_autograd; bands travel as a flat
+# list[int], which dynamo sees as a constant.
 if HAS_TRITON:
+
+    class _BandAttention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, bands_flat, scale):
+            o, lse = _fwd_impl(q, k, v, bands_flat, scale)
+            ctx.save_for_backward(q, k, v, o, lse)
+            ctx.bands_flat, ctx.scale = bands_flat, scale
+            return o
+
+        @staticmethod
+        def backward(ctx, do):
+            q, k, v, o, lse = ctx.saved_tensors
+            dq, dk, dv = _bwd_impl(do, q, k, v, o, lse, ctx.bands_flat, ctx.scale)
+            return dq, dk, dv, None, None
 
     @torch.library.custom_op("band_attention::fwd", mutates_args=())
     def _band_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bands_flat: list[int],
@@ -571,6 +569,13 @@ def triton_band_attention(q, k, v, bands, scale):
                          f"got {q.shape[-1]}; use backend='torch'")
     if not (q.is_cuda or _interpreting()):
         raise ValueError("backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)")
-    flat = [x for pair in bands_tensor(bands).view(-1, 2).tolist() for x in pair]
-    o, _ = _band_fwd_op(q, k, v, flat, float(scale))
-    return o
+    flat = _flat_bands(bands)
+    if torch.compiler.is_compiling():
+        return _band_fwd_op(q, k, v, flat, float(scale))[0]
+    return _BandAttention.apply(q, k, v, flat, float(scale))
+
+
+def _flat_bands(bands):
+    """Normalized bands as the flat [lo0, hi0, lo1, hi1, ...] list of the padded (H, K, 2) layout."""
+    K = max(1, max(len(b) for b in bands))
+    return [x for b in bands for pair in list(b) + [(0, 0)] * (K - len(b)) for x in pair]

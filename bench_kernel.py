@@ -1,0 +1,238 @@
+"""Benchmark of kernel.band_attention (Triton) against dense causal SDPA (cuDNN, FA2) and FlexAttention
+with the same band mask, bf16, forward and forward + backward, on one CUDA card.
+
+    python3 bench_kernel.py                 # the table (markdown, also written to --out)
+    python3 bench_kernel.py --sweep         # also time block-size variants of the Triton kernels
+
+Times: median of triton.testing.do_bench (ms) after a warm-up. TFLOP/s count only visible
+(query, key) pairs: 4*D FLOPs a pair forward (QK^T and PV), 10*D backward (QK^T recomputed, dV, dP,
+dS K, dS^T Q), so 14*D forward + backward; dense causal counts T(T+1)/2 pairs a head.
+"""
+import argparse
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+import triton
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kernel  # noqa: E402
+
+# Flex is recompiled for each shape and for grad / no-grad: lift dynamo's default limit of 8.
+torch._dynamo.config.recompile_limit = 1000
+torch._dynamo.config.accumulated_recompile_limit = 10000
+
+SHAPES = [(8, 12, 1024, 64), (4, 16, 4096, 64), (2, 16, 8192, 64), (1, 16, 16384, 64), (1, 8, 4096, 128)]
+PATTERNS = ["sp", "sp_exclusive"]
+
+
+def head_bands(n_head, N, pattern):
+    """model.head_bands when model.py is there, else the spec's formulas (section 2/3)."""
+    try:
+        import model
+        return model.head_bands(n_head, N, pattern)
+    except Exception:  # noqa: BLE001 - model.py missing or mid-edit: the spec's formulas
+        W, R = divmod(N, n_head)
+        rows = []
+        for h in range(n_head):
+            Wh, Sh = W + (h < R), h * W + min(h, R)
+            own = [(Sh, Sh + Wh)]
+            if pattern == "sp":
+                own = [(0, Sh + Wh)] if Sh <= Wh + 1 else [(0, Wh + 1), (Sh, Sh + Wh)]
+            rows.append(own)
+        return kernel.bands_tensor(rows)
+
+
+def visible_pairs(bands, T):
+    """Visible (query, key) pairs summed over heads: distance d has T - d pairs."""
+    total = 0
+    for intervals in kernel.normalize_bands(bands, bands.shape[0]):
+        for lo, hi in intervals:
+            lo, hi = min(lo, T), min(hi, T)
+            total += sum(T - d for d in range(lo, hi))
+    return total
+
+
+def bench(fn, warmup=25, rep=100):
+    return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
+
+
+def fwd_bwd(f, q, k, v, do):
+    def run():
+        o = f(q, k, v)
+        torch.autograd.grad(o, (q, k, v), do)
+    return run
+
+
+def fwd_only(f, q, k, v):
+    def run():
+        with torch.no_grad():
+            f(q, k, v)
+    return run
+
+
+def sdpa(backend):
+    def f(q, k, v):
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return f
+
+
+def flex_fn(bands, T):
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    bt = bands.to("cuda")
+    K = bt.shape[1]
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        d = q_idx - kv_idx
+        m = (d >= bt[h, 0, 0]) & (d < bt[h, 0, 1])
+        for i in range(1, K):
+            m = m | ((d >= bt[h, i, 0]) & (d < bt[h, i, 1]))
+        return m
+
+    block_mask = create_block_mask(mask_mod, B=None, H=bt.shape[0], Q_LEN=T, KV_LEN=T, device="cuda")
+    compiled = torch.compile(flex_attention, dynamic=False)
+    return lambda q, k, v: compiled(q, k, v, block_mask=block_mask)
+
+
+def ours(bands):
+    return lambda q, k, v: kernel.band_attention(q, k, v, bands, backend="triton")
+
+
+def main_table(args):
+    rows = []
+    for (B, H, T, D) in SHAPES:
+        torch.manual_seed(0)
+        q, k, v, do = (torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+        for t in (q, k, v):
+            t.requires_grad_(True)
+        dense_pairs = B * H * T * (T + 1) // 2
+        base = {}
+        for name, be in (("cuDNN dense", SDPBackend.CUDNN_ATTENTION), ("FA2 dense", SDPBackend.FLASH_ATTENTION)):
+            f = sdpa(be)
+            try:
+                base[name] = (bench(fwd_only(f, q, k, v)), bench(fwd_bwd(f, q, k, v, do)), dense_pairs)
+            except Exception as e:  # noqa: BLE001
+                print(f"# {name} failed at {(B, H, T, D)}: {type(e).__name__}: {e}", flush=True)
+                base[name] = (float("nan"), float("nan"), dense_pairs)
+        for pattern in PATTERNS:
+            bands = head_bands(H, T, pattern)
+            pairs = B * visible_pairs(bands, T)
+            res = dict(base)
+            flex = flex_fn(bands, T)  # block mask built once
+            res["Flex"] = (bench(fwd_only(flex, q, k, v)), bench(fwd_bwd(flex, q, k, v, do)), pairs)
+            f = ours(bands)
+            res["Triton band"] = (bench(fwd_only(f, q, k, v)), bench(fwd_bwd(f, q, k, v, do)), pairs)
+            rows.append(((B, H, T, D), pattern, pairs / dense_pairs, res))
+            line = " | ".join(f"{n} {fw:.3f}/{fb:.3f}" for n, (fw, fb, _) in res.items())
+            print(f"{(B, H, T, D)} {pattern}: {line}", flush=True)
+    return rows
+
+
+def tflops(pairs, D, ms, per_pair):
+    return pairs * per_pair * D / (ms * 1e-3) / 1e12
+
+
+def markdown(rows):
+    names = ["cuDNN dense", "FA2 dense", "Flex", "Triton band"]
+    out = ["| B, H, T, D | pattern | pairs vs dense | " + " | ".join(f"{n} fwd / fwd+bwd ms" for n in names)
+           + " | band vs Flex (fwd+bwd) | band TFLOP/s fwd / fwd+bwd | cuDNN TFLOP/s fwd / fwd+bwd |",
+           "| --- " * (len(names) + 6) + "|"]
+    for shape, pattern, frac, res in rows:
+        D = shape[3]
+        cells = [f"{res[n][0]:.3f} / {res[n][1]:.3f}" for n in names]
+        ob, cu = res["Triton band"], res["cuDNN dense"]
+        out.append(f"| {', '.join(map(str, shape))} | {pattern} | {100 * frac:.1f} % | " + " | ".join(cells)
+                   + f" | {res['Flex'][1] / ob[1]:.2f}x"
+                   + f" | {tflops(ob[2], D, ob[0], 4):.0f} / {tflops(ob[2], D, ob[1], 14):.0f}"
+                   + f" | {tflops(cu[2], D, cu[0], 4):.0f} / {tflops(cu[2], D, cu[1], 14):.0f} |")
+    return "\n".join(out)
+
+
+# -----------------------------------------------------------------------------
+# Block-size sweep: each pass alone, one variant at a time (the others at their defaults)
+
+SWEEP = {
+    "fwd": [(64, 64, 4, 3), (64, 64, 4, 4), (64, 64, 4, 2), (64, 128, 4, 3), (128, 64, 8, 3), (64, 32, 4, 4),
+            (128, 128, 8, 3)],
+    "dkdv": [(32, 64, 4, 4), (32, 64, 4, 3), (64, 64, 4, 3), (64, 64, 4, 2), (32, 128, 4, 4), (64, 128, 8, 3),
+             (16, 64, 4, 4)],
+    "dq": [(64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 4), (128, 64, 8, 3), (64, 128, 4, 3), (32, 64, 4, 3)],
+}
+SWEEP_CASES = [((1, 16, 16384, 64), "sp_exclusive"), ((1, 16, 16384, 64), "sp"),
+               ((8, 12, 1024, 64), "sp_exclusive")]
+
+
+def sweep():
+    for (B, H, T, D), pattern in SWEEP_CASES:
+        q, k, v, do = (torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+        bands = kernel.normalize_bands(head_bands(H, T, pattern), H)
+        flat = [x for p in kernel.bands_tensor(bands).view(-1, 2).tolist() for x in p]
+        scale = D ** -0.5
+        o, lse = kernel._fwd_impl(q, k, v, flat, scale)
+        dkey = 64 if D <= 64 else 128
+        for kind, variants in SWEEP.items():
+            saved = kernel.KERNEL_CONFIGS[kind][dkey]
+            res = []
+            for BM, BN, w, s in variants:
+                kernel.KERNEL_CONFIGS[kind][dkey] = {kernel.BIG: dict(BLOCK_M=BM, BLOCK_N=BN, num_warps=w,
+                                                                      num_stages=s)}
+                try:
+                    if kind == "fwd":
+                        ms = bench(lambda: kernel._fwd_impl(q, k, v, flat, scale), 10, 50)
+                    else:
+                        ms = bench(lambda: kernel._bwd_impl(do, q, k, v, o, lse, flat, scale), 10, 50)
+                    res.append((ms, (BM, BN, w, s)))
+                except Exception as e:  # noqa: BLE001 - e.g. out of shared memory
+                    res.append((float("inf"), (BM, BN, w, s, type(e).__name__)))
+            kernel.KERNEL_CONFIGS[kind][dkey] = saved
+            res.sort(key=lambda r: r[0])
+            print(f"sweep {(B, H, T, D)} {pattern} {kind}: "
+                  + ", ".join(f"{c}={ms:.3f}" for ms, c in res), flush=True)
+
+
+def host_overhead():
+    """Wall time a call at a tiny shape (the GPU work is a few microseconds): the launch overhead."""
+    q, k, v, do = (torch.randn(1, 2, 128, 64, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    bands = head_bands(2, 128, "sp")
+    f = ours(bands)
+    for name, fn in (("fwd", fwd_only(f, q, k, v)), ("fwd+bwd", fwd_bwd(f, q, k, v, do))):
+        for _ in range(20):
+            fn()
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(200):
+            fn()
+        torch.cuda.synchronize()
+        print(f"host time a call, Triton band {name}: {(time.perf_counter() - t0) / 200 * 1e6:.0f} us", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--no-table", action="store_true")
+    ap.add_argument("--out", default="results/kernel_bench_table.md")
+    args = ap.parse_args()
+    assert torch.cuda.is_available(), "bench_kernel.py needs a CUDA card"
+    head = (f"card: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
+            f"date {time.strftime('%Y-%m-%d %H:%M')}, bf16, median of triton.testing.do_bench")
+    print(head, flush=True)
+    host_overhead()
+    if args.sweep:
+        sweep()
+    if not args.no_table:
+        table = markdown(main_table(args))
+        print(head)
+        print(table)
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(head + "\n\n" + table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""GPU tests of the Triton band kernel (skipped without CUDA): bf16/fp16/fp32, head dims 16-128,
+larger shapes, determinism, O(B*H*T) memory at T = 16384, and torch.compile."""
+import random
+
+import pytest
+import torch
+
+import kernel
+from test_kernel import (assert_close_to_reference, make_qkv, random_bands, rel_err, run_with_grads,
+                         sp_bands)
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+# Relative L2 error vs float64: bf16 operands land between 1e-3 and 1e-2; fp32 uses ieee dots.
+TOL = {torch.bfloat16: 2e-2, torch.float16: 4e-3, torch.float32: 1e-4}
+
+
+def triton_fn(bands, scale=None):
+    return lambda a, b, c: kernel.band_attention(a, b, c, bands, scale=scale, backend="triton")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("D", [16, 32, 64, 128])
+@pytest.mark.parametrize("pattern", ["sp", "sp_exclusive"])
+def test_gpu_dtypes_head_dims(dtype, D, pattern):
+    torch.manual_seed(D)
+    H, N, T = 6, 1000, 777  # T ragged against every block size, N % H != 0, bands clipped at T
+    bands = sp_bands(H, N, pattern)
+    q, k, v = make_qkv(2, H, T, D, dtype, "cuda")
+    assert_close_to_reference(triton_fn(bands), q, k, v, bands, TOL[dtype])
+
+
+@pytest.mark.parametrize("T", [1, 2, 15, 129, 2048])
+def test_gpu_lengths_bf16(T):
+    torch.manual_seed(T)
+    H = 12
+    bands = sp_bands(H, 2048, "sp_exclusive")  # most rows at short T see nothing
+    q, k, v = make_qkv(1, H, T, 64, torch.bfloat16, "cuda")
+    assert_close_to_reference(triton_fn(bands), q, k, v, bands, TOL[torch.bfloat16])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_gpu_random_intervals(seed):
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    H, T = 5, 1500
+    bands = random_bands(H, T + 300, rng)
+    for dtype in (torch.bfloat16, torch.float32):
+        q, k, v = make_qkv(2, H, T, 64, dtype, "cuda")
+        assert_close_to_reference(triton_fn(bands, 0.2), q, k, v, bands, TOL[dtype], scale=0.2)
+
+
+def test_gpu_fused_qkv_views_and_fallback_agree():
+    torch.manual_seed(3)
+    H, T = 12, 1024
+    bands = sp_bands(H, T, "sp")
+    q, k, v = make_qkv(2, H, T, 64, torch.bfloat16, "cuda", fused=True)
+    assert q.stride(-1) == 1 and not q.is_contiguous()
+    got = assert_close_to_reference(triton_fn(bands), q, k, v, bands, TOL[torch.bfloat16])
+    fb = kernel.band_attention(q, k, v, bands, backend="torch")
+    assert rel_err(got[0], fb) < 1e-2
+    assert kernel.band_attention(q, k, v, bands).dtype == torch.bfloat16  # auto -> triton on CUDA
+
+
+def test_gpu_backward_is_deterministic():
+    torch.manual_seed(4)
+    H, T = 16, 4096
+    bands = sp_bands(H, T, "sp")
+    q, k, v = make_qkv(1, H, T, 64, torch.bfloat16, "cuda")
+    do = torch.randn_like(q)
+    a = run_with_grads(triton_fn(bands), q, k, v, do)
+    b = run_with_grads(triton_fn(bands), q, k, v, do)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
+def test_gpu_memory_is_linear_in_T():
+    B, H, T, D = 1, 16, 16384, 64
+    bands = sp_bands(H, T, "sp")
+    q, k, v = make_qkv(B, H, T, D, torch.bfloat16, "cuda")
+    do = torch.randn_like(q)
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    kernel.band_attention(q, k, v, bands).backward(do)  # compile outside the measurement
+    q.grad = k.grad = v.grad = None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    o = kernel.band_attention(q, k, v, bands)
+    o.backward(do)
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - base
+    one_tensor = B * H * T * D * 2
+    # o, lse, delta, dq, dk, dv (+ an o.grad-sized buffer): a few (B, H, T, D) tensors. One head's
+    # T x T bf16 score matrix alone would be 512 MiB, 16x this bound's tensor unit.
+    assert extra <= 8 * one_tensor < T * T * 2, f"extra {extra / 2**20:.0f} MiB"
+
+
+def test_gpu_torch_compile_matches_eager():
+    torch.manual_seed(5)
+    B, T, H, D = 2, 300, 4, 32
+    bands = tuple(tuple(b) for b in sp_bands(H, 256, "sp"))  # T > N: the bands stay at N
+
+    class Attn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = torch.nn.Linear(H * D, 3 * H * D)
+
+        def forward(self, x):
+            q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in self.qkv(x).split(H * D, dim=2))
+            return kernel.band_attention(q, k, v, bands).transpose(1, 2).reshape(B, T, H * D)
+
+    m = Attn().cuda()
+    x = torch.randn(B, T, H * D, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        ye = m(x)
+    ye.float().square().sum().backward()
+    ge = [p.grad.clone() for p in m.parameters()]
+    m.zero_grad()
+    mc = torch.compile(m, fullgraph=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        yc = mc(x)
+    yc.float().square().sum().backward()
+    assert rel_err(yc, ye) < 1e-2
+    for a, b in zip(m.parameters(), ge):
+        assert torch.isfinite(a.grad).all() and rel_err(a.grad, b) < 2e-2
