@@ -25,7 +25,8 @@ import kernel
 BAND_PATTERNS = ("dense", "sp", "sp_exclusive", "sp_balanced", "window")
 # The paper's baselines, built as explicit per-head masks (see pattern_mask below).
 MASK_PATTERNS = ("longformer", "bigbird")
-ATTN_PATTERNS = BAND_PATTERNS + MASK_PATTERNS
+# Content-based: Reformer's LSH attention (see lsh_attention below).
+ATTN_PATTERNS = BAND_PATTERNS + MASK_PATTERNS + ("reformer",)
 
 
 class ConfigError(ValueError):
@@ -127,6 +128,92 @@ def pattern_mask(n_head, block_size, pattern, seed=0):
     raise ConfigError(f"pattern_mask: unknown pattern {pattern!r}; choose one of {MASK_PATTERNS}")
 
 
+def flex_masked_attention(q, k, v, mask, scale, compiled=True):
+    """Attention restricted to the (H, N, N) mask's top-left (T, T) corner with FlexAttention: the
+    block mask is built once per (mask, T, device) and cached, flex_attention is compiled once."""
+    key = (mask.data_ptr(), q.size(2), str(q.device))
+    if key not in _BLOCK_MASKS:
+        from torch.nn.attention.flex_attention import create_block_mask
+        mask_mod = lambda b, h, qi, kj: mask[h, qi, kj]  # noqa: E731
+        _BLOCK_MASKS[key] = create_block_mask(mask_mod, None, mask.size(0), q.size(2), k.size(2), device=q.device)
+    return _flex_attention(compiled)(q, k, v, block_mask=_BLOCK_MASKS[key], scale=scale)
+
+
+_BLOCK_MASKS = {}
+
+
+def _flex_attention(compiled, _cache={}):
+    from torch.nn.attention.flex_attention import flex_attention
+    if compiled and "fn" not in _cache:
+        _cache["fn"] = torch.compile(flex_attention, dynamic=False)
+    return _cache["fn"] if compiled else flex_attention
+
+
+def lsh_params(block_size):
+    """Reformer's LSH settings for context N: chunk c, n_buckets = 2N / c (the paper's choice), rounds."""
+    chunk = min(64, max(4, block_size // 16))
+    return dict(chunk=chunk, n_buckets=max(2, 2 * block_size // chunk // 2 * 2), n_rounds=2)
+
+
+def lsh_rotations(n_head, head_dim, block_size, seed):
+    """Random rotations of angular LSH, (H, D, rounds, n_buckets / 2): fixed by `seed` (one per layer)."""
+    p = lsh_params(block_size)
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n_head, head_dim, p["n_rounds"], p["n_buckets"] // 2, generator=gen)
+
+
+def lsh_attention(qk, v, rotations, chunk, scale):
+    """Causal LSH attention (Reformer, Kitaev et al. 2020) with shared queries and keys.
+
+    Keys are the unit-length queries. Each round hashes every position by a random rotation R,
+    bucket = argmax([xR, -xR]), sorts positions by (bucket, position) and cuts the sorted order into
+    chunks of c; a query attends within its own and the previous chunk, to the earlier positions of
+    its own bucket at most c places back in the sorted order: the c most recent positions of its
+    bucket, a set that depends on earlier tokens only, so the result is exactly causal. A query sees
+    itself only when nothing else is visible. Rounds are combined by their log-sum-exp weights.
+    qk, v: (B, H, T, D); rotations: (H, D, rounds, n_buckets / 2). Returns (B, H, T, D) in qk's dtype.
+    """
+    B, H, T, D = qk.shape
+    R, c = rotations.size(2), chunk
+    q, v = qk.float(), v.float()
+    k = F.normalize(q, dim=-1)
+    rot = torch.einsum("bhtd,hdrn->bhrtn", k, rotations.to(q))
+    bucket = torch.cat([rot, -rot], dim=-1).argmax(dim=-1)                  # (B, H, R, T)
+    order = torch.argsort(bucket * T + torch.arange(T, device=q.device), dim=-1)  # slot -> position
+    nc = -(-T // c)
+    order = F.pad(order, (0, nc * c - T), value=T)                          # position T: padding
+
+    def chunks(x):  # (B, H, T + 1, D), position T a zero row -> sorted, (B, H, R, nc, c, D)
+        x = x.unsqueeze(2).expand(-1, -1, R, -1, -1)
+        return x.gather(3, order.unsqueeze(-1).expand(-1, -1, -1, -1, x.size(-1))).view(B, H, R, nc, c, -1)
+
+    def with_previous(x, fill):  # keys of chunk n: chunk n-1 then chunk n, (B, H, R, nc, 2c, ...)
+        prev = torch.cat([torch.full_like(x[:, :, :, :1], fill), x[:, :, :, :-1]], dim=3)
+        return torch.cat([prev, x], dim=4)
+
+    pad1 = lambda x: F.pad(x, (0, 0, 0, 1))  # noqa: E731  a zero row for the padding position
+    sq, sv = chunks(pad1(q)), with_previous(chunks(pad1(v)), 0)
+    sk = with_previous(chunks(pad1(k)), 0)
+    qpos = order.view(B, H, R, nc, c)
+    qbkt = torch.cat([bucket, bucket.new_full((B, H, R, 1), -1)], dim=-1).gather(-1, order).view(B, H, R, nc, c)
+    kpos, kbkt = with_previous(qpos, T), with_previous(qbkt, -1)
+    i = torch.arange(2 * c, device=q.device)
+    back = c + i[:c, None] - i[None, :]         # how many sorted places key j is behind query i
+    earlier = kpos.unsqueeze(-2) < qpos.unsqueeze(-1)
+    visible = earlier & (kbkt.unsqueeze(-2) == qbkt.unsqueeze(-1)) & (back <= c)
+    is_self = kpos.unsqueeze(-2) == qpos.unsqueeze(-1)
+    att = torch.einsum("bhrnid,bhrnjd->bhrnij", sq, sk) * scale
+    # Reformer's constants: -1e9 for the invisible, -1e5 for itself (chosen only when alone)
+    att = torch.where(visible, att, torch.where(is_self, att.new_tensor(-1e5), att.new_tensor(-1e9)))
+    lse = torch.logsumexp(att, dim=-1, keepdim=True)
+    out = torch.exp(att - lse) @ sv                                          # (B, H, R, nc, c, D)
+    # back to positions, then the rounds weighted by a softmax over their log-sum-exps
+    inv = torch.argsort(order, dim=-1)[..., :T]
+    out = out.view(B, H, R, nc * c, D).gather(3, inv.unsqueeze(-1).expand(-1, -1, -1, -1, D))
+    lse = lse.view(B, H, R, nc * c).gather(3, inv)
+    return (torch.softmax(lse, dim=2).unsqueeze(-1) * out).sum(dim=2).to(qk.dtype)
+
+
 # -----------------------------------------------------------------------------
 # The model
 
@@ -188,35 +275,63 @@ class LayerNorm(nn.Module):
 
 class CausalSelfAttention(nn.Module):
 
-    def __init__(self, config):
+    def __init__(self, config, layer=0):
         super().__init__()
-        self.n_head, self.n_embd, self.attn = config.n_head, config.n_embd, config.attn
+        self.n_head, self.n_embd, self.block_size = config.n_head, config.n_embd, config.block_size
+        self.layer = layer
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.kv_cache = None
-        if config.attn in BAND_PATTERNS:
+        self.set_pattern(config.attn)
+
+    def set_pattern(self, attn):
+        """Use pattern `attn` from now on (same weights); train.py's attn_switch_frac switches to dense."""
+        if attn not in ATTN_PATTERNS:
+            raise ConfigError(f"unknown attn={attn!r}; choose one of {', '.join(ATTN_PATTERNS)}")
+        self.attn, device = attn, self.c_attn.weight.device
+        if attn in BAND_PATTERNS:
             # A tuple of Python ints: torch.compile treats it as a constant.
-            self.bands = kernel.normalize_bands(
-                head_bands(config.n_head, config.block_size, config.attn), config.n_head)
-        else:
-            self.register_buffer("mask", pattern_mask(config.n_head, config.block_size, config.attn),
+            self.bands = kernel.normalize_bands(head_bands(self.n_head, self.block_size, attn), self.n_head)
+        elif attn in MASK_PATTERNS:
+            self.register_buffer("mask", pattern_mask(self.n_head, self.block_size, attn).to(device),
+                                 persistent=False)
+        else:  # reformer: fixed random rotations, a different seed in every layer
+            self.register_buffer("rotations", lsh_rotations(self.n_head, self.n_embd // self.n_head,
+                                                            self.block_size, seed=self.layer).to(device),
                                  persistent=False)
 
     def visible(self, T, Tk, q_start):
         """(H, T, Tk) mask of which key each query sees, queries at positions q_start.."""
         if self.attn in BAND_PATTERNS:
             return kernel.band_mask(self.bands, T, self.c_attn.weight.device, Tk=Tk, q_start=q_start)
-        return self.mask[:, q_start:q_start + T, :Tk]
+        if self.attn in MASK_PATTERNS:
+            return self.mask[:, q_start:q_start + T, :Tk]
+        raise ValueError("reformer's LSH attention has no fixed mask: which keys a query sees depends on the tokens")
+
+    def pairs(self, T):
+        """Query-key scores this layer computes at length T, all heads (for reformer: the chunk scores)."""
+        if self.attn != "reformer":
+            return int(self.visible(T, T, 0).sum())
+        p = lsh_params(self.block_size)
+        nc = -(-T // p["chunk"])
+        return self.n_head * p["n_rounds"] * (nc * 2 - 1) * p["chunk"] ** 2  # the first chunk has no previous
 
     def forward(self, x, start_pos=None):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         # (B, T, C) -> (B, H, T, D): views of the fused projection, which the band kernel reads as is
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        scale = 1.0 / math.sqrt(q.size(-1))
+        if self.attn == "reformer":
+            if start_pos is not None:
+                raise ValueError("reformer has no KV cache (its buckets depend on every token): "
+                                 "GPT.generate recomputes the whole context at each step instead")
+            # Keys are the normalized queries: the k third of c_attn is unused (shared-QK attention).
+            y = lsh_attention(q, v, self.rotations, lsh_params(self.block_size)["chunk"], scale)
+            return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
         if start_pos is not None:
             k, v = self.kv_cache.update(start_pos, k, v)
-        scale = 1.0 / math.sqrt(k.size(-1))
         if start_pos:  # decoding after a prefix: these queries are the last rows of the full pattern
             y = kernel.masked_attention(q, k, v, self.visible(T, k.size(2), start_pos), scale)
         elif self.attn == "dense":
@@ -225,6 +340,8 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         elif self.attn in BAND_PATTERNS:
             y = kernel.band_attention(q, k, v, self.bands, scale)
+        elif q.is_cuda:  # longformer, bigbird: FlexAttention skips the blocks the mask leaves empty
+            y = flex_masked_attention(q, k, v, self.mask, scale)
         else:
             y = kernel.masked_attention(q, k, v, self.visible(T, T, 0), scale)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
@@ -246,10 +363,10 @@ class MLP(nn.Module):
 
 class Block(nn.Module):
 
-    def __init__(self, config):
+    def __init__(self, config, layer=0):
         super().__init__()
         self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
@@ -267,7 +384,7 @@ class GPT(nn.Module):
             wte=nn.Embedding(config.vocab_size, config.n_embd),
             wpe=nn.Embedding(config.block_size, config.n_embd),
             drop=nn.Dropout(config.dropout),
-            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
             ln_f=LayerNorm(config.n_embd, bias=config.bias),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -326,8 +443,17 @@ class GPT(nn.Module):
 
     def attention_pairs(self, T=None):
         """Query-key pairs the attention computes per layer at length T (default block_size), all heads."""
-        T = T or self.config.block_size
-        return int(self.transformer.h[0].attn.visible(T, T, 0).sum())
+        return self.transformer.h[0].attn.pairs(T or self.config.block_size)
+
+    @property
+    def attn(self):
+        """The attention pattern in use: config.attn unless set_attn changed it."""
+        return self.transformer.h[0].attn.attn
+
+    def set_attn(self, attn):
+        """Switch every layer to pattern `attn`, keeping the weights (config.attn keeps the original)."""
+        for block in self.transformer.h:
+            block.attn.set_pattern(attn)
 
     def flops_per_token(self, T=None):
         """Training FLOPs per token (forward + backward): 6 per weight (PaLM's appendix B) plus the
@@ -359,9 +485,11 @@ class GPT(nn.Module):
         As in nanoGPT, each token is predicted from (at most) the last block_size tokens. With the
         KV cache each step feeds only the new token until the context is full; after that the window
         slides and every position embedding shifts, so each step re-encodes the last block_size
-        tokens, exactly what nanoGPT does at every step without a cache.
+        tokens, exactly what nanoGPT does at every step without a cache. Reformer runs without the
+        cache: its LSH buckets and chunks are rebuilt from the whole context at every step.
         """
         N = self.config.block_size
+        use_cache = use_cache and self.attn != "reformer"  # LSH buckets move with every token: recompute
         if use_cache:
             self.setup_kv_cache(idx.size(0), idx.device)
         filled = 0  # positions in the cache

@@ -54,6 +54,7 @@ class TrainConfig:
     dropout: float = 0.0
     bias: bool = False
     attn: str = "sp"
+    attn_switch_frac: float = 0.0      # train the last fraction of max_iters with attn='dense' (same weights)
     # AdamW
     learning_rate: float = 6e-4
     max_iters: int = 600000
@@ -126,6 +127,8 @@ def parse_args(argv):
         raise ConfigError(f"init_from must be 'scratch' or 'resume', got {cfg.init_from!r}")
     if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {cfg.dtype!r}")
+    if not 0.0 <= cfg.attn_switch_frac <= 1.0:
+        raise ConfigError(f"attn_switch_frac must be in [0, 1], got {cfg.attn_switch_frac}")
     for key in ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{key} must be at least 1, got {getattr(cfg, key)}")
@@ -269,6 +272,9 @@ def train(cfg):
     if cfg.compile and device_type == "cuda":
         print("compiling the model (takes a minute)...")
         model = torch.compile(model)
+    # attn_switch_frac: from this iteration on the model attends densely. Decided from iter_num alone,
+    # so a resumed run switches at the same point (model_args keep the pattern it was built with).
+    switch_iter = cfg.max_iters - round(cfg.attn_switch_frac * cfg.max_iters) if cfg.attn_switch_frac > 0 else None
 
     def checkpoint():
         save_checkpoint(ckpt_path, {
@@ -319,6 +325,12 @@ def train(cfg):
             lr = get_lr(iter_num, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            if switch_iter is not None and iter_num >= switch_iter and raw_model.attn != "dense":
+                print(f"iter {iter_num}: attn_switch_frac={cfg.attn_switch_frac}: switching attention "
+                      f"{raw_model.attn} -> dense for the last {cfg.max_iters - iter_num} iterations")
+                raw_model.set_attn("dense")
+                if model is not raw_model:
+                    model = torch.compile(raw_model)  # a fresh compile for the new attention
             if stop["requested"]:
                 checkpoint()
                 print(f"saved {ckpt_path} at iter {iter_num}; continue with --init_from=resume")

@@ -1,0 +1,249 @@
+"""Every attention pattern of the spec's section 3, on CPU with tiny models: builds, trains, generates;
+the mask patterns against a float64 reference written from the spec; Reformer's LSH attention against a
+per-query reference, and its causality; train.py's attn_switch_frac, through a resume."""
+
+import math
+import os
+import signal
+
+import pytest
+import torch
+
+import model
+import train
+from model import ATTN_PATTERNS, GPT, GPTConfig
+
+
+def tiny_cfg(tmp_path, attn, **kw):
+    base = dict(out_dir=str(tmp_path / attn), dataset="shakespeare_char", device="cpu", compile=False,
+                dtype="float32", block_size=32, n_layer=1, n_head=4, n_embd=32, batch_size=8,
+                gradient_accumulation_steps=1, max_iters=30, eval_interval=15, eval_iters=2, log_interval=1,
+                learning_rate=1e-2, warmup_iters=5, lr_decay_iters=30, min_lr=1e-3, dropout=0.0, attn=attn)
+    return train.TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("attn", ATTN_PATTERNS)
+def test_pattern_trains_and_generates(tmp_path, attn):
+    history = train.train(tiny_cfg(tmp_path, attn))
+    losses = [loss for _, loss in history]
+    assert len(losses) == 30 and all(math.isfinite(x) for x in losses)
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3, losses
+    ckpt = train.load_checkpoint(str(tmp_path / attn / "ckpt.pt"))
+    m = GPT(GPTConfig(**ckpt["model_args"]))
+    m.load_state_dict(ckpt["model"])
+    m.eval()
+    torch.manual_seed(0)
+    prompt = torch.tensor([[ckpt["meta"]["stoi"][c] for c in "ROMEO:"]])
+    out = m.generate(prompt, 40)  # past block_size=32: the context window slides
+    assert out.shape == (1, 46) and torch.equal(out[:, :6], prompt)
+
+
+# -----------------------------------------------------------------------------
+# longformer and bigbird: the spec's definitions, written out here, in float64
+
+def spec_mask(pattern, N, H):
+    """(H, N, N) masks of section 3's window + global parts, and whether random blocks are expected."""
+    i = torch.arange(N)
+    d = i[:, None] - i[None, :]
+    if pattern == "longformer":
+        w, g = min(256, N // 4), min(16, N // 32)
+    else:
+        w, g = min(128, N // 8), min(8, N // 64)
+    m = (d >= 0) & ((d < w) | (i[:, None] < g) | (i[None, :] < g))
+    return m.expand(H, N, N)
+
+
+def reference_attention(q, k, v, mask, scale):
+    att = (q @ k.transpose(-2, -1)) * scale
+    att = att.masked_fill(~mask, float("-inf"))
+    return torch.softmax(att, dim=-1) @ v
+
+
+@pytest.mark.parametrize("pattern", ["longformer", "bigbird"])
+def test_mask_patterns_match_the_spec(pattern):
+    H, N = 4, 256
+    got = model.pattern_mask(H, N, pattern)
+    want = spec_mask(pattern, N, H)
+    if pattern == "longformer":
+        assert torch.equal(got, want)
+    else:  # bigbird adds whole random 64-key blocks, earlier than the query's own block, 2 per query block
+        extra = got & ~want
+        assert not (got & ~torch.ones(N, N, dtype=torch.bool).tril()).any()
+        assert torch.equal(got & want, want)
+        blocks = got.view(H, N // 64, 64, N // 64, 64)
+        rand = blocks.all(-1).all(2)  # (H, query block, key block) fully visible
+        for h in range(H):
+            for qb in range(1, N // 64):
+                assert rand[h, qb, :qb].sum() >= min(2, qb)
+        assert extra.any()
+
+
+@pytest.mark.parametrize("pattern", ["longformer", "bigbird"])
+@pytest.mark.parametrize("T", [256, 77, 1])
+def test_mask_attention_matches_reference(pattern, T):
+    torch.manual_seed(0)
+    cfg = GPTConfig(block_size=256, vocab_size=16, n_layer=1, n_head=4, n_embd=64, attn=pattern)
+    attn = model.CausalSelfAttention(cfg).double()
+    x = torch.randn(2, T, 64, dtype=torch.float64)
+    B, C, H = 2, 64, 4
+    q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in attn.c_attn(x).split(C, dim=2))
+    mask = model.pattern_mask(H, 256, pattern)[:, :T, :T]
+    if pattern == "longformer":
+        assert torch.equal(mask, spec_mask(pattern, 256, H)[:, :T, :T])
+    y_ref = reference_attention(q, k, v, mask, 1 / math.sqrt(C // H)).transpose(1, 2).reshape(B, T, C)
+    torch.testing.assert_close(attn(x), attn.c_proj(y_ref), rtol=1e-10, atol=1e-10)
+    # the CUDA path's FlexAttention block mask, run eagerly on CPU, gives the same (float32)
+    y_flex = model.flex_masked_attention(q.detach().float(), k.detach().float(), v.detach().float(), attn.mask, 1 / math.sqrt(C // H),
+                                         compiled=False)
+    torch.testing.assert_close(y_flex.transpose(1, 2).reshape(B, T, C).double(), y_ref, rtol=1e-4, atol=1e-4)
+
+
+# -----------------------------------------------------------------------------
+# reformer: LSH attention against a per-query reference, and causality
+
+def reference_lsh(qk, v, rotations, chunk, scale):
+    """Section 3's Reformer, query by query, in float64: in each round, query i sees the earlier
+    positions of its own bucket, the `chunk` most recent of them, itself only when there are none;
+    rounds combined by softmax over their log-sum-exps (a round where the query sees only itself
+    scores it -1e5, as Reformer does, so that round counts only when every round is like it)."""
+    B, H, T, D = qk.shape
+    qk, v = qk.double(), v.double()
+    k = qk / qk.norm(dim=-1, keepdim=True)
+    out = torch.zeros(B, H, T, D, dtype=torch.float64)
+    R = rotations.size(2)
+    for b in range(B):
+        for h in range(H):
+            per_round = []
+            for r in range(R):
+                proj = k[b, h] @ rotations[h, :, r].double()
+                bucket = torch.cat([proj, -proj], -1).argmax(-1)
+                rows = []
+                for i in range(T):
+                    same = [j for j in range(i) if bucket[j] == bucket[i]][-chunk:]
+                    keys = same or [i]
+                    s = (qk[b, h, i] @ k[b, h, keys].T) * scale
+                    if not same:  # Reformer's score for itself: -1e5, so a round with nothing else weighs ~0
+                        s = torch.full((1,), -1e5, dtype=torch.float64)
+                    rows.append((torch.logsumexp(s, 0), torch.softmax(s, 0) @ v[b, h, keys]))
+                per_round.append(rows)
+            for i in range(T):
+                lse = torch.stack([per_round[r][i][0] for r in range(R)])
+                w = torch.softmax(lse, 0)
+                out[b, h, i] = sum(w[r] * per_round[r][i][1] for r in range(R))
+    return out
+
+
+@pytest.mark.parametrize("T,chunk", [(40, 4), (37, 8), (5, 4), (1, 4)])
+def test_lsh_attention_matches_reference(T, chunk):
+    torch.manual_seed(T)
+    H, D = 2, 8
+    qk, v = torch.randn(2, H, T, D), torch.randn(2, H, T, D)
+    rot = model.lsh_rotations(H, D, 64, seed=3)
+    y = model.lsh_attention(qk, v, rot, chunk, 0.3)
+    torch.testing.assert_close(y.double(), reference_lsh(qk, v, rot, chunk, 0.3), rtol=1e-4, atol=1e-4)
+
+
+def test_lsh_attention_never_looks_ahead():
+    """The output at position i has zero gradient with respect to every later query/key and value."""
+    torch.manual_seed(0)
+    H, T, D = 2, 48, 8
+    qk = torch.randn(1, H, T, D, requires_grad=True)
+    v = torch.randn(1, H, T, D, requires_grad=True)
+    rot = model.lsh_rotations(H, D, 64, seed=1)
+    y = model.lsh_attention(qk, v, rot, 4, 0.3)
+    for i in range(T):
+        gq, gv = torch.autograd.grad(y[:, :, i].sum(), (qk, v), retain_graph=True)
+        assert gq[:, :, i + 1:].abs().max() == 0 if i + 1 < T else True
+        assert gv[:, :, i + 1:].abs().max() == 0 if i + 1 < T else True
+        assert gv[:, :, : i + 1].abs().sum() > 0
+
+
+def test_reformer_model_is_causal():
+    """Changing the token at any position p never changes the logits before p."""
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(block_size=48, vocab_size=20, n_layer=2, n_head=4, n_embd=32, attn="reformer")).eval()
+    x = torch.randint(0, 20, (2, 48))
+    with torch.no_grad():
+        base, _ = m(x, x)
+        for p in range(48):
+            x2 = x.clone()
+            x2[:, p] = (x2[:, p] + 1 + p % 19) % 20
+            logits, _ = m(x2, x2)
+            assert torch.equal(logits[:, :p], base[:, :p]), p
+            assert not torch.equal(logits[:, p:], base[:, p:])
+
+
+def test_generate_every_pattern_matches_no_cache():
+    """With the KV cache (or, for reformer, the recomputation it falls back to) generation gives the
+    same tokens as recomputing the whole context every step."""
+    for attn in ATTN_PATTERNS:
+        m = GPT(GPTConfig(block_size=24, vocab_size=20, n_layer=2, n_head=4, n_embd=32, attn=attn)).double().eval()
+        x = torch.randint(0, 20, (2, 5), generator=torch.Generator().manual_seed(1))
+        torch.manual_seed(0)
+        a = m.generate(x, 30, top_k=5)
+        torch.manual_seed(0)
+        b = m.generate(x, 30, top_k=5, use_cache=False)
+        assert torch.equal(a, b), attn
+
+
+def test_reformer_refuses_the_kv_cache():
+    m = GPT(GPTConfig(block_size=16, vocab_size=20, n_layer=1, n_head=2, n_embd=16, attn="reformer"))
+    m.setup_kv_cache(1)
+    with pytest.raises(ValueError, match="no KV cache"):
+        m(torch.zeros(1, 3, dtype=torch.long), start_pos=0)
+
+
+def test_attention_pairs_sp_balanced_vs_exclusive():
+    """sp_balanced gives every head about the same causal pairs, sp_exclusive does not (N=1024, H=8)."""
+    N, H = 1024, 8
+    for attn, spread in (("sp_balanced", 1.02), ("sp_exclusive", 10.0)):
+        bands = model.head_bands(H, N, attn)
+        per_head = [sum(sum(N - d for d in range(lo, hi)) for lo, hi in b.tolist()) for b in bands]
+        assert sum(per_head) == N * (N + 1) // 2
+        ratio = max(per_head) / min(per_head)
+        assert (ratio < spread) if attn == "sp_balanced" else (ratio > spread)
+
+
+# -----------------------------------------------------------------------------
+# attn_switch_frac
+
+def test_attn_switch_frac_switches_and_survives_resume(tmp_path, capsys, monkeypatch):
+    kw = dict(max_iters=10, eval_interval=4, attn_switch_frac=0.3, lr_decay_iters=10)
+    # straight through: iterations 7, 8, 9 are dense
+    full = train.train(tiny_cfg(tmp_path, "sp", **kw))
+    out = capsys.readouterr().out
+    assert "iter 7: attn_switch_frac=0.3: switching attention sp -> dense" in out
+    assert out.count("switching attention") == 1
+    ckpt = train.load_checkpoint(str(tmp_path / "sp" / "ckpt.pt"))
+    assert ckpt["model_args"]["attn"] == "sp"
+
+    # interrupted (Ctrl-C) before iteration 8, then resumed: dense again at once, the same losses
+    cfg = tiny_cfg(tmp_path, "sp", out_dir=str(tmp_path / "resumed"), **kw)
+    real_get_lr = train.get_lr
+
+    def get_lr(it, c):
+        if it == 8:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_get_lr(it, c)
+
+    monkeypatch.setattr(train, "get_lr", get_lr)
+    first = train.train(cfg)
+    monkeypatch.setattr(train, "get_lr", real_get_lr)
+    assert [i for i, _ in first] == list(range(8))
+    capsys.readouterr()
+    second = train.train(tiny_cfg(tmp_path, "sp", out_dir=str(tmp_path / "resumed"), init_from="resume", **kw))
+    out = capsys.readouterr().out
+    assert "iter 8: attn_switch_frac=0.3: switching attention sp -> dense" in out
+    assert [i for i, _ in second] == [8, 9]
+    assert train.load_checkpoint(str(tmp_path / "resumed" / "ckpt.pt"))["model_args"]["attn"] == "sp"
+    for (i, a), (j, b) in zip(full[8:], second):
+        assert i == j and a == pytest.approx(b, rel=1e-6)
+
+
+def test_set_attn_keeps_weights():
+    m = GPT(GPTConfig(block_size=32, vocab_size=20, n_layer=1, n_head=4, n_embd=32, attn="bigbird"))
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    m.set_attn("dense")
+    assert m.attn == "dense" and m.config.attn == "bigbird"
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    assert m.attention_pairs() == 4 * 32 * 33 // 2
