@@ -128,15 +128,22 @@ def test_there_are_notebooks():
     assert {p.stem for p in NOTEBOOKS} >= {"bands", "head_specialization", "compare"}
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path, tmp_path, monkeypatch):
+# compare.ipynb runs twice: on the committed results/compare (if any), and without it (its fallback)
+CASES = [(p, False) for p in NOTEBOOKS] + [(p, True) for p in NOTEBOOKS if p.stem == "compare"]
+
+
+@pytest.mark.parametrize("path,hide_compare", CASES,
+                         ids=[p.stem + ("-without-results" if h else "") for p, h in CASES])
+def test_notebook_runs(path, hide_compare, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat", reason="nbformat is not installed (pip install -r requirements-dev.txt)")
     nbclient = pytest.importorskip("nbclient", reason="nbclient is not installed (pip install -r requirements-dev.txt)")
     pytest.importorskip("ipykernel", reason="ipykernel is not installed (pip install -r requirements-dev.txt)")
     pytest.importorskip("matplotlib", reason="matplotlib is not installed (pip install -r requirements-dev.txt)")
     repo_copy(tmp_path)
-    # Run in the copy with no checkpoints and no comparison logs in reach, on the CPU.
-    shutil.rmtree(tmp_path / "results" / "compare", ignore_errors=True)
+    # Run in the copy (no checkpoints in reach: out-heads-*/ are not copied), on the CPU.
+    if hide_compare:
+        shutil.rmtree(tmp_path / "results" / "compare", ignore_errors=True)
+    (tmp_path / "results").mkdir(exist_ok=True)
     monkeypatch.setenv("SPATTN_QUICK", "1")
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     for var in ("SPATTN_HEADS_DENSE", "SPATTN_HEADS_SP"):
