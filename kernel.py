@@ -98,15 +98,16 @@ def band_mask(bands, T, device=None, Tk=None, q_start=0):
 
 def masked_attention(q, k, v, mask, scale):
     """Softmax attention restricted to `mask` (broadcastable to (B, H, Tq, Tk), True = visible),
-    computed in float32 (float64 stays float64); the result has q's dtype. Rows with no visible key
-    give 0 with zero gradient."""
+    computed in float32 (float64 stays float64, autocast or not); the result has q's dtype. Rows with
+    no visible key give 0 with zero gradient."""
     ct = torch.promote_types(q.dtype, torch.float32)
-    att = (q.to(ct) @ k.to(ct).transpose(-2, -1)) * scale      # (B, H, Tq, Tk)
-    # A large finite negative instead of -inf: a row with no visible key then gives a finite uniform
-    # softmax, which the final `* mask` zeroes, with zero gradient; -inf would give 0/0 = NaN.
-    att = att.masked_fill(~mask, torch.finfo(ct).min)
-    att = torch.softmax(att, dim=-1) * mask
-    return (att @ v.to(ct)).to(q.dtype)
+    with torch.autocast(q.device.type, enabled=False):
+        att = (q.to(ct) @ k.to(ct).transpose(-2, -1)) * scale      # (B, H, Tq, Tk)
+        # A large finite negative instead of -inf: a row with no visible key then gives a finite
+        # uniform softmax, which the final `* mask` zeroes, with zero gradient; -inf would give NaN.
+        att = att.masked_fill(~mask, torch.finfo(ct).min)
+        att = torch.softmax(att, dim=-1) * mask
+        return (att @ v.to(ct)).to(q.dtype)
 
 
 def torch_band_attention(q, k, v, bands, scale):

@@ -168,3 +168,11 @@ def test_every_pattern_name_builds():
     for attn in ATTN_PATTERNS:
         assert tiny(attn)(torch.zeros(1, 5, dtype=torch.long))[0].isfinite().all()
     assert set(BAND_PATTERNS) <= set(ATTN_PATTERNS)
+
+
+def test_generate_under_autocast():
+    # sample.py generates under bf16 autocast on GPUs: the cache must hold the keys' dtype
+    m = tiny("sp")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m.generate(torch.randint(0, 20, (1, 3)), 5, top_k=1)
+    assert out.shape == (1, 8)
