@@ -178,9 +178,11 @@ def report(results_dir, patterns=None):
              "causal pairs computed | wall s |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in table:
         spread = f" ± {row['final_val_spread'] / 2:.4f}" if row["seeds"] > 1 else ""
-        lines.append(f"| `{row['pattern']}` | {row['seeds']} | {row['final_val']:.4f}{spread} | "
-                     f"{row['val_vs_dense']:+.2%} | {row['best_val']:.4f} | {row['tokens_per_s']:,.0f} | "
-                     f"{row['speed_vs_dense']:.2f}x | {row['pairs_share']:.1%} | {row['wall_s']:.0f} |")
+        vs_val = "n/a" if dense_final is None else f"{row['val_vs_dense']:+.2%}"
+        vs_speed = "n/a" if dense_speed is None else f"{row['speed_vs_dense']:.2f}x"
+        lines.append(f"| `{row['pattern']}` | {row['seeds']} | {row['final_val']:.4f}{spread} | {vs_val} | "
+                     f"{row['best_val']:.4f} | {row['tokens_per_s']:,.0f} | {vs_speed} | "
+                     f"{row['pairs_share']:.1%} | {row['wall_s']:.0f} |")
     md = "\n".join(lines) + "\n"
     with open(os.path.join(results_dir, "table.md"), "w") as f:
         f.write(md)
