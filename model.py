@@ -472,11 +472,16 @@ class GPT(nn.Module):
         return self.flops_per_token(T) * T * fwdbwd_per_iter / dt / peak
 
     def setup_kv_cache(self, batch_size, device=None, dtype=None):
+        """One cache per layer, in the dtype the keys will have: autocast's when it is on."""
         p = next(self.parameters())
+        device = torch.device(device or p.device)
+        if dtype is None:
+            autocast = torch.is_autocast_enabled(device.type)
+            dtype = torch.get_autocast_dtype(device.type) if autocast else p.dtype
         cfg = self.config
         for block in self.transformer.h:
             block.attn.kv_cache = KVCache(batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head,
-                                          dtype or p.dtype, device or p.device)
+                                          dtype, device)
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_cache=True):
