@@ -4,11 +4,16 @@ Train a GPT with SPAttention, nanoGPT style.
     python train.py                                   # defaults below (GPT-2 small shape)
     python train.py config/train_shakespeare_char.py  # a config file: plain Python assignments
     python train.py config/train_shakespeare_char.py --attn=dense --max_iters=2000
+    torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char.py   # 2 GPUs, DDP
 
 Every setting is a field of TrainConfig; a config file or --key=value may set any of them, and an
 unknown key or a value of the wrong type stops with a message saying so. The checkpoint
 out_dir/ckpt.pt always holds the latest state (written atomically), so --init_from=resume continues
 exactly where a run stopped, after the last iteration, an evaluation, or Ctrl-C.
+
+Under torchrun every process takes its share of each step's micro-batches (gradient_accumulation_steps
+must divide by the number of processes), so N processes train on the same global batches, in the
+same order, as one process does.
 """
 
 import csv
@@ -25,6 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import GPT, GPTConfig, ConfigError
 
@@ -142,10 +149,11 @@ def data_dir(dataset):
     return os.path.join(HERE, "data", dataset)
 
 
-def load_dataset(dataset):
-    """The train/val token arrays (memory-mapped) and the char vocabulary if there is one."""
+def load_dataset(dataset, prepare=True):
+    """The train/val token arrays (memory-mapped) and the char vocabulary if there is one; with
+    `prepare`, a missing dataset that needs no download is prepared first."""
     d = data_dir(dataset)
-    if not os.path.exists(os.path.join(d, "train.bin")) and dataset in OFFLINE_DATASETS:
+    if prepare and not os.path.exists(os.path.join(d, "train.bin")) and dataset in OFFLINE_DATASETS:
         print(f"data/{dataset}/train.bin is missing: running data/{dataset}/prepare.py")
         subprocess.run([sys.executable, os.path.join(d, "prepare.py")], check=True)
     for split in ("train", "val"):
@@ -160,10 +168,15 @@ def load_dataset(dataset):
     return splits, meta
 
 
-def get_batch(data, block_size, batch_size, generator, device):
+def sample_starts(data, block_size, n, generator):
+    """n random start offsets of block_size + 1 token windows."""
     if len(data) <= block_size:
         raise ConfigError(f"a data split has {len(data)} tokens, fewer than block_size + 1 = {block_size + 1}")
-    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    return torch.randint(len(data) - block_size, (n,), generator=generator)
+
+
+def get_batch(data, ix, block_size, device):
+    """Inputs and next-token targets (len(ix), block_size) of the windows starting at ix."""
     x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in ix])
     y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix])
     if device.startswith("cuda"):
@@ -229,22 +242,42 @@ def pick_dtype(cfg, device_type):
 def train(cfg):
     """Run the training loop of `cfg`; returns the list of (iter, train loss) it logged."""
     device = pick_device(cfg)
+    # Distributed data parallel when started by torchrun (it sets RANK): NCCL between GPUs, gloo on CPU.
+    ddp = int(os.environ.get("RANK", -1)) != -1
+    rank, world = 0, 1
+    if ddp:
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+            torch.cuda.set_device(device)
+        if cfg.gradient_accumulation_steps % world:
+            raise ConfigError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible "
+                              f"by the {world} processes, which share each step's micro-batches")
+    master = rank == 0
+    accum = cfg.gradient_accumulation_steps // world  # micro-batches of this process per step
+    say = print if master else (lambda *args, **kwargs: None)
     device_type = "cuda" if device.startswith("cuda") else device
     dtype = pick_dtype(cfg, device_type)
     ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + rank)  # the same init everywhere (DDP copies rank 0's), own dropout
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    os.makedirs(cfg.out_dir, exist_ok=True)
+    if master:
+        os.makedirs(cfg.out_dir, exist_ok=True)
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
 
-    splits, meta = load_dataset(cfg.dataset)
+    if ddp and not master:
+        dist.barrier()  # the master prepares a missing dataset, alone
+    splits, meta = load_dataset(cfg.dataset, prepare=master)
+    if ddp and master:
+        dist.barrier()
     vocab_size = meta["vocab_size"] if meta else 50304  # GPT-2's 50257 padded to a multiple of 64
     model_args = dict(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer,
                       n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias, attn=cfg.attn)
-    data_gen = torch.Generator().manual_seed(cfg.seed)  # the order of training batches, checkpointed
+    data_gen = torch.Generator().manual_seed(cfg.seed)  # the training batches of every process, checkpointed
     iter_num, best_val_loss, ckpt = 0, float("inf"), None
     if cfg.init_from == "resume":
         ckpt = load_checkpoint(ckpt_path)
@@ -261,30 +294,42 @@ def train(cfg):
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["cpu_rng_state"])
-        if device_type == "cuda" and ckpt.get("cuda_rng_state") is not None:
-            torch.cuda.set_rng_state(ckpt["cuda_rng_state"])
+        if len(ckpt["rng_states"]) != world:
+            raise ConfigError(f"{ckpt_path} was written by {len(ckpt['rng_states'])} process(es): resume it with "
+                              f"as many (torchrun --nproc_per_node={len(ckpt['rng_states'])}, or plain python for 1)")
+        cpu_state, cuda_state = ckpt["rng_states"][rank]  # each process's dropout stream goes on
+        torch.set_rng_state(cpu_state)
+        if device_type == "cuda" and cuda_state is not None:
+            torch.cuda.set_rng_state(cuda_state)
         ckpt = None  # free memory
-    print(f"model: {model.get_num_params() / 1e6:.2f}M parameters, attn={model.config.attn}, "
+    say(f"model: {model.get_num_params() / 1e6:.2f}M parameters, attn={model.config.attn}, "
           f"{model.attention_pairs() / (block_size * (block_size + 1) / 2 * model.config.n_head):.1%} of dense "
           f"causal attention pairs; device {device}, {dtype}")
-    raw_model = model
-    if cfg.compile and device_type == "cuda":
-        print("compiling the model (takes a minute)...")
-        model = torch.compile(model)
+
+    def wrap(m):
+        if cfg.compile and device_type == "cuda":
+            say("compiling the model (takes a minute)...")
+            m = torch.compile(m)
+        return DDP(m, device_ids=[torch.cuda.current_device()] if device_type == "cuda" else None) if ddp else m
+
+    raw_model, model = model, wrap(model)
     # attn_switch_frac: from this iteration on the model attends densely. Decided from iter_num alone,
     # so a resumed run switches at the same point (model_args keep the pattern it was built with).
     switch_iter = cfg.max_iters - round(cfg.attn_switch_frac * cfg.max_iters) if cfg.attn_switch_frac > 0 else None
 
     def checkpoint():
-        save_checkpoint(ckpt_path, {
-            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-            "model_args": model_args, "config": dataclasses.asdict(cfg), "iter_num": iter_num,
-            "best_val_loss": float(best_val_loss), "data_rng_state": data_gen.get_state(),
-            "cpu_rng_state": torch.get_rng_state(),
-            "cuda_rng_state": torch.cuda.get_rng_state() if device_type == "cuda" else None,
-            "meta": meta,
-        })
+        # every process's RNG state (dropout), gathered: a collective, so all processes call this
+        rng_states = [(torch.get_rng_state(), torch.cuda.get_rng_state() if device_type == "cuda" else None)]
+        if ddp:
+            mine, rng_states = rng_states[0], [None] * world
+            dist.all_gather_object(rng_states, mine)
+        if master:
+            save_checkpoint(ckpt_path, {
+                "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                "model_args": model_args, "config": dataclasses.asdict(cfg), "iter_num": iter_num,
+                "best_val_loss": float(best_val_loss), "data_rng_state": data_gen.get_state(),
+                "rng_states": rng_states, "meta": meta,
+            })
 
     @torch.no_grad()
     def estimate_loss():
@@ -296,7 +341,8 @@ def train(cfg):
             gen = torch.Generator().manual_seed(cfg.seed + 1)
             losses = torch.zeros(cfg.eval_iters)
             for k in range(cfg.eval_iters):
-                X, Y = get_batch(splits[split], block_size, cfg.batch_size, gen, device)
+                ix = sample_starts(splits[split], block_size, cfg.batch_size, gen)
+                X, Y = get_batch(splits[split], ix, block_size, device)
                 with ctx:
                     _, loss = model(X, Y)
                 losses[k] = loss.item()
@@ -311,10 +357,10 @@ def train(cfg):
         if stop["requested"]:
             raise KeyboardInterrupt
         stop["requested"] = True
-        print("\nCtrl-C: saving a checkpoint after this iteration (Ctrl-C again to abort without saving)")
+        say("\nCtrl-C: saving a checkpoint after this iteration (Ctrl-C again to abort without saving)")
 
     old_handler = signal.signal(signal.SIGINT, on_sigint)
-    log = open(os.path.join(cfg.out_dir, "log.csv"), "a", newline="")
+    log = open(os.path.join(cfg.out_dir, "log.csv") if master else os.devnull, "a", newline="")
     writer = csv.writer(log)
     if log.tell() == 0:
         writer.writerow(["iter", "train_loss", "val_loss", "lr", "ms_per_iter", "tokens_per_s", "mfu", "elapsed_s"])
@@ -326,18 +372,21 @@ def train(cfg):
             for group in optimizer.param_groups:
                 group["lr"] = lr
             if switch_iter is not None and iter_num >= switch_iter and raw_model.attn != "dense":
-                print(f"iter {iter_num}: attn_switch_frac={cfg.attn_switch_frac}: switching attention "
+                say(f"iter {iter_num}: attn_switch_frac={cfg.attn_switch_frac}: switching attention "
                       f"{raw_model.attn} -> dense for the last {cfg.max_iters - iter_num} iterations")
                 raw_model.set_attn("dense")
-                if model is not raw_model:
-                    model = torch.compile(raw_model)  # a fresh compile for the new attention
+                model = wrap(raw_model)  # a fresh compile for the new attention
+            if ddp:  # Ctrl-C reaches the processes at different moments: stop together
+                flag = torch.tensor(float(stop["requested"]), device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                stop["requested"] = bool(flag.item())
             if stop["requested"]:
                 checkpoint()
-                print(f"saved {ckpt_path} at iter {iter_num}; continue with --init_from=resume")
+                say(f"saved {ckpt_path} at iter {iter_num}; continue with --init_from=resume")
                 break
             if iter_num % cfg.eval_interval == 0 or iter_num >= cfg.max_iters:
                 losses = estimate_loss()
-                print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                say(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 writer.writerow([iter_num, f"{losses['train']:.5f}", f"{losses['val']:.5f}", lr, "", "", "",
                                  f"{time.time() - t_start:.1f}"])
                 log.flush()
@@ -352,14 +401,21 @@ def train(cfg):
                 break
 
             t0 = time.time()
-            total = 0.0
-            for _ in range(cfg.gradient_accumulation_steps):
-                X, Y = get_batch(splits["train"], block_size, cfg.batch_size, data_gen, device)
+            # The step's micro-batches are drawn together; process r takes the r-th share of them.
+            ix = sample_starts(splits["train"], block_size, cfg.gradient_accumulation_steps * cfg.batch_size, data_gen)
+            total = torch.zeros((), device=device)
+            for micro in range(accum):
+                first = (rank * accum + micro) * cfg.batch_size
+                X, Y = get_batch(splits["train"], ix[first:first + cfg.batch_size], block_size, device)
+                if ddp:  # all-reduce the gradients once, in the last micro-step's backward
+                    model.require_backward_grad_sync = micro == accum - 1
                 with ctx:
                     _, loss = model(X, Y)
                     loss = loss / cfg.gradient_accumulation_steps
                 scaler.scale(loss).backward()
                 total += loss.detach()
+            if ddp:
+                dist.all_reduce(total)  # the global batch's mean loss
             total = float(total)  # waits for the GPU: the timing below covers the whole step
             if not math.isfinite(total):
                 raise FloatingPointError(
@@ -374,10 +430,10 @@ def train(cfg):
             dt = time.time() - t0
             history.append((iter_num, total))
             if iter_num % cfg.log_interval == 0:
-                mfu = raw_model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps, dt,
+                mfu = raw_model.estimate_mfu(cfg.batch_size * accum, dt,
                                              peak_flops=cfg.peak_flops or None)
                 mfu_text = f"{mfu * 100:.1f}%" if mfu is not None else "n/a"
-                print(f"iter {iter_num}: loss {total:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
+                say(f"iter {iter_num}: loss {total:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
                       f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu_text}")
                 writer.writerow([iter_num, f"{total:.5f}", "", lr, f"{dt * 1000:.2f}", f"{tokens_per_iter / dt:.0f}",
                                  "" if mfu is None else f"{mfu:.4f}", f"{time.time() - t_start:.1f}"])
@@ -385,7 +441,9 @@ def train(cfg):
     finally:
         signal.signal(signal.SIGINT, old_handler)
         log.close()
-    print(f"done: {iter_num} iterations, best val loss {best_val_loss:.4f}, "
+        if ddp:
+            dist.destroy_process_group()
+    say(f"done: {iter_num} iterations, best val loss {best_val_loss:.4f}, "
           f"{time.time() - t_start:.0f} s; checkpoint in {ckpt_path}")
     return history
 
