@@ -70,6 +70,18 @@ def head_bands(n_head, block_size, pattern):
     return kernel.bands_tensor([[(lo, min(hi, N)) for lo, hi in b] for b in bands])
 
 
+def band_pairs(bands, T):
+    """Causal (query, key) pairs that normalized bands admit at length T, all heads: distance d
+    occurs T - d times, so [lo, hi) holds n*T - (lo + ... + hi-1) of them. No T x T mask needed."""
+    total = 0
+    for head in bands:
+        for lo, hi in head:
+            n = min(hi, T) - lo
+            if n > 0:
+                total += n * T - n * (2 * lo + n - 1) // 2
+    return total
+
+
 def _merge(intervals):
     out = []
     for lo, hi in sorted(intervals):
@@ -311,8 +323,10 @@ class CausalSelfAttention(nn.Module):
 
     def pairs(self, T):
         """Query-key scores this layer computes at length T, all heads (for reformer: the chunk scores)."""
-        if self.attn != "reformer":
-            return int(self.visible(T, T, 0).sum())
+        if self.attn in BAND_PATTERNS:
+            return band_pairs(self.bands, T)
+        if self.attn in MASK_PATTERNS:
+            return int(self.mask[:, :T, :T].sum())
         p = lsh_params(self.block_size)
         nc = -(-T // p["chunk"])
         return self.n_head * p["n_rounds"] * (nc * 2 - 1) * p["chunk"] ** 2  # the first chunk has no previous

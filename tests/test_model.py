@@ -68,6 +68,15 @@ def test_work_shares_match_spec():
         assert m.attention_pairs() / (16 * 1024 * 1025 / 2) == pytest.approx(share, abs=5e-4)
 
 
+@pytest.mark.parametrize("pattern", BAND_PATTERNS + ("longformer", "bigbird"))
+def test_pair_counts_match_the_masks(pattern):
+    # MFU and the work shares count pairs without forming a T x T mask; they must agree with it
+    m = GPT(GPTConfig(block_size=100, vocab_size=16, n_layer=1, n_head=6, n_embd=24, attn=pattern))
+    attn = m.transformer.h[0].attn
+    for T in (1, 7, 64, 100):
+        assert m.attention_pairs(T) == int(attn.visible(T, T, 0).sum())
+
+
 def test_bands_anchor_to_block_size_not_batch_length():
     # a short batch sees the top-left corner of the block_size pattern, not a pattern of its own
     m = GPT(GPTConfig(block_size=64, vocab_size=16, n_layer=1, n_head=4, n_embd=16, attn="sp_exclusive"))
