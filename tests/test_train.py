@@ -138,3 +138,17 @@ def test_sample_from_trained_checkpoint(tmp_path):
                        ("FILE:/no/such", "prompt file '/no/such' not found")):
         r = run_cli([f"--out_dir={tmp_path}", f"--start={start}", "--device=cpu"], script="sample.py")
         assert r.returncode == 1 and msg in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("dataset", ["shakespeare", "pystdlib"])
+def test_train_and_sample_on_offline_bpe_data(tmp_path, dataset):
+    # the token-level corpora prepare themselves offline, train, and sample.py decodes GPT-2 BPE
+    args = [a for a in TINY if not a.startswith("--dataset")]
+    r = run_cli(args + [f"--dataset={dataset}", f"--out_dir={tmp_path}", "--max_iters=2", "--eval_interval=2"])
+    assert r.returncode == 0, r.stderr
+    assert "step 2:" in r.stdout
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["model_args"]["vocab_size"] == 50304
+    r = run_cli([f"--out_dir={tmp_path}", "--start=def main(", "--num_samples=1", "--max_new_tokens=8",
+                 "--device=cpu"], script="sample.py")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("def main(") and len(r.stdout) > len("def main(\n---------------\n")
