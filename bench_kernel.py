@@ -20,6 +20,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kernel  # noqa: E402
+from model import band_pairs, head_bands  # noqa: E402
 
 # Flex is recompiled for each shape and for grad / no-grad: lift dynamo's default limit of 8.
 torch._dynamo.config.recompile_limit = 1000
@@ -27,33 +28,6 @@ torch._dynamo.config.accumulated_recompile_limit = 10000
 
 SHAPES = [(8, 12, 1024, 64), (4, 16, 4096, 64), (2, 16, 8192, 64), (1, 16, 16384, 64), (1, 8, 4096, 128)]
 PATTERNS = ["sp", "sp_exclusive"]
-
-
-def head_bands(n_head, N, pattern):
-    """model.head_bands when model.py is there, else the spec's formulas (section 2/3)."""
-    try:
-        import model
-        return model.head_bands(n_head, N, pattern)
-    except Exception:  # noqa: BLE001 - model.py missing or mid-edit: the spec's formulas
-        W, R = divmod(N, n_head)
-        rows = []
-        for h in range(n_head):
-            Wh, Sh = W + (h < R), h * W + min(h, R)
-            own = [(Sh, Sh + Wh)]
-            if pattern == "sp":
-                own = [(0, Sh + Wh)] if Sh <= Wh + 1 else [(0, Wh + 1), (Sh, Sh + Wh)]
-            rows.append(own)
-        return kernel.bands_tensor(rows)
-
-
-def visible_pairs(bands, T):
-    """Visible (query, key) pairs summed over heads: distance d has T - d pairs."""
-    total = 0
-    for intervals in kernel.normalize_bands(bands, bands.shape[0]):
-        for lo, hi in intervals:
-            lo, hi = min(lo, T), min(hi, T)
-            total += sum(T - d for d in range(lo, hi))
-    return total
 
 
 def bench(fn, warmup=25, rep=100):
@@ -81,25 +55,8 @@ def sdpa(backend):
     return f
 
 
-def flex_fn(bands, T):
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-    bt = bands.to("cuda")
-    K = bt.shape[1]
-
-    def mask_mod(b, h, q_idx, kv_idx):
-        d = q_idx - kv_idx
-        m = (d >= bt[h, 0, 0]) & (d < bt[h, 0, 1])
-        for i in range(1, K):
-            m = m | ((d >= bt[h, i, 0]) & (d < bt[h, i, 1]))
-        return m
-
-    block_mask = create_block_mask(mask_mod, B=None, H=bt.shape[0], Q_LEN=T, KV_LEN=T, device="cuda")
-    compiled = torch.compile(flex_attention, dynamic=False)
-    return lambda q, k, v: compiled(q, k, v, block_mask=block_mask)
-
-
-def ours(bands):
-    return lambda q, k, v: kernel.band_attention(q, k, v, bands, backend="triton")
+def band_fn(bands, backend):
+    return lambda q, k, v: kernel.band_attention(q, k, v, bands, backend=backend)
 
 
 def main_table(args):
@@ -120,11 +77,11 @@ def main_table(args):
                 base[name] = (float("nan"), float("nan"), dense_pairs)
         for pattern in PATTERNS:
             bands = head_bands(H, T, pattern)
-            pairs = B * visible_pairs(bands, T)
+            pairs = B * band_pairs(kernel.normalize_bands(bands, H), T)
             res = dict(base)
-            flex = flex_fn(bands, T)  # block mask built once
+            flex = band_fn(bands, "flex")  # its block mask is built once and cached
             res["Flex"] = (bench(fwd_only(flex, q, k, v)), bench(fwd_bwd(flex, q, k, v, do)), pairs)
-            f = ours(bands)
+            f = band_fn(bands, "triton")
             res["Triton band"] = (bench(fwd_only(f, q, k, v)), bench(fwd_bwd(f, q, k, v, do)), pairs)
             rows.append(((B, H, T, D), pattern, pairs / dense_pairs, res))
             line = " | ".join(f"{n} {fw:.3f}/{fb:.3f}" for n, (fw, fb, _) in res.items())
@@ -200,7 +157,7 @@ def host_overhead():
     for t in (q, k, v):
         t.requires_grad_(True)
     bands = head_bands(2, 128, "sp")
-    f = ours(bands)
+    f = band_fn(bands, "triton")
     for name, fn in (("fwd", fwd_only(f, q, k, v)), ("fwd+bwd", fwd_bwd(f, q, k, v, do))):
         for _ in range(20):
             fn()

@@ -14,6 +14,7 @@ Two backends compute the same function:
   so it is for CPU, tests and small T. It is the correctness reference for the Triton kernel.
 - "triton": the fused band kernel (forward and backward) for CUDA tensors; it never forms a T x T
   tensor and only visits the key blocks that meet each head's bands.
+"flex" runs PyTorch's FlexAttention with the same bands (the paper's approach; a baseline to race).
 "auto" picks triton for CUDA tensors when triton imports and the head dim is a power of two in
 [16, 128], else torch. backend="triton" also runs on CPU tensors under TRITON_INTERPRET=1 (tests).
 """
@@ -30,7 +31,7 @@ try:  # triton is a Linux-only dependency; without it the torch backend still wo
 except ImportError:  # pragma: no cover - depends on the platform
     HAS_TRITON = False
 
-BACKENDS = ("auto", "torch", "triton")
+BACKENDS = ("auto", "torch", "triton", "flex")
 
 
 # -----------------------------------------------------------------------------
@@ -115,6 +116,31 @@ def torch_band_attention(q, k, v, bands, scale):
     return masked_attention(q, k, v, band_mask(bands, q.shape[-2], q.device), scale)
 
 
+_FLEX_CACHE = {}
+
+
+def flex_band_attention(q, k, v, bands, scale):
+    """FlexAttention (torch.nn.attention.flex_attention) restricted to the bands. Its block mask,
+    built once per (bands, T, device) and cached, lets it skip the key blocks no band reaches; a row
+    with no visible key gives 0. Compiled once; PyTorch runs its backward on GPUs only."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    T, key = q.shape[-2], (bands, q.shape[-2], str(q.device))
+    if key not in _FLEX_CACHE:
+        b = bands_tensor(bands).to(q.device)
+
+        def mask_mod(batch, h, q_idx, kv_idx):
+            d = q_idx - kv_idx
+            visible = (d >= b[h, 0, 0]) & (d < b[h, 0, 1])
+            for i in range(1, b.shape[1]):
+                visible = visible | ((d >= b[h, i, 0]) & (d < b[h, i, 1]))
+            return visible
+
+        _FLEX_CACHE[key] = create_block_mask(mask_mod, None, len(bands), T, T, device=q.device)
+    if "flex_attention" not in _FLEX_CACHE:
+        _FLEX_CACHE["flex_attention"] = torch.compile(flex_attention, dynamic=False)
+    return _FLEX_CACHE["flex_attention"](q, k, v, block_mask=_FLEX_CACHE[key], scale=scale)
+
+
 # -----------------------------------------------------------------------------
 # The entry point
 
@@ -134,6 +160,8 @@ def band_attention(q, k, v, bands, scale=None, backend="auto"):
         backend = "triton" if (q.is_cuda and triton_supports(q)) else "torch"
     if backend == "torch":
         return torch_band_attention(q, k, v, bands, scale)
+    if backend == "flex":
+        return flex_band_attention(q, k, v, bands, scale)
     if not HAS_TRITON:
         raise ValueError("backend='triton' needs the triton package (Linux); use backend='torch'")
     return triton_band_attention(q, k, v, bands, scale)

@@ -253,3 +253,16 @@ def test_triton_rejects_unsupported_head_dim():
     q, k, v = make_qkv(1, 1, 4, 24, torch.float32)
     with pytest.raises(ValueError):
         kernel.band_attention(q, k, v, [[(0, 4)]], backend="triton")
+
+
+# -----------------------------------------------------------------------------
+# FlexAttention with the same bands (a baseline; PyTorch runs its backward on GPUs only)
+
+def test_flex_backend_forward_matches_reference():
+    rng = random.Random(3)
+    bands = random_bands(3, 37, rng) + [sp_bands(1, 37, "dense")[0]]
+    q, k, v = make_qkv(2, 4, 37, 16, torch.float32)
+    with torch.no_grad():
+        out = kernel.band_attention(q, k, v, kernel.bands_tensor(kernel.normalize_bands(bands, 4)), backend="flex")
+    assert torch.isfinite(out).all()
+    assert rel_err(out, reference(q, k, v, bands)) < 1e-5
