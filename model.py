@@ -239,6 +239,7 @@ class GPTConfig:
     dropout: float = 0.0         # on embeddings, residual branches and MLP (not on attention weights)
     bias: bool = True            # biases in Linears and LayerNorms, like GPT-2
     attn: str = "sp"             # one of ATTN_PATTERNS
+    attn_backend: str = "auto"   # band patterns: kernel.band_attention's backend (auto, triton, flex, torch)
 
     def __post_init__(self):
         if self.attn not in ATTN_PATTERNS:
@@ -252,6 +253,8 @@ class GPTConfig:
         if self.block_size < self.n_head:
             raise ConfigError(f"block_size={self.block_size} < n_head={self.n_head}: SPAttention gives "
                               "each head its own band of distances, so it needs block_size >= n_head")
+        if self.attn_backend not in kernel.BACKENDS:
+            raise ConfigError(f"unknown attn_backend={self.attn_backend!r}; choose one of {', '.join(kernel.BACKENDS)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -290,6 +293,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config, layer=0):
         super().__init__()
         self.n_head, self.n_embd, self.block_size = config.n_head, config.n_embd, config.block_size
+        self.backend = config.attn_backend
         self.layer = layer
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -353,7 +357,7 @@ class CausalSelfAttention(nn.Module):
             # FlashAttention) are the fastest way to run it, and the baseline the sparse patterns race.
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         elif self.attn in BAND_PATTERNS:
-            y = kernel.band_attention(q, k, v, self.bands, scale)
+            y = kernel.band_attention(q, k, v, self.bands, scale, backend=self.backend)
         elif q.is_cuda:  # longformer, bigbird: FlexAttention skips the blocks the mask leaves empty
             y = flex_masked_attention(q, k, v, self.mask, scale)
         else:

@@ -44,7 +44,8 @@ def parse_args(argv):
 
 def load_model(out_dir, device):
     ckpt = load_checkpoint(os.path.join(out_dir, "ckpt.pt"), map_location=device)
-    model = GPT(GPTConfig(**ckpt["model_args"]))
+    # the attention backend is a choice of this machine (e.g. no Triton on a CPU), not of the model
+    model = GPT(GPTConfig(**{**ckpt["model_args"], "attn_backend": "auto"}))
     model.load_state_dict(ckpt["model"])
     return model.eval().to(device), ckpt
 

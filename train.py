@@ -61,6 +61,7 @@ class TrainConfig:
     dropout: float = 0.0
     bias: bool = False
     attn: str = "sp"
+    attn_backend: str = "auto"         # band patterns: auto (Triton on CUDA), triton, flex, torch
     attn_switch_frac: float = 0.0      # train the last fraction of max_iters with attn='dense' (same weights)
     # AdamW
     learning_rate: float = 6e-4
@@ -276,13 +277,14 @@ def train(cfg):
         dist.barrier()
     vocab_size = meta["vocab_size"] if meta else 50304  # GPT-2's 50257 padded to a multiple of 64
     model_args = dict(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer,
-                      n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias, attn=cfg.attn)
+                      n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias, attn=cfg.attn,
+                      attn_backend=cfg.attn_backend)
     data_gen = torch.Generator().manual_seed(cfg.seed)  # the training batches of every process, checkpointed
     iter_num, best_val_loss, ckpt = 0, float("inf"), None
     if cfg.init_from == "resume":
         ckpt = load_checkpoint(ckpt_path)
         # the architecture must be the one that was trained; the rest (lr, max_iters...) may change
-        model_args = {**ckpt["model_args"], "dropout": cfg.dropout}
+        model_args = {**ckpt["model_args"], "dropout": cfg.dropout, "attn_backend": cfg.attn_backend}
         iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
         data_gen.set_state(ckpt["data_rng_state"])
     model = GPT(GPTConfig(**model_args))

@@ -73,6 +73,7 @@ def test_bad_config_file(tmp_path):
     (["--n_embd=30", "--n_head=4"], "n_embd=30 is not divisible by n_head=4"),
     (["--block_size=3", "--n_head=4"], "block_size=3 < n_head=4"),
     (["--attn=flash"], "unknown attn='flash'"),
+    (["--attn_backend=cuda"], "unknown attn_backend='cuda'"),
     (["--dataset=no_such_data"], "run python data/no_such_data/prepare.py"),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, msg):
