@@ -11,8 +11,8 @@ and measure them.
 
 The fused band kernel never forms the T x T probabilities, so attention_probs runs the model's blocks
 one by one and, for each block, recomputes q and k from the block's input and the masked softmax over
-`attn.visible(T, T, 0)`, the same mask and arithmetic as kernel.masked_attention (the PyTorch
-fallback). The residual stream itself goes through the unmodified blocks.
+`attn.visible(T, T, 0)` with kernel.masked_softmax, the arithmetic of the PyTorch fallback. The
+residual stream itself goes through the unmodified blocks.
 
 Definitions (each query row i of a head's (T, T) probabilities p_i is one distribution over keys):
   entropy         H(p_i) = -sum_j p_ij log p_ij in nats, averaged over the queries that see at least
@@ -31,6 +31,7 @@ import math
 
 import torch
 
+import kernel
 import model as model_lib
 
 # Patterns whose probabilities attention_probs can form: their visibility is a fixed mask.
@@ -65,11 +66,9 @@ def attention_probs(model, idx):
         attn = block.attn
         H = attn.n_head
         q, k, _ = attn.c_attn(block.ln_1(x)).split(attn.n_embd, dim=2)
-        q, k = (t.view(B, T, H, -1).transpose(1, 2).float() for t in (q, k))    # (B, H, T, D)
+        q, k = (t.view(B, T, H, -1).transpose(1, 2) for t in (q, k))            # (B, H, T, D)
         mask = attn.visible(T, T, 0).to(idx.device)                            # (H, T, T)
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        out.append(torch.softmax(scores, dim=-1) * mask)                       # all-masked rows -> 0
+        out.append(kernel.masked_softmax(q, k, mask, 1 / math.sqrt(q.size(-1))).float())  # empty rows -> 0
         x = block(x)                                                            # the real block
     if was_training:
         model.train()

@@ -97,18 +97,24 @@ def band_mask(bands, T, device=None, Tk=None, q_start=0):
 # -----------------------------------------------------------------------------
 # The PyTorch fallback (the reference)
 
-def masked_attention(q, k, v, mask, scale):
-    """Softmax attention restricted to `mask` (broadcastable to (B, H, Tq, Tk), True = visible),
-    computed in float32 (float64 stays float64, autocast or not); the result has q's dtype. Rows with
-    no visible key give 0 with zero gradient."""
+def masked_softmax(q, k, mask, scale):
+    """Attention probabilities (B, H, Tq, Tk) restricted to `mask` (broadcastable, True = visible),
+    in float32 (float64 stays float64, autocast or not). Rows with no visible key are 0."""
     ct = torch.promote_types(q.dtype, torch.float32)
     with torch.autocast(q.device.type, enabled=False):
-        att = (q.to(ct) @ k.to(ct).transpose(-2, -1)) * scale      # (B, H, Tq, Tk)
+        att = (q.to(ct) @ k.to(ct).transpose(-2, -1)) * scale
         # A large finite negative instead of -inf: a row with no visible key then gives a finite
         # uniform softmax, which the final `* mask` zeroes, with zero gradient; -inf would give NaN.
         att = att.masked_fill(~mask, torch.finfo(ct).min)
-        att = torch.softmax(att, dim=-1) * mask
-        return (att @ v.to(ct)).to(q.dtype)
+        return torch.softmax(att, dim=-1) * mask
+
+
+def masked_attention(q, k, v, mask, scale):
+    """Softmax attention restricted to `mask`, computed in float32; the result has q's dtype. Rows
+    with no visible key give 0 with zero gradient."""
+    p = masked_softmax(q, k, mask, scale)
+    with torch.autocast(q.device.type, enabled=False):
+        return (p @ v.to(p.dtype)).to(q.dtype)
 
 
 def torch_band_attention(q, k, v, bands, scale):
@@ -119,26 +125,32 @@ def torch_band_attention(q, k, v, bands, scale):
 _FLEX_CACHE = {}
 
 
-def flex_band_attention(q, k, v, bands, scale):
-    """FlexAttention (torch.nn.attention.flex_attention) restricted to the bands. Its block mask,
-    built once per (bands, T, device) and cached, lets it skip the key blocks no band reaches; a row
-    with no visible key gives 0. Compiled once; PyTorch runs its backward on GPUs only."""
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-    T, key = q.shape[-2], (bands, q.shape[-2], str(q.device))
+def flex_attention(q, k, v, mask_mod, key, scale, compiled=True):
+    """FlexAttention (torch.nn.attention.flex_attention) with the block mask of `mask_mod`, built
+    once per `key` and cached, so that the blocks the mask leaves empty are skipped and a row with no
+    visible key gives 0. Compiled once (eager flex is a slow reference); its backward runs on GPUs only."""
+    from torch.nn.attention import flex_attention as flex
     if key not in _FLEX_CACHE:
-        b = bands_tensor(bands).to(q.device)
+        H, T, Tk = q.shape[1], q.shape[2], k.shape[2]
+        _FLEX_CACHE[key] = flex.create_block_mask(mask_mod, None, H, T, Tk, device=q.device)
+    if compiled and "compiled" not in _FLEX_CACHE:
+        _FLEX_CACHE["compiled"] = torch.compile(flex.flex_attention, dynamic=False)
+    run = _FLEX_CACHE["compiled"] if compiled else flex.flex_attention
+    return run(q, k, v, block_mask=_FLEX_CACHE[key], scale=scale)
 
-        def mask_mod(batch, h, q_idx, kv_idx):
-            d = q_idx - kv_idx
-            visible = (d >= b[h, 0, 0]) & (d < b[h, 0, 1])
-            for i in range(1, b.shape[1]):
-                visible = visible | ((d >= b[h, i, 0]) & (d < b[h, i, 1]))
-            return visible
 
-        _FLEX_CACHE[key] = create_block_mask(mask_mod, None, len(bands), T, T, device=q.device)
-    if "flex_attention" not in _FLEX_CACHE:
-        _FLEX_CACHE["flex_attention"] = torch.compile(flex_attention, dynamic=False)
-    return _FLEX_CACHE["flex_attention"](q, k, v, block_mask=_FLEX_CACHE[key], scale=scale)
+def flex_band_attention(q, k, v, bands, scale):
+    """The bands on FlexAttention (the paper's approach)."""
+    b = bands_tensor(bands).to(q.device)
+
+    def mask_mod(batch, h, q_idx, kv_idx):
+        d = q_idx - kv_idx
+        visible = (d >= b[h, 0, 0]) & (d < b[h, 0, 1])
+        for i in range(1, b.shape[1]):
+            visible = visible | ((d >= b[h, i, 0]) & (d < b[h, i, 1]))
+        return visible
+
+    return flex_attention(q, k, v, mask_mod, (bands, q.shape[-2], str(q.device)), scale)
 
 
 # -----------------------------------------------------------------------------

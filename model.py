@@ -141,24 +141,9 @@ def pattern_mask(n_head, block_size, pattern, seed=0):
 
 
 def flex_masked_attention(q, k, v, mask, scale, compiled=True):
-    """Attention restricted to the (H, N, N) mask's top-left (T, T) corner with FlexAttention: the
-    block mask is built once per (mask, T, device) and cached, flex_attention is compiled once."""
-    key = (mask.data_ptr(), q.size(2), str(q.device))
-    if key not in _BLOCK_MASKS:
-        from torch.nn.attention.flex_attention import create_block_mask
-        mask_mod = lambda b, h, qi, kj: mask[h, qi, kj]  # noqa: E731
-        _BLOCK_MASKS[key] = create_block_mask(mask_mod, None, mask.size(0), q.size(2), k.size(2), device=q.device)
-    return _flex_attention(compiled)(q, k, v, block_mask=_BLOCK_MASKS[key], scale=scale)
-
-
-_BLOCK_MASKS = {}
-
-
-def _flex_attention(compiled, _cache={}):
-    from torch.nn.attention.flex_attention import flex_attention
-    if compiled and "fn" not in _cache:
-        _cache["fn"] = torch.compile(flex_attention, dynamic=False)
-    return _cache["fn"] if compiled else flex_attention
+    """Attention restricted to the (H, N, N) mask's top-left (T, T) corner with FlexAttention."""
+    return kernel.flex_attention(q, k, v, lambda b, h, qi, kj: mask[h, qi, kj],
+                                 (mask.data_ptr(), q.size(2), str(q.device)), scale, compiled)
 
 
 def lsh_params(block_size):
