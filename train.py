@@ -224,6 +224,14 @@ def get_lr(it, cfg):
 
 def pick_device(cfg):
     if cfg.device != "auto":
+        kind = cfg.device.split(":")[0]
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device={cfg.device!r} but this machine has no CUDA GPU (or this torch has no CUDA); "
+                              "use --device=cpu or --device=auto")
+        if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError(f"device={cfg.device!r} but MPS is not available here; use --device=cpu or --device=auto")
+        if kind not in ("cpu", "cuda", "mps"):
+            raise ConfigError(f"unknown device={cfg.device!r}; use auto, cpu, cuda, cuda:N or mps")
         return cfg.device
     if torch.cuda.is_available():
         return "cuda"
@@ -292,7 +300,7 @@ def train(cfg):
         model.load_state_dict(ckpt["model"])
     model.to(device)
     block_size = model.config.block_size
-    scaler = torch.amp.GradScaler(enabled=(dtype == "float16"))
+    scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -74,6 +74,7 @@ def test_bad_config_file(tmp_path):
     (["--block_size=3", "--n_head=4"], "block_size=3 < n_head=4"),
     (["--attn=flash"], "unknown attn='flash'"),
     (["--attn_backend=cuda"], "unknown attn_backend='cuda'"),
+    (["--device=tpu"], "unknown device='tpu'"),
     (["--dataset=no_such_data"], "run python data/no_such_data/prepare.py"),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, msg):
@@ -153,3 +154,9 @@ def test_train_and_sample_on_offline_bpe_data(tmp_path, dataset):
                  "--device=cpu"], script="sample.py")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("def main(") and len(r.stdout) > len("def main(\n---------------\n")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_requested_without_cuda(tmp_path):
+    r = run_cli(TINY + [f"--out_dir={tmp_path}", "--device=cuda"])
+    assert r.returncode == 1 and "has no CUDA GPU" in r.stderr and len(r.stderr.splitlines()) == 1
