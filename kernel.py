@@ -117,6 +117,21 @@ def masked_attention(q, k, v, mask, scale):
         return (p @ v.to(p.dtype)).to(q.dtype)
 
 
+def band_decode_attention(q, k, v, bands, pos, scale):
+    """One query per head at position `pos` (q: (B, H, 1, D)) over the keys at positions 0..pos
+    (k, v: (B, H, pos + 1, D), a KV cache): it gathers only the keys inside each head's bands, so a
+    decode step reads about 1/H of the cache for the SP patterns instead of all of it."""
+    B, H, _, D = q.shape
+    b = bands_tensor(bands).to(q.device)                              # (H, K, 2)
+    width = int((b[..., 1] - b[..., 0]).max())
+    offs = torch.arange(max(width, 1), device=q.device)
+    keys = pos - b[..., 0, None] - offs                               # (H, K, W): distance lo + offs
+    valid = (offs < b[..., 1, None] - b[..., 0, None]) & (keys >= 0)
+    keys = keys.clamp(min=0).view(H, -1)                              # (H, K * W) cache positions
+    gather = lambda t: t.gather(2, keys[None, :, :, None].expand(B, H, keys.size(1), D))  # noqa: E731
+    return masked_attention(q, gather(k), gather(v), valid.view(1, H, 1, -1), scale)
+
+
 def torch_band_attention(q, k, v, bands, scale):
     """The reference: the (H, T, T) band mask and a masked softmax."""
     return masked_attention(q, k, v, band_mask(bands, q.shape[-2], q.device), scale)

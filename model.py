@@ -335,7 +335,11 @@ class CausalSelfAttention(nn.Module):
             return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
         if start_pos is not None:
             k, v = self.kv_cache.update(start_pos, k, v)
-        if start_pos:  # decoding after a prefix: these queries are the last rows of the full pattern
+        if start_pos and T == 1 and self.attn == "dense":  # a decode step: the query sees every key
+            y = F.scaled_dot_product_attention(q, k, v)
+        elif start_pos and T == 1 and self.attn in BAND_PATTERNS:  # a decode step: read the bands only
+            y = kernel.band_decode_attention(q, k, v, self.bands, start_pos, scale)
+        elif start_pos:  # queries after a prefix: the last rows of the full pattern
             y = kernel.masked_attention(q, k, v, self.visible(T, k.size(2), start_pos), scale)
         elif self.attn == "dense":
             # The band [0, N) is plain causal attention for T <= N: SDPA's fused kernels (cuDNN,

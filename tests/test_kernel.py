@@ -266,3 +266,18 @@ def test_flex_backend_forward_matches_reference():
         out = kernel.band_attention(q, k, v, kernel.bands_tensor(kernel.normalize_bands(bands, 4)), backend="flex")
     assert torch.isfinite(out).all()
     assert rel_err(out, reference(q, k, v, bands)) < 1e-5
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_band_decode_reads_the_last_row(seed):
+    # a KV-cache decode step (one query at position pos) equals the last row of full band attention
+    rng = random.Random(seed)
+    H, T = 5, 40
+    bands = kernel.normalize_bands(random_bands(H, T, rng), H)
+    q, k, v = make_qkv(2, H, T, 16, torch.float32)
+    full = reference(q, k, v, bands)
+    for pos in (0, 1, 17, T - 1):
+        step = kernel.band_decode_attention(q[:, :, pos:pos + 1], k[:, :, :pos + 1], v[:, :, :pos + 1], bands,
+                                            pos, 16 ** -0.5)
+        assert torch.isfinite(step).all()
+        torch.testing.assert_close(step.double(), full[:, :, pos:pos + 1], rtol=1e-5, atol=1e-6)
