@@ -19,6 +19,7 @@ Two backends compute the same function:
 [16, 128], else torch. backend="triton" also runs on CPU tensors under TRITON_INTERPRET=1 (tests).
 """
 
+import functools
 import math
 import os
 
@@ -117,14 +118,20 @@ def masked_attention(q, k, v, mask, scale):
         return (p @ v.to(p.dtype)).to(q.dtype)
 
 
+@functools.lru_cache(maxsize=64)
+def _bands_on(bands, device):
+    """bands_tensor on a device, made once: decode steps call for it in every layer."""
+    return bands_tensor(bands).to(device)
+
+
 def band_decode_attention(q, k, v, bands, pos, scale):
     """One query per head at position `pos` (q: (B, H, 1, D)) over the keys at positions 0..pos
     (k, v: (B, H, pos + 1, D), a KV cache): it gathers only the keys inside each head's bands, so a
     decode step reads about 1/H of the cache for the SP patterns instead of all of it."""
     B, H, _, D = q.shape
-    b = bands_tensor(bands).to(q.device)                              # (H, K, 2)
-    width = int((b[..., 1] - b[..., 0]).max())
-    offs = torch.arange(max(width, 1), device=q.device)
+    b = _bands_on(bands, str(q.device))                               # (H, K, 2)
+    width = max([hi - lo for head in bands for lo, hi in head] + [1])  # from Python: no GPU sync
+    offs = torch.arange(width, device=q.device)
     keys = pos - b[..., 0, None] - offs                               # (H, K, W): distance lo + offs
     valid = (offs < b[..., 1, None] - b[..., 0, None]) & (keys >= 0)
     keys = keys.clamp(min=0).view(H, -1)                              # (H, K * W) cache positions
