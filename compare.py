@@ -56,7 +56,7 @@ def parse(argv):
         elif key in OPTIONS:
             opts[key] = value
         elif key in fields and key not in ("attn", "seed", "out_dir", "init_from"):
-            overrides[key] = T._parse_value(key, value, fields[key])
+            overrides[key] = T.parse_value(key, value, fields[key])
         else:
             raise ConfigError(f"unknown option --{key}; compare.py takes {', '.join(OPTIONS)} "
                               f"and TrainConfig keys except attn, seed, out_dir, init_from")

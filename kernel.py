@@ -87,7 +87,7 @@ def band_mask(bands, T, device=None, Tk=None, q_start=0):
     a KV-cache decode step is the last rows of the full mask.
     """
     Tk = T if Tk is None else Tk
-    b = bands_tensor(bands).to(device)                          # (H, K, 2)
+    b = _bands_on(bands, str(torch.device(device or "cpu")))    # (H, K, 2)
     i = torch.arange(q_start, q_start + T, device=device)
     j = torch.arange(Tk, device=device)
     d = (i[:, None] - j[None, :])[None, None]                   # (1, 1, T, Tk) distances i - j
@@ -120,7 +120,7 @@ def masked_attention(q, k, v, mask, scale):
 
 @functools.lru_cache(maxsize=64)
 def _bands_on(bands, device):
-    """bands_tensor on a device, made once: decode steps call for it in every layer."""
+    """bands_tensor on a device, made once: masks and decode steps ask for it in every layer."""
     return bands_tensor(bands).to(device)
 
 
@@ -163,7 +163,7 @@ def flex_attention(q, k, v, mask_mod, key, scale, compiled=True):
 
 def flex_band_attention(q, k, v, bands, scale):
     """The bands on FlexAttention (the paper's approach)."""
-    b = bands_tensor(bands).to(q.device)
+    b = _bands_on(bands, str(q.device))
 
     def mask_mod(batch, h, q_idx, kv_idx):
         d = q_idx - kv_idx

@@ -15,7 +15,7 @@ from contextlib import nullcontext
 import torch
 
 from model import GPT, GPTConfig, ConfigError
-from train import load_checkpoint, pick_device, pick_dtype, TrainConfig
+from train import load_checkpoint, parse_value, pick_device, pick_dtype, TrainConfig
 
 DEFAULTS = dict(out_dir="out", start="\n", num_samples=10, max_new_tokens=500, temperature=0.8,
                 top_k=200, seed=1337, device="auto", dtype="auto")
@@ -30,11 +30,7 @@ def parse_args(argv):
             raise ConfigError(f"argument {arg!r} must look like --key=value")
         if key not in opts:
             raise ConfigError(f"unknown option {key!r}; known options: {', '.join(opts)}")
-        typ = TYPES[key]
-        try:
-            opts[key] = (text.lower() in ("true", "1", "yes")) if typ is bool else typ(text)
-        except ValueError:
-            raise ConfigError(f"--{key} expects {typ.__name__}, got {text!r}") from None
+        opts[key] = parse_value(key, text, TYPES[key])
     if opts["num_samples"] < 1 or opts["max_new_tokens"] < 1:
         raise ConfigError("--num_samples and --max_new_tokens must be at least 1")
     if opts["temperature"] <= 0:

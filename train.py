@@ -86,7 +86,8 @@ class TrainConfig:
 # -----------------------------------------------------------------------------
 # Command line
 
-def _parse_value(key, text, typ):
+def parse_value(key, text, typ):
+    """The command-line text of --key=value as type typ, or a ConfigError naming the key."""
     if typ is bool:
         if text.lower() in ("true", "1", "yes"):
             return True
@@ -129,7 +130,7 @@ def parse_args(argv):
                 raise ConfigError(f"argument {arg!r} must look like --key=value")
             if key not in fields:
                 raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(fields)}")
-            values[key] = _parse_value(key, text, fields[key])
+            values[key] = parse_value(key, text, fields[key])
     cfg = TrainConfig(**values)
     if cfg.init_from not in ("scratch", "resume"):
         raise ConfigError(f"init_from must be 'scratch' or 'resume', got {cfg.init_from!r}")
