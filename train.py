@@ -345,20 +345,26 @@ def train(cfg):
     @torch.no_grad()
     def estimate_loss():
         # The same batches at every evaluation (a fixed generator): curves compare like with like,
-        # and evaluating does not disturb the training data order.
-        model.eval()
+        # and evaluating does not disturb the training data order. Under DDP process r evaluates
+        # batches r, r + world, ... and the sums are all-reduced: the same mean for 1/world of the work.
+        m = model.module if ddp else model  # not DDP's forward: it syncs, and the shares can differ by one
+        m.eval()
         out = {}
         for split in ("train", "val"):
             gen = torch.Generator().manual_seed(cfg.seed + 1)
-            losses = torch.zeros(cfg.eval_iters)
+            losses = torch.zeros(cfg.eval_iters, device=device)
             for k in range(cfg.eval_iters):
-                ix = sample_starts(splits[split], block_size, cfg.batch_size, gen)
+                ix = sample_starts(splits[split], block_size, cfg.batch_size, gen)  # keeps gen in step
+                if k % world != rank:
+                    continue
                 X, Y = get_batch(splits[split], ix, block_size, device)
                 with ctx:
-                    _, loss = model(X, Y)
-                losses[k] = loss.item()
+                    _, loss = m(X, Y)
+                losses[k] = loss.float()
+            if ddp:
+                dist.all_reduce(losses)
             out[split] = losses.mean().item()
-        model.train()
+        m.train()
         return out
 
     # Ctrl-C asks to stop at the next iteration boundary, where the state is whole; a second one aborts.
@@ -374,7 +380,8 @@ def train(cfg):
     log = open(os.path.join(cfg.out_dir, "log.csv") if master else os.devnull, "a", newline="")
     writer = csv.writer(log)
     if log.tell() == 0:
-        writer.writerow(["iter", "train_loss", "val_loss", "lr", "ms_per_iter", "tokens_per_s", "mfu", "elapsed_s"])
+        writer.writerow(["iter", "train_loss", "val_loss", "lr", "ms_per_iter", "tokens_per_s", "mfu", "elapsed_s",
+                         "grad_norm"])
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * block_size
     history, t_start = [], time.time()
     try:
@@ -399,7 +406,7 @@ def train(cfg):
                 losses = estimate_loss()
                 say(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 writer.writerow([iter_num, f"{losses['train']:.5f}", f"{losses['val']:.5f}", lr, "", "", "",
-                                 f"{time.time() - t_start:.1f}"])
+                                 f"{time.time() - t_start:.1f}", ""])
                 log.flush()
                 if not all(map(math.isfinite, losses.values())):
                     raise FloatingPointError(
@@ -422,19 +429,21 @@ def train(cfg):
                     model.require_backward_grad_sync = micro == accum - 1
                 with ctx:
                     _, loss = model(X, Y)
-                    loss = loss / cfg.gradient_accumulation_steps
+                    # this process's mean; DDP averages the processes' gradients: the global mean
+                    loss = loss / accum
                 scaler.scale(loss).backward()
                 total += loss.detach()
             if ddp:
-                dist.all_reduce(total)  # the global batch's mean loss
+                dist.all_reduce(total)
+                total /= world  # the global batch's mean loss
             total = float(total)  # waits for the GPU: the timing below covers the whole step
             if not math.isfinite(total):
                 raise FloatingPointError(
                     f"loss became {total} at iter {iter_num}; stopped without saving. The last good "
                     f"checkpoint is kept in {ckpt_path}. Try a lower learning_rate, grad_clip, or dtype=float32")
-            if cfg.grad_clip != 0.0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.unscale_(optimizer)  # a no-op unless fp16 loss scaling is on
+            # the norm is logged also without clipping (an infinite bound clips nothing)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
@@ -445,9 +454,10 @@ def train(cfg):
                                              peak_flops=cfg.peak_flops or None)
                 mfu_text = f"{mfu * 100:.1f}%" if mfu is not None else "n/a"
                 say(f"iter {iter_num}: loss {total:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
-                      f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu_text}")
+                      f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu_text}, grad norm {float(grad_norm):.3f}")
                 writer.writerow([iter_num, f"{total:.5f}", "", lr, f"{dt * 1000:.2f}", f"{tokens_per_iter / dt:.0f}",
-                                 "" if mfu is None else f"{mfu:.4f}", f"{time.time() - t_start:.1f}"])
+                                 "" if mfu is None else f"{mfu:.4f}", f"{time.time() - t_start:.1f}",
+                                 f"{float(grad_norm):.6g}"])
             iter_num += 1
     finally:
         signal.signal(signal.SIGINT, old_handler)
