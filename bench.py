@@ -121,20 +121,23 @@ def bench_train(variant, T, shape, args):
 
 
 @torch.no_grad()
-def bench_decode(attn, context, shape, args):
+def bench_decode(attn, context, batch, shape, args):
+    """Decode tokens/s: generate(prompt, n) minus generate(prompt, 1) on the same prompt (the same prefill
+    and the same shapes, so nothing new is compiled or planned inside the timing), over n - 1 steps."""
     model = GPT(GPTConfig(block_size=context, **shape, attn=attn)).to(args.device).eval()
-    prompt = torch.randint(shape["vocab_size"], (args.decode_batch, context - args.new_tokens), device=args.device)
+    prompt = torch.randint(shape["vocab_size"], (batch, context - args.new_tokens), device=args.device)
     timer = Timer(args.device)
     with autocast(args.device):
-        model.generate(prompt, 4, top_k=1)  # warm-up
+        model.generate(prompt, args.new_tokens, top_k=1)  # warm-up: every shape of the timed runs
         timer.start()
-        model.generate(prompt[:, 1:], 1, top_k=1)  # the prefill alone, subtracted below
+        model.generate(prompt, 1, top_k=1)
         prefill = timer.stop()
         timer.start()
         model.generate(prompt, args.new_tokens, top_k=1)
         total = timer.stop()
-    return dict(tokens_per_s=args.decode_batch * args.new_tokens / max(total - prefill, 1e-9),
-                prefill_ms=prefill * 1e3, ms_per_token=(total - prefill) / args.new_tokens * 1e3)
+    steps = args.new_tokens - 1
+    return dict(tokens_per_s=batch * steps / max(total - prefill, 1e-9), prefill_ms=prefill * 1e3,
+                ms_per_step=(total - prefill) / steps * 1e3)
 
 
 def environment(device):
@@ -159,7 +162,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--new_tokens", type=int, default=128)
-    ap.add_argument("--decode_batch", type=int, default=1)
+    ap.add_argument("--decode_batch", default="1,16", help="batch sizes of the decoding table")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--compile", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
     ap.add_argument("--tiny", action="store_true", help="a 2-layer toy model and small sizes (smoke test)")
@@ -199,14 +202,18 @@ def main():
                       f"{r['peak_gib']:.1f} |", flush=True)
                 results["train"].append(dict(T=T, variant=variant, **r))
     if "decode" in args.what:
-        print(f"\n| context | attn | decode tokens/s (batch {args.decode_batch}) | ms/token | prefill ms |")
-        print("| --- | --- | ---: | ---: | ---: |")
+        print("\n| context | batch | attn | decode tokens/s | vs dense | ms/step | prefill ms |")
+        print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
         for context in map(int, args.contexts.split(",")):
-            for attn in ("dense", "sp"):
-                r = bench_decode(attn, context, shape, args)
-                print(f"| {context} | {attn} | {r['tokens_per_s']:,.1f} | {r['ms_per_token']:.2f} | "
-                      f"{r['prefill_ms']:.1f} |", flush=True)
-                results["decode"].append(dict(context=context, attn=attn, **r))
+            for batch in map(int, str(args.decode_batch).split(",")):
+                dense = None
+                for attn in ("dense", "sp"):
+                    r = bench_decode(attn, context, batch, shape, args)
+                    dense = r["tokens_per_s"] if attn == "dense" else dense
+                    print(f"| {context} | {batch} | {attn} | {r['tokens_per_s']:,.1f} | "
+                          f"{r['tokens_per_s'] / dense:.2f}x | {r['ms_per_step']:.2f} | {r['prefill_ms']:.1f} |",
+                          flush=True)
+                    results["decode"].append(dict(context=context, batch=batch, attn=attn, **r))
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)

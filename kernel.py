@@ -129,14 +129,24 @@ def band_decode_attention(q, k, v, bands, pos, scale):
     (k, v: (B, H, pos + 1, D), a KV cache): it gathers only the keys inside each head's bands, so a
     decode step reads about 1/H of the cache for the SP patterns instead of all of it."""
     B, H, _, D = q.shape
-    b = _bands_on(bands, str(q.device))                               # (H, K, 2)
-    width = max([hi - lo for head in bands for lo, hi in head] + [1])  # from Python: no GPU sync
-    offs = torch.arange(width, device=q.device)
-    keys = pos - b[..., 0, None] - offs                               # (H, K, W): distance lo + offs
-    valid = (offs < b[..., 1, None] - b[..., 0, None]) & (keys >= 0)
-    keys = keys.clamp(min=0).view(H, -1)                              # (H, K * W) cache positions
+    back, in_band = _decode_offsets(bands, str(q.device))          # (H, K * W) each
+    keys = back + pos                                               # cache position of each slot
+    valid = in_band & (keys >= 0)
+    keys = keys.clamp(min=0)
     gather = lambda t: t.gather(2, keys[None, :, :, None].expand(B, H, keys.size(1), D))  # noqa: E731
     return masked_attention(q, gather(k), gather(v), valid.view(1, H, 1, -1), scale)
+
+
+@functools.lru_cache(maxsize=64)
+def _decode_offsets(bands, device):
+    """For band_decode_attention, made once (a decode step is launch-bound): slot (h, i * W + w)
+    holds the key at distance lo_i + w, i.e. position pos - lo_i - w, valid while w < hi_i - lo_i."""
+    b = _bands_on(bands, device)                                      # (H, K, 2)
+    width = max([hi - lo for head in bands for lo, hi in head] + [1])
+    offs = torch.arange(width, device=device)
+    back = (-b[..., 0, None] - offs).view(len(bands), -1)
+    in_band = (offs < b[..., 1, None] - b[..., 0, None]).view(len(bands), -1)
+    return back, in_band
 
 
 def torch_band_attention(q, k, v, bands, scale):

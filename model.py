@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import kernel
 
@@ -336,7 +337,9 @@ class CausalSelfAttention(nn.Module):
         if start_pos is not None:
             k, v = self.kv_cache.update(start_pos, k, v)
         if start_pos and T == 1 and self.attn == "dense":  # a decode step: the query sees every key
-            y = F.scaled_dot_product_attention(q, k, v)
+            # Not cuDNN: it builds a plan for every new key length, ~50 ms at each step of a decode.
+            with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+                y = F.scaled_dot_product_attention(q, k, v)
         elif start_pos and T == 1 and self.attn in BAND_PATTERNS:  # a decode step: read the bands only
             y = kernel.band_decode_attention(q, k, v, self.bands, start_pos, scale)
         elif start_pos:  # queries after a prefix: the last rows of the full pattern
