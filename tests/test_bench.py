@@ -17,8 +17,8 @@ def test_bench_smoke(tmp_path):
     res = json.loads(out.read_text())
     assert [(row["T"], row["variant"]) for row in res["train"]] == [
         (64, "dense"), (64, "no_attention"), (128, "dense"), (128, "no_attention")]
-    assert [(row["context"], row["attn"]) for row in res["decode"]] == [
-        (64, "dense"), (64, "sp"), (128, "dense"), (128, "sp")]
+    assert [(row["context"], row["batch"], row["attn"]) for row in res["decode"]] == [
+        (c, b, a) for c in (64, 128) for b in (1, 16) for a in ("dense", "sp")]
     for row in res["train"] + res["decode"]:
         assert math.isfinite(row["tokens_per_s"]) and row["tokens_per_s"] > 0
     assert res["env"]["torch"] == __import__("torch").__version__
