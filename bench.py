@@ -177,6 +177,12 @@ def main():
         args.compile = args.device.startswith("cuda")
     torch._dynamo.config.cache_size_limit = 64  # one compiled graph per variant and length
 
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+
+    def save():  # after every row: a run stopped by a time limit keeps what it measured
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+
     env = environment(args.device)
     print(f"{env['card']}, torch {env['torch']}, triton {env['triton']}, {env['date']}")
     results = dict(env=env, args=vars(args), train=[], decode=[])
@@ -201,6 +207,7 @@ def main():
                 print(f"| {T} | {variant} | {r['tokens_per_s']:,.0f} | {ratio} | {r['ms_per_step']:.1f} | {mfu} | "
                       f"{r['peak_gib']:.1f} |", flush=True)
                 results["train"].append(dict(T=T, variant=variant, **r))
+                save()
     if "decode" in args.what:
         print("\n| context | batch | attn | decode tokens/s | vs dense | ms/step | prefill ms |")
         print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
@@ -214,9 +221,8 @@ def main():
                           f"{r['tokens_per_s'] / dense:.2f}x | {r['ms_per_step']:.2f} | {r['prefill_ms']:.1f} |",
                           flush=True)
                     results["decode"].append(dict(context=context, batch=batch, attn=attn, **r))
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=1)
+                    save()
+    save()
     print(f"wrote {args.out}")
 
 

@@ -4,7 +4,10 @@ with the same band mask, bf16, forward and forward + backward, on one CUDA card.
     python3 bench_kernel.py                 # the table (markdown, also written to --out)
     python3 bench_kernel.py --sweep         # also time block-size variants of the Triton kernels
 
-Times: median of triton.testing.do_bench (ms) after a warm-up. TFLOP/s count only visible
+Times: median of triton.testing.do_bench (ms) after a warm-up: each call launched from Python, host
+overhead included, as an eager training loop sees it. The CUDA-graph columns replay the same calls
+from a graph (triton.testing.do_bench_cudagraph): GPU time alone, as a captured or CPU-ahead loop sees
+it. TFLOP/s count only visible
 (query, key) pairs: 4*D FLOPs a pair forward (QK^T and PV), 10*D backward (QK^T recomputed, dV, dP,
 dS K, dS^T Q), so 14*D forward + backward; dense causal counts T(T+1)/2 pairs a head.
 """
@@ -32,6 +35,20 @@ PATTERNS = ["sp", "sp_exclusive"]
 
 def bench(fn, warmup=25, rep=100):
     return triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
+
+
+def bench_graph(fn):
+    """GPU time alone: the calls replayed from a CUDA graph, so no host (launch, autograd) overhead."""
+    try:
+        return triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median")
+    except Exception as e:  # noqa: BLE001 - a backend that cannot be captured
+        print(f"# CUDA graph capture failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}", flush=True)
+        return float("nan")
+
+
+def measure(f, q, k, v, do, pairs):
+    """(fwd ms, fwd+bwd ms, visible pairs, fwd+bwd ms from a CUDA graph)."""
+    return bench(fwd_only(f, q, k, v)), bench(fwd_bwd(f, q, k, v, do)), pairs, bench_graph(fwd_bwd(f, q, k, v, do))
 
 
 def fwd_bwd(f, q, k, v, do):
@@ -71,20 +88,19 @@ def main_table(args):
         for name, be in (("cuDNN dense", SDPBackend.CUDNN_ATTENTION), ("FA2 dense", SDPBackend.FLASH_ATTENTION)):
             f = sdpa(be)
             try:
-                base[name] = (bench(fwd_only(f, q, k, v)), bench(fwd_bwd(f, q, k, v, do)), dense_pairs)
+                base[name] = measure(f, q, k, v, do, dense_pairs)
             except Exception as e:  # noqa: BLE001
                 print(f"# {name} failed at {(B, H, T, D)}: {type(e).__name__}: {e}", flush=True)
-                base[name] = (float("nan"), float("nan"), dense_pairs)
+                base[name] = (float("nan"), float("nan"), dense_pairs, float("nan"))
         for pattern in PATTERNS:
             bands = head_bands(H, T, pattern)
             pairs = B * band_pairs(kernel.normalize_bands(bands, H), T)
             res = dict(base)
             flex = band_fn(bands, "flex")  # its block mask is built once and cached
-            res["Flex"] = (bench(fwd_only(flex, q, k, v)), bench(fwd_bwd(flex, q, k, v, do)), pairs)
-            f = band_fn(bands, "triton")
-            res["Triton band"] = (bench(fwd_only(f, q, k, v)), bench(fwd_bwd(f, q, k, v, do)), pairs)
+            res["Flex"] = measure(flex, q, k, v, do, pairs)
+            res["Triton band"] = measure(band_fn(bands, "triton"), q, k, v, do, pairs)
             rows.append(((B, H, T, D), pattern, pairs / dense_pairs, res))
-            line = " | ".join(f"{n} {fw:.3f}/{fb:.3f}" for n, (fw, fb, _) in res.items())
+            line = " | ".join(f"{n} {fw:.3f}/{fb:.3f} graph {g:.3f}" for n, (fw, fb, _, g) in res.items())
             print(f"{(B, H, T, D)} {pattern}: {line}", flush=True)
     return rows
 
@@ -96,8 +112,9 @@ def tflops(pairs, D, ms, per_pair):
 def markdown(rows):
     names = ["cuDNN dense", "FA2 dense", "Flex", "Triton band"]
     out = ["| B, H, T, D | pattern | pairs vs dense | " + " | ".join(f"{n} fwd / fwd+bwd ms" for n in names)
-           + " | band vs Flex (fwd+bwd) | band TFLOP/s fwd / fwd+bwd | cuDNN TFLOP/s fwd / fwd+bwd |",
-           "| --- " * (len(names) + 6) + "|"]
+           + " | band vs Flex (fwd+bwd) | band TFLOP/s fwd / fwd+bwd | cuDNN TFLOP/s fwd / fwd+bwd"
+           + " | CUDA graph fwd+bwd ms: cuDNN / Flex / band | band vs Flex, vs cuDNN (graph) |",
+           "| --- " * (len(names) + 8) + "|"]
     for shape, pattern, frac, res in rows:
         D = shape[3]
         cells = [f"{res[n][0]:.3f} / {res[n][1]:.3f}" for n in names]
@@ -105,7 +122,9 @@ def markdown(rows):
         out.append(f"| {', '.join(map(str, shape))} | {pattern} | {100 * frac:.1f} % | " + " | ".join(cells)
                    + f" | {res['Flex'][1] / ob[1]:.2f}x"
                    + f" | {tflops(ob[2], D, ob[0], 4):.0f} / {tflops(ob[2], D, ob[1], 14):.0f}"
-                   + f" | {tflops(cu[2], D, cu[0], 4):.0f} / {tflops(cu[2], D, cu[1], 14):.0f} |")
+                   + f" | {tflops(cu[2], D, cu[0], 4):.0f} / {tflops(cu[2], D, cu[1], 14):.0f}"
+                   + f" | {cu[3]:.3f} / {res['Flex'][3]:.3f} / {ob[3]:.3f}"
+                   + f" | {res['Flex'][3] / ob[3]:.2f}x, {cu[3] / ob[3]:.2f}x |")
     return "\n".join(out)
 
 

@@ -1,0 +1,19 @@
+#!/bin/bash
+# 1 GPU vs torchrun 2 GPUs, the same global batch (8 micro-batches of 64 x 256 per step)
+set -o pipefail
+A="config/train_shakespeare_char.py --compile=False --dropout=0.0 --max_iters=150 --gradient_accumulation_steps=8 --eval_interval=1000 --eval_iters=20 --log_interval=1 --lr_decay_iters=150 --warmup_iters=20"
+nvidia-smi --query-gpu=name --format=csv,noheader
+python3 train.py $A --out_dir=/tmp/one 2>&1 | tail -4 | tee $OUT/ddp_one.log
+torchrun --standalone --nproc_per_node=2 train.py $A --out_dir=/tmp/two 2>&1 | tail -4 | tee $OUT/ddp_two.log
+cp /tmp/one/log.csv $OUT/ddp_one_log.csv; cp /tmp/two/log.csv $OUT/ddp_two_log.csv
+python3 - <<'PY'
+import csv, statistics
+def rows(p):
+    return [r for r in csv.DictReader(open(p)) if not r["val_loss"]]
+a, b = rows("/tmp/one/log.csv"), rows("/tmp/two/log.csv")
+d = [abs(float(x["train_loss"]) - float(y["train_loss"])) for x, y in zip(a, b)]
+ta = statistics.median(float(r["tokens_per_s"]) for r in a[20:])
+tb = statistics.median(float(r["tokens_per_s"]) for r in b[20:])
+print(f"iters {len(a)} vs {len(b)}; loss iter0 {a[0]['train_loss']} / {b[0]['train_loss']}, last {a[-1]['train_loss']} / {b[-1]['train_loss']}; max |diff| {max(d):.2e}, mean {sum(d)/len(d):.2e}")
+print(f"median tokens/s after iter 20: 1 GPU {ta:,.0f}, 2 GPUs {tb:,.0f}, scaling {tb/ta:.2f}x")
+PY
