@@ -1,6 +1,7 @@
 #!/bin/bash
-# 1 GPU vs torchrun 2 GPUs, the same global batch (8 micro-batches of 64 x 256 per step)
+# bash results/ddp/run.sh (from the repository root, 2 GPUs): 1 GPU vs torchrun 2 GPUs, the same global batch (8 micro-batches of 64 x 256 per step)
 set -o pipefail
+OUT=${OUT:-results/ddp}  # the device tool sets OUT; by hand the logs land here
 A="config/train_shakespeare_char.py --compile=False --dropout=0.0 --max_iters=150 --gradient_accumulation_steps=8 --eval_interval=1000 --eval_iters=20 --log_interval=1 --lr_decay_iters=150 --warmup_iters=20"
 nvidia-smi --query-gpu=name --format=csv,noheader
 python3 train.py $A --out_dir=/tmp/one 2>&1 | tail -4 | tee $OUT/ddp_one.log
