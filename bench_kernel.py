@@ -3,17 +3,23 @@ with the same band mask, bf16, forward and forward + backward, on one CUDA card.
 
     python3 bench_kernel.py                 # the table (markdown, also written to --out)
     python3 bench_kernel.py --sweep         # also time block-size variants of the Triton kernels
+    python3 bench_kernel.py --inspect       # no GPU needed: compile the kernels for an H100 (sm_90) and
+                                            # print registers, spills, shared memory, wgmma and async copies
 
 Times: median of triton.testing.do_bench (ms) after a warm-up: each call launched from Python, host
 overhead included, as an eager training loop sees it. The CUDA-graph columns replay the same calls
 from a graph (triton.testing.do_bench_cudagraph): GPU time alone, as a captured or CPU-ahead loop sees
-it. TFLOP/s count only visible
-(query, key) pairs: 4*D FLOPs a pair forward (QK^T and PV), 10*D backward (QK^T recomputed, dV, dP,
-dS K, dS^T Q), so 14*D forward + backward; dense causal counts T(T+1)/2 pairs a head.
+it. TFLOP/s count only visible (query, key) pairs: 4*D FLOPs a pair forward (QK^T and PV), 10*D
+backward (QK^T recomputed, dV, dP, dS K, dS^T Q), so 14*D forward + backward; dense causal counts
+T(T+1)/2 pairs a head.
 """
 import argparse
+import inspect as pyinspect
 import os
+import re
+import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -188,12 +194,55 @@ def host_overhead():
         print(f"host time a call, Triton band {name}: {(time.perf_counter() - t0) / 200 * 1e6:.0f} us", flush=True)
 
 
+# -----------------------------------------------------------------------------
+# Inspection without a GPU: what the compiler made of each kernel for an H100
+
+def compile_for_sm90(fn, D, cfg, NI=2):
+    """Compile a band kernel ahead of time for sm_90 (bf16, the strides and pointers 16-aligned, as a
+    launch on real tensors specializes them) and summarize the code: a Hopper matmul loop should show
+    wgmma (HGMMA), async copies (the software pipeline), and no local-memory spills (LDL/STL)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    params = list(pyinspect.signature(fn.fn).parameters)
+    pointers = {"LSE": "*fp32", "DELTA": "*fp32", "BANDS": "*i32"}
+    pointers.update({p: "*bf16" for p in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV")})
+    constexprs = dict(NI=NI, HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], DOT_PREC="tf32")
+    signature = {p: pointers.get(p, "constexpr" if p in constexprs else "fp32" if p.startswith("sm_scale")
+                                 else "i32") for p in params}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(params) if p in pointers or p.startswith("stride")}
+    compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
+                              target=GPUTarget("cuda", 90, 32),
+                              options=dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"]))
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = os.path.join(tmp, "kernel.cubin")
+        with open(cubin, "wb") as f:
+            f.write(compiled.asm["cubin"])
+        usage = subprocess.run([cuobjdump, "--dump-resource-usage", cubin], capture_output=True, text=True).stdout
+        sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True).stdout
+    return dict(registers=int(re.search(r"REG:(\d+)", usage).group(1)), spill_ops=sass.count("LDL") + sass.count("STL"),
+                shared_kib=compiled.metadata.shared / 1024, hgmma=sass.count("HGMMA"),
+                async_copies=compiled.asm["ttgir"].count("async_copy_global_to_local"))
+
+
+def inspect_kernels():
+    kernels = {"fwd": kernel._band_fwd_kernel, "dkdv": kernel._band_bwd_dkdv_kernel, "dq": kernel._band_bwd_dq_kernel}
+    print(f"triton {triton.__version__}, sm_90, bf16: pass, head dim, config -> code")
+    for kind, fn in kernels.items():
+        for D, by_length in kernel.KERNEL_CONFIGS[kind].items():
+            cfg = by_length[kernel.BIG]
+            print(kind, D, cfg, compile_for_sm90(fn, D, cfg), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--inspect", action="store_true", help="compile for sm_90 and summarize the code (no GPU)")
     ap.add_argument("--no-table", action="store_true")
     ap.add_argument("--out", default="results/kernel_bench_table.md")
     args = ap.parse_args()
+    if args.inspect:
+        return inspect_kernels()
     assert torch.cuda.is_available(), "bench_kernel.py needs a CUDA card"
     head = (f"card: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
             f"date {time.strftime('%Y-%m-%d %H:%M')}, bf16, median of triton.testing.do_bench")

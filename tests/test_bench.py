@@ -1,4 +1,5 @@
 """bench.py runs end to end (a tiny model on CPU): the script, not its timings, is under test."""
+import ast
 import json
 import math
 import os
@@ -33,3 +34,19 @@ def test_bench_kernel_table_has_every_column():
     header, rule, row = bench_kernel.markdown([((8, 12, 1024, 64), "sp", 0.23, res)]).splitlines()
     assert header.count("|") == rule.count("|") == row.count("|")
     assert "| 1.70x |" in row and "| 0.150 / 0.300 / 0.100 | 3.00x, 1.50x |" in row
+
+
+def test_kernels_compile_for_hopper_without_spills():
+    # Compiled ahead of time for an H100 (no GPU needed): every committed launch config must keep the
+    # tensor-core (wgmma) path and the software pipeline, and spill nothing to local memory. A fresh
+    # process without TRITON_INTERPRET, which turns the kernels into interpreted functions.
+    __import__("pytest").importorskip("triton")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "bench_kernel.py", "--inspect"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stdout.splitlines() if line.startswith(("fwd ", "dkdv ", "dq "))]
+    assert len(lines) == 6, r.stdout
+    for line in lines:
+        code = ast.literal_eval(line[line.rindex("{"):])
+        assert code["hgmma"] > 0 and code["async_copies"] > 0 and code["spill_ops"] == 0, line
