@@ -200,7 +200,8 @@ def host_overhead():
 def compile_for_sm90(fn, D, cfg, NI=2):
     """Compile a band kernel ahead of time for sm_90 (bf16, the strides and pointers 16-aligned, as a
     launch on real tensors specializes them) and summarize the code: a Hopper matmul loop should show
-    wgmma (HGMMA), async copies (the software pipeline), and no local-memory spills (LDL/STL)."""
+    wgmma (HGMMA), asynchronous copies (the software pipeline: cp.async or TMA), and no local-memory
+    spills (LDL/STL)."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     params = list(pyinspect.signature(fn.fn).parameters)
@@ -222,7 +223,8 @@ def compile_for_sm90(fn, D, cfg, NI=2):
         sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True).stdout
     return dict(registers=int(re.search(r"REG:(\d+)", usage).group(1)), spill_ops=sass.count("LDL") + sass.count("STL"),
                 shared_kib=compiled.metadata.shared / 1024, hgmma=sass.count("HGMMA"),
-                async_copies=compiled.asm["ttgir"].count("async_copy_global_to_local"))
+                async_copies=sum(compiled.asm["ttgir"].count(op) for op in  # cp.async, or the TMA copy engine
+                                 ("async_copy_global_to_local", "async_tma_copy_global_to_local")))
 
 
 def inspect_kernels():
