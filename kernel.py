@@ -24,7 +24,6 @@ import math
 import os
 
 import torch
-import torch.nn.functional as F
 
 try:  # triton is a Linux-only dependency; without it the torch backend still works everywhere
     import triton
@@ -130,30 +129,24 @@ def band_decode_attention(q, k, v, bands, pos, scale):
     (k, v: (B, H, pos + 1, D), a KV cache): it gathers only the keys inside each head's bands, so a
     decode step reads about 1/H of the cache for the SP patterns instead of all of it."""
     B, H, _, D = q.shape
-    back, may_be_empty = _decode_offsets(bands, str(q.device))      # (H, S) slots
-    # A decode step is bound by the host's cost per op, not by the GPU: few ops, one fused attention.
+    back, in_band = _decode_offsets(bands, str(q.device))          # (H, K * W) each
     keys = back + pos                                               # cache position of each slot
-    valid = keys >= 0                                               # padding slots sit far below 0
-    index = keys.clamp(min=0)[None, :, :, None].expand(B, H, keys.size(1), D)
-    y = F.scaled_dot_product_attention(q, k.gather(2, index), v.gather(2, index),
-                                       attn_mask=valid[None, :, None, :], scale=scale)
-    if may_be_empty:  # a head whose bands all start after pos sees no key: 0, whatever the backend gives
-        y = torch.where(valid.any(-1)[None, :, None, None], y, 0.0)
-    return y
+    valid = in_band & (keys >= 0)
+    keys = keys.clamp(min=0)
+    gather = lambda t: t.gather(2, keys[None, :, :, None].expand(B, H, keys.size(1), D))  # noqa: E731
+    return masked_attention(q, gather(k), gather(v), valid.view(1, H, 1, -1), scale)
 
 
 @functools.lru_cache(maxsize=64)
 def _decode_offsets(bands, device):
-    """For band_decode_attention, made once: slot (h, i * W + w) holds the key at distance lo_i + w,
-    i.e. at position pos + back with back = -lo_i - w; slots past an interval's width get a back so
-    negative that they are never valid. Also whether some head can see no key at all (a first
-    interval not starting at distance 0)."""
+    """For band_decode_attention, made once (a decode step is launch-bound): slot (h, i * W + w)
+    holds the key at distance lo_i + w, i.e. position pos - lo_i - w, valid while w < hi_i - lo_i."""
     b = _bands_on(bands, device)                                      # (H, K, 2)
     width = max([hi - lo for head in bands for lo, hi in head] + [1])
     offs = torch.arange(width, device=device)
-    back = -b[..., 0, None] - offs                                    # (H, K, W)
-    back = back.masked_fill(offs >= b[..., 1, None] - b[..., 0, None], -(1 << 40))
-    return back.view(len(bands), -1), any(not head or head[0][0] > 0 for head in bands)
+    back = (-b[..., 0, None] - offs).view(len(bands), -1)
+    in_band = (offs < b[..., 1, None] - b[..., 0, None]).view(len(bands), -1)
+    return back, in_band
 
 
 def torch_band_attention(q, k, v, bands, scale):
