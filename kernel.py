@@ -17,6 +17,9 @@ Two backends compute the same function:
 "flex" runs PyTorch's FlexAttention with the same bands (the paper's approach; a baseline to race).
 "auto" picks triton for CUDA tensors when triton imports and the head dim is a power of two in
 [16, 128], else torch. backend="triton" also runs on CPU tensors under TRITON_INTERPRET=1 (tests).
+
+band_decode_attention is generation's one-token step over a KV cache: a Triton kernel that reads only
+the bands' keys in place on CUDA, a gather and one SDPA call elsewhere.
 """
 
 import functools
@@ -24,6 +27,7 @@ import math
 import os
 
 import torch
+import torch.nn.functional as F
 
 try:  # triton is a Linux-only dependency; without it the torch backend still works everywhere
     import triton
@@ -124,29 +128,40 @@ def _bands_on(bands, device):
     return bands_tensor(bands).to(device)
 
 
-def band_decode_attention(q, k, v, bands, pos, scale):
-    """One query per head at position `pos` (q: (B, H, 1, D)) over the keys at positions 0..pos
-    (k, v: (B, H, pos + 1, D), a KV cache): it gathers only the keys inside each head's bands, so a
-    decode step reads about 1/H of the cache for the SP patterns instead of all of it."""
+def band_decode_attention(q, k, v, bands, pos, scale, backend="auto"):
+    """One query per head at position `pos` (q: (B, H, 1, D); pos an int or a 0-d integer tensor on
+    q's device) over a KV cache k, v (B, H, N, D) holding positions 0..pos (later ones are not read).
+    Only the keys inside each head's bands are read, about 1/H of the cache for the SP patterns.
+    backend "triton": the decode kernel, which reads the bands in place in the cache; "torch": gathers
+    the bands' keys, then one SDPA call (the reference); "auto": triton on CUDA where it runs."""
+    if backend == "auto":
+        backend = "triton" if q.is_cuda and triton_supports(q) else "torch"
+    if backend == "triton":
+        return _decode_impl(q, k, v, bands, pos, scale)
     B, H, _, D = q.shape
-    back, in_band = _decode_offsets(bands, str(q.device))          # (H, K * W) each
+    back, may_be_empty = _decode_offsets(bands, str(q.device))      # (H, S) slots
     keys = back + pos                                               # cache position of each slot
-    valid = in_band & (keys >= 0)
-    keys = keys.clamp(min=0)
-    gather = lambda t: t.gather(2, keys[None, :, :, None].expand(B, H, keys.size(1), D))  # noqa: E731
-    return masked_attention(q, gather(k), gather(v), valid.view(1, H, 1, -1), scale)
+    valid = keys >= 0                                               # padding slots sit far below 0
+    index = keys.clamp(min=0)[None, :, :, None].expand(B, H, keys.size(1), D)
+    y = F.scaled_dot_product_attention(q, k.gather(2, index), v.gather(2, index),
+                                       attn_mask=valid[None, :, None, :], scale=scale)
+    if may_be_empty:  # a head whose bands all start after pos sees no key: 0, whatever the backend gives
+        y = torch.where(valid.any(-1)[None, :, None, None], y, 0.0)
+    return y
 
 
 @functools.lru_cache(maxsize=64)
 def _decode_offsets(bands, device):
-    """For band_decode_attention, made once (a decode step is launch-bound): slot (h, i * W + w)
-    holds the key at distance lo_i + w, i.e. position pos - lo_i - w, valid while w < hi_i - lo_i."""
+    """For band_decode_attention, made once: slot (h, i * W + w) holds the key at distance lo_i + w,
+    i.e. at position pos + back with back = -lo_i - w; slots past an interval's width get a back so
+    negative that they are never valid. Also whether some head can see no key at all (a first
+    interval not starting at distance 0)."""
     b = _bands_on(bands, device)                                      # (H, K, 2)
     width = max([hi - lo for head in bands for lo, hi in head] + [1])
     offs = torch.arange(width, device=device)
-    back = (-b[..., 0, None] - offs).view(len(bands), -1)
-    in_band = (offs < b[..., 1, None] - b[..., 0, None]).view(len(bands), -1)
-    return back, in_band
+    back = -b[..., 0, None] - offs                                    # (H, K, W)
+    back = back.masked_fill(offs >= b[..., 1, None] - b[..., 0, None], -(1 << 40))
+    return back.view(len(bands), -1), any(not head or head[0][0] > 0 for head in bands)
 
 
 def torch_band_attention(q, k, v, bands, scale):
@@ -458,6 +473,98 @@ if HAS_TRITON:
         dq *= sm_scale
         tl.store(DQ + offs_m[:, None] * stride_gt + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=rows)
 
+    # Generation's one-token step has its own kernel: with a single query row there are no tiles
+    # to multiply, and the work is reading the band's keys from the KV cache.
+    @triton.jit
+    def _band_decode_kernel(
+        Q,                                         # (B, H, 1, D): the new token's queries, last-dim stride 1
+        K, V,                                      # (B, H, N, D): the KV cache, last-dim stride 1
+        PART_ACC,                                  # (B*H, SPLITS, D) fp32 output: each split's unnormalized p V
+        PART_ML,                                   # (B*H, SPLITS, 2) fp32 output: each split's running max and sum
+        BANDS,                                     # (H, NI, 2) int32 intervals clipped to [0, N]
+        POS,                                       # 0-d int64 tensor: the new token's position, read here
+                                                   # rather than passed by value, so one CUDA graph serves every position
+        sm_scale_log2,                             # scale * log2(e)
+        stride_qb, stride_qh,                      # strides of Q
+        stride_kb, stride_kh, stride_kt,           # strides of K
+        stride_vb, stride_vh, stride_vt,           # strides of V
+        H,                                         # heads
+        NI: tl.constexpr,                          # intervals per head (padded)
+        HEAD_DIM: tl.constexpr,                    # D
+        BLOCK_N: tl.constexpr,                     # keys per inner-loop step
+        SPLITS: tl.constexpr,                      # programs sharing one (batch, head)'s keys
+    ):
+        # A decode step has one query row per (batch, head): too few programs to fill the GPU, so the
+        # band's key blocks are dealt out to SPLITS programs (split-K, as FlashDecoding), and
+        # _decode_combine_kernel merges their softmax states. No tl.dot (it needs 16 rows), and none
+        # is needed: the step is bound by reading the keys, and this reads only the band's.
+        bh = tl.program_id(0)
+        split = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        K += b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
+        V += b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
+        pos = tl.load(POS).to(tl.int32)
+        offs_n = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, HEAD_DIM)
+        q = tl.load(Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh + offs_d).to(tl.float32)
+        q = q * sm_scale_log2
+
+        m_i = tl.max(tl.full([BLOCK_N], float("-inf"), dtype=tl.float32), 0)  # running max (log2 units)
+        l_i = tl.sum(tl.zeros([BLOCK_N], dtype=tl.float32), 0)               # running sum of exp2
+        acc = tl.zeros([HEAD_DIM], dtype=tl.float32)
+
+        for iv in range(NI):
+            lo = tl.load(BANDS + (h * NI + iv) * 2)
+            hi = tl.load(BANDS + (h * NI + iv) * 2 + 1)
+            # keys j with lo <= pos - j < hi: [pos - hi + 1, pos - lo], none below 0 (padding [0, 0): none)
+            start = tl.maximum(pos - hi + 1, 0)
+            end = tl.where(hi > lo, pos - lo + 1, 0)
+            for n0 in range(start + split * BLOCK_N, end, SPLITS * BLOCK_N):  # this split's blocks
+                cols = n0 + offs_n
+                live = cols < end
+                # -- load the key and value tiles --
+                k = tl.load(K + cols[:, None] * stride_kt + offs_d[None, :], mask=live[:, None], other=0.0)
+                v = tl.load(V + cols[:, None] * stride_vt + offs_d[None, :], mask=live[:, None], other=0.0)
+                # -- scores of the live keys --
+                s = tl.where(live, tl.sum(k.to(tl.float32) * q[None, :], 1), float("-inf"))
+                # -- online softmax; every step has a live key, so m_new is finite --
+                m_new = tl.maximum(m_i, tl.max(s, 0))
+                alpha = tl.math.exp2(m_i - m_new)
+                p = tl.math.exp2(s - m_new)
+                l_i = l_i * alpha + tl.sum(p, 0)
+                # -- accumulate p V --
+                acc = acc * alpha + tl.sum(p[:, None] * v.to(tl.float32), 0)
+                m_i = m_new
+
+        # A split that saw no key leaves m = -inf, l = 0, acc = 0: it weighs nothing in the combine.
+        row = bh.to(tl.int64) * SPLITS + split
+        tl.store(PART_ACC + row * HEAD_DIM + offs_d, acc)
+        tl.store(PART_ML + row * 2, m_i)
+        tl.store(PART_ML + row * 2 + 1, l_i)
+
+    @triton.jit
+    def _decode_combine_kernel(
+        PART_ACC, PART_ML,                         # the decode kernel's partial states
+        O,                                         # (B, H, 1, D) output
+        stride_ob, stride_oh,                      # strides of O
+        H,                                         # heads
+        HEAD_DIM: tl.constexpr,                    # D
+        SPLITS: tl.constexpr,                      # splits per (batch, head), a power of two
+    ):
+        bh = tl.program_id(0)
+        rows = bh.to(tl.int64) * SPLITS + tl.arange(0, SPLITS)
+        offs_d = tl.arange(0, HEAD_DIM)
+        m = tl.load(PART_ML + rows * 2)
+        l = tl.load(PART_ML + rows * 2 + 1)
+        acc = tl.load(PART_ACC + rows[:, None] * HEAD_DIM + offs_d[None, :])
+        # Rescale every split to the common max; all splits empty (no visible key): output 0.
+        m_max = tl.max(m, 0)
+        w = tl.math.exp2(m - tl.where(m_max == float("-inf"), 0.0, m_max))
+        denom = tl.sum(w * l, 0)
+        o = tl.sum(w[:, None] * acc, 0) / tl.where(denom == 0.0, 1.0, denom)
+        tl.store(O + (bh // H).to(tl.int64) * stride_ob + (bh % H).to(tl.int64) * stride_oh + offs_d,
+                 o.to(O.dtype.element_ty))
 
 # Block sizes, warps and pipeline stages per (pass, head dim, dtype). Overridable (bench_kernel.py
 # sweeps it); the interpreter gets 16 x 16 tiles so that small test shapes still cross many tiles.
@@ -568,6 +675,44 @@ def _bwd_impl(do, q, k, v, o, lse, bands_flat, scale):
         H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, **cfg)
     return dq, dk, dv
 
+
+def _decode_impl(q, k, v, bands, pos, scale):
+    B, H, _, D = q.shape
+    q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+    bands_t, splits = _decode_plan(bands, k.shape[2], B * H, D, q.device)
+    if not torch.is_tensor(pos):
+        pos = torch.full((), pos, dtype=torch.int64, device=q.device)
+    part_acc = torch.empty((B * H, splits, D), dtype=torch.float32, device=q.device)
+    part_ml = torch.empty((B * H, splits, 2), dtype=torch.float32, device=q.device)
+    o = torch.empty((B, H, 1, D), dtype=q.dtype, device=q.device)
+    _band_decode_kernel[(B * H, splits)](
+        q, k, v, part_acc, part_ml, bands_t, pos, scale * LOG2E,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+        H, NI=bands_t.shape[1], HEAD_DIM=D, SPLITS=splits, **_decode_config(D))
+    _decode_combine_kernel[(B * H,)](part_acc, part_ml, o, o.stride(0), o.stride(1), H, HEAD_DIM=D, SPLITS=splits,
+                                     num_warps=1)
+    return o
+
+
+def _decode_config(D):
+    # 4096-element key and value tiles (64 keys at D = 64): 4 warps hold them in registers unspilled.
+    if _interpreting():
+        return dict(BLOCK_N=16, num_warps=1, num_stages=1)
+    return dict(BLOCK_N=min(128, 4096 // D), num_warps=4)
+
+
+@functools.lru_cache(maxsize=64)
+def _decode_plan(bands, N, batch_heads, D, device):
+    """The clipped bands tensor and the split count: enough programs for about two per SM (few when
+    the batch already gives that many), but never a split without a key block of its own."""
+    bands_t = _clipped_bands(_flat_bands(bands), len(bands), N, device)
+    keys = int((bands_t[..., 1] - bands_t[..., 0]).sum(-1).max())       # the widest head's keys
+    block = _decode_config(D)["BLOCK_N"]
+    target = 2 * torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 64
+    splits = 1
+    while batch_heads * splits * 2 <= target and block * splits * 2 <= keys:
+        splits *= 2
+    return bands_t, splits
 
 LOG2E = 1.4426950408889634
 

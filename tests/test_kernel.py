@@ -268,16 +268,31 @@ def test_flex_backend_forward_matches_reference():
     assert rel_err(out, reference(q, k, v, bands)) < 1e-5
 
 
+def check_decode_step(bands, q, k, v, backend, tol):
+    """Decode steps at several positions (int and tensor) over a cache whose slots after pos hold NaN
+    (never read) equal row pos of full band attention in float64."""
+    H, T = q.shape[1], q.shape[2]
+    full = reference(q, k, v, bands)
+    for pos in (0, 1, 17, T // 2, T - 1):
+        cache_k, cache_v = k.clone(), v.clone()
+        cache_k[:, :, pos + 1:] = float("nan")
+        cache_v[:, :, pos + 1:] = float("nan")
+        for p in (pos, torch.tensor(pos, device=q.device)):  # a tensor, as the CUDA-graph step passes it
+            step = kernel.band_decode_attention(q[:, :, pos:pos + 1], cache_k, cache_v, bands, p,
+                                                q.shape[-1] ** -0.5, backend=backend)
+            assert step.shape == (q.shape[0], H, 1, q.shape[-1]) and step.dtype == q.dtype
+            assert torch.isfinite(step).all()
+            torch.testing.assert_close(step.double(), full[:, :, pos:pos + 1], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("backend,dtype", [("torch", torch.float32),
+                                           pytest.param("triton", torch.float32, marks=needs_interpreter),
+                                           pytest.param("triton", torch.float16, marks=needs_interpreter)])
 @pytest.mark.parametrize("seed", range(4))
-def test_band_decode_reads_the_last_row(seed):
-    # a KV-cache decode step (one query at position pos) equals the last row of full band attention
+def test_band_decode_reads_the_last_row(seed, backend, dtype):
+    # random intervals, some heads empty or starting after pos (no visible key: 0), and the SP layouts
     rng = random.Random(seed)
     H, T = 5, 40
-    bands = kernel.normalize_bands(random_bands(H, T, rng), H)
-    q, k, v = make_qkv(2, H, T, 16, torch.float32)
-    full = reference(q, k, v, bands)
-    for pos in (0, 1, 17, T - 1):
-        step = kernel.band_decode_attention(q[:, :, pos:pos + 1], k[:, :, :pos + 1], v[:, :, :pos + 1], bands,
-                                            pos, 16 ** -0.5)
-        assert torch.isfinite(step).all()
-        torch.testing.assert_close(step.double(), full[:, :, pos:pos + 1], rtol=1e-5, atol=1e-6)
+    bands = random_bands(H, T, rng) if seed < 3 else sp_bands(H, T, "sp")
+    q, k, v = make_qkv(2, H, T, 16, dtype)
+    check_decode_step(kernel.normalize_bands(bands, H), q, k, v, backend, 1e-5 if dtype == torch.float32 else 2e-3)

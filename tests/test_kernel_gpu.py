@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import kernel
-from test_kernel import (assert_close_to_reference, make_qkv, random_bands, rel_err, run_with_grads,
+from test_kernel import (assert_close_to_reference, check_decode_step, make_qkv, random_bands, rel_err, run_with_grads,
                          sp_bands)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -136,3 +136,15 @@ def test_gpu_flex_backend_with_gradients(dtype):
     q, k, v = make_qkv(2, H, T, 64, dtype, "cuda")
     assert_close_to_reference(lambda a, b, c: kernel.band_attention(a, b, c, bands, backend="flex"),
                               q, k, v, bands, TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("pattern", ["sp", "random"])
+def test_gpu_band_decode_kernel(dtype, D, pattern):
+    # the decode kernel (reads the bands in place) and the gathering reference, against float64
+    H, T = 12, 1000
+    bands = sp_bands(H, T, "sp") if pattern == "sp" else random_bands(H, T, random.Random(D))
+    q, k, v = make_qkv(3, H, T, D, dtype, "cuda")
+    for backend in ("triton", "torch"):
+        check_decode_step(kernel.normalize_bands(bands, H), q, k, v, backend, 2e-2)
