@@ -15,8 +15,9 @@ autocast, the same number of tokens in every step at every context length T, for
                          the ceiling any attention kernel can approach
 Steps are timed with CUDA events after warm-up steps, on random tokens.
 
-Decoding: tokens/s of GPT.generate with the KV cache (as sample.py runs it), a model of block_size
-= context, the prompt filling the context but for the generated tokens, dense vs sp.
+Decoding: tokens/s of GPT.generate with the KV cache (as sample.py runs it: on a GPU each one-token
+step replays a CUDA graph), a model of block_size = context, the prompt filling the context but for
+the generated tokens, dense vs sp.
 """
 
 import argparse
@@ -121,23 +122,23 @@ def bench_train(variant, T, shape, args):
 
 
 @torch.no_grad()
-def bench_decode(attn, context, batch, shape, args):
-    """Decode tokens/s: generate(prompt, n) minus generate(prompt, 1) on the same prompt (the same prefill
-    and the same shapes, so nothing new is compiled or planned inside the timing), over n - 1 steps."""
+def bench_decode(attn, context, batch, shape, args, cuda_graph=True):
+    """Decode tokens/s: generate(prompt, n) minus generate(prompt, 2) on the same prompt (the same prefill
+    and the first step, which records the CUDA graph of the step), over the n - 2 replayed steps."""
     model = GPT(GPTConfig(block_size=context, **shape, attn=attn)).to(args.device).eval()
     prompt = torch.randint(shape["vocab_size"], (batch, context - args.new_tokens), device=args.device)
     timer = Timer(args.device)
     with autocast(args.device):
-        model.generate(prompt, args.new_tokens, top_k=1)  # warm-up: every shape of the timed runs
+        model.generate(prompt, args.new_tokens, top_k=1, cuda_graph=cuda_graph)  # warm-up: every shape
         timer.start()
-        model.generate(prompt, 1, top_k=1)
-        prefill = timer.stop()
+        model.generate(prompt, 2, top_k=1, cuda_graph=cuda_graph)
+        setup = timer.stop()
         timer.start()
-        model.generate(prompt, args.new_tokens, top_k=1)
+        model.generate(prompt, args.new_tokens, top_k=1, cuda_graph=cuda_graph)
         total = timer.stop()
-    steps = args.new_tokens - 1
-    return dict(tokens_per_s=batch * steps / max(total - prefill, 1e-9), prefill_ms=prefill * 1e3,
-                ms_per_step=(total - prefill) / steps * 1e3)
+    steps = args.new_tokens - 2
+    return dict(tokens_per_s=batch * steps / max(total - setup, 1e-9), prefill_ms=setup * 1e3,
+                ms_per_step=(total - setup) / steps * 1e3)
 
 
 def environment(device):
@@ -161,13 +162,15 @@ def main():
     ap.add_argument("--micro_tokens", type=int, default=16384, help="tokens per forward/backward")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--new_tokens", type=int, default=128)
+    ap.add_argument("--new_tokens", type=int, default=128, help="tokens per timed generate (at least 3)")
     ap.add_argument("--decode_batch", default="1,16", help="batch sizes of the decoding table")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--compile", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
     ap.add_argument("--tiny", action="store_true", help="a 2-layer toy model and small sizes (smoke test)")
     ap.add_argument("--out", default="results/bench.json")
     args = ap.parse_args()
+    if args.new_tokens < 3:
+        ap.error("--new_tokens must be at least 3: the timing subtracts a 2-token generate")
     shape = TINY if args.tiny else GPT2_SMALL
     if args.tiny:
         args.tokens_per_step, args.micro_tokens, args.new_tokens = 512, 256, 8
@@ -209,19 +212,22 @@ def main():
                 results["train"].append(dict(T=T, variant=variant, **r))
                 save()
     if "decode" in args.what:
-        print("\n| context | batch | attn | decode tokens/s | vs dense | ms/step | prefill ms |")
-        print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+        print("\n| context | batch | step | attn | decode tokens/s | vs dense | ms/step | prefill + first step ms |")
+        print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: |")
+        graphs = (True, False) if args.device.startswith("cuda") else (False,)
         for context in map(int, args.contexts.split(",")):
             for batch in map(int, str(args.decode_batch).split(",")):
-                dense = None
-                for attn in ("dense", "sp"):
-                    r = bench_decode(attn, context, batch, shape, args)
-                    dense = r["tokens_per_s"] if attn == "dense" else dense
-                    print(f"| {context} | {batch} | {attn} | {r['tokens_per_s']:,.1f} | "
-                          f"{r['tokens_per_s'] / dense:.2f}x | {r['ms_per_step']:.2f} | {r['prefill_ms']:.1f} |",
-                          flush=True)
-                    results["decode"].append(dict(context=context, batch=batch, attn=attn, **r))
-                    save()
+                for graph in graphs:
+                    dense = None
+                    for attn in ("dense", "sp"):
+                        r = bench_decode(attn, context, batch, shape, args, cuda_graph=graph)
+                        dense = r["tokens_per_s"] if attn == "dense" else dense
+                        step = "CUDA graph" if graph else "eager"
+                        print(f"| {context} | {batch} | {step} | {attn} | {r['tokens_per_s']:,.1f} | "
+                              f"{r['tokens_per_s'] / dense:.2f}x | {r['ms_per_step']:.3f} | {r['prefill_ms']:.1f} |",
+                              flush=True)
+                        results["decode"].append(dict(context=context, batch=batch, cuda_graph=graph, attn=attn, **r))
+                        save()
     save()
     print(f"wrote {args.out}")
 

@@ -255,11 +255,11 @@ class KVCache(nn.Module):
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
     def update(self, start, k, v):
-        """Store k, v (B, H, T, D) at positions start..start+T-1; return all keys and values so far."""
-        end = start + k.shape[2]
-        self.k[:, :, start:end] = k
-        self.v[:, :, start:end] = v
-        return self.k[:, :, :end], self.v[:, :, :end]
+        """Store k, v (B, H, T, D) at positions start..start+T-1. start may be a 0-d tensor on the
+        cache's device: a decode step then never reads its value on the host (see GPT.generate)."""
+        positions = torch.arange(k.size(2), device=k.device) + start
+        self.k.index_copy_(2, positions, k)
+        self.v.index_copy_(2, positions, v)
 
 
 class LayerNorm(nn.Module):
@@ -334,15 +334,13 @@ class CausalSelfAttention(nn.Module):
             # Keys are the normalized queries: the k third of c_attn is unused (shared-QK attention).
             y = lsh_attention(q, v, self.rotations, lsh_params(self.block_size)["chunk"], scale)
             return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
-        if start_pos is not None:
-            k, v = self.kv_cache.update(start_pos, k, v)
-        if start_pos and T == 1 and self.attn == "dense":  # a decode step: the query sees every key
-            # Not cuDNN: it builds a plan for every new key length, ~50 ms at each step of a decode.
-            with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
-                y = F.scaled_dot_product_attention(q, k, v)
-        elif start_pos and T == 1 and self.attn in BAND_PATTERNS:  # a decode step: read the bands only
-            y = kernel.band_decode_attention(q, k, v, self.bands, start_pos, scale)
-        elif start_pos:  # queries after a prefix: the last rows of the full pattern
+        if start_pos is not None:  # generation: keys and values so far come from the cache
+            self.kv_cache.update(start_pos, k, v)
+            if T == 1:
+                y = self.decode_step(q, start_pos, scale)
+                return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
+            k, v = self.kv_cache.k[:, :, :start_pos + T], self.kv_cache.v[:, :, :start_pos + T]
+        if start_pos:  # queries after a prefix: the last rows of the full pattern
             y = kernel.masked_attention(q, k, v, self.visible(T, k.size(2), start_pos), scale)
         elif self.attn == "dense":
             # The band [0, N) is plain causal attention for T <= N: SDPA's fused kernels (cuDNN,
@@ -356,6 +354,25 @@ class CausalSelfAttention(nn.Module):
             y = kernel.masked_attention(q, k, v, self.visible(T, T, 0), scale)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
+
+    def decode_step(self, q, pos, scale):
+        """Attention of one new token per sequence (q: (B, H, 1, D)) at position pos over the whole
+        cache. Its shapes do not depend on pos, an int or a 0-d tensor, so generate can record it once
+        as a CUDA graph and replay it at every position."""
+        k, v = self.kv_cache.k, self.kv_cache.v
+        if self.attn in BAND_PATTERNS and self.attn != "dense":  # read only the keys in each head's bands
+            return kernel.band_decode_attention(q, k, v, self.bands, pos, scale)
+        pos = torch.as_tensor(pos, device=q.device).view(1)
+        if self.attn == "dense":
+            visible = (torch.arange(k.size(2), device=q.device) <= pos).view(1, 1, 1, k.size(2))
+            # cuDNN first: with the shapes fixed it plans once, then it was 4-15x faster than the
+            # other SDPA backends for one query over a masked cache on an H200 (results/bench/README.md).
+            backends = [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+            with sdpa_kernel(backends, set_priority=True):
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=visible, scale=scale)
+        if self.attn in MASK_PATTERNS:
+            return kernel.masked_attention(q, k, v, self.mask.index_select(1, pos), scale)
+        raise ValueError("reformer has no KV cache (its buckets depend on every token)")
 
 
 class MLP(nn.Module):
@@ -425,11 +442,11 @@ class GPT(nn.Module):
         (after setup_kv_cache) places idx at positions start_pos.. and attends over the cache.
         """
         B, T = idx.size()
-        offset = start_pos or 0
-        if offset + T > self.config.block_size:
+        offset = 0 if start_pos is None else start_pos
+        if not torch.is_tensor(offset) and offset + T > self.config.block_size:
             raise ValueError(f"sequence of length {offset + T} exceeds block_size="
                              f"{self.config.block_size}: crop the input to its last block_size tokens")
-        pos = torch.arange(offset, offset + T, dtype=torch.long, device=idx.device)
+        pos = torch.arange(T, dtype=torch.long, device=idx.device) + offset
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
             x = block(x, start_pos)
@@ -438,7 +455,7 @@ class GPT(nn.Module):
             logits = self.lm_head(x)
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         else:
-            logits, loss = self.lm_head(x[:, [-1], :]), None
+            logits, loss = self.lm_head(x[:, -1:, :]), None  # a slice: no index tensor to copy (CUDA graphs)
         return logits, loss
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
@@ -494,7 +511,7 @@ class GPT(nn.Module):
                                           dtype, device)
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_cache=True):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_cache=True, cuda_graph=True):
         """Continue the token ids idx (B, T) by max_new_tokens sampled tokens.
 
         As in nanoGPT, each token is predicted from (at most) the last block_size tokens. With the
@@ -502,31 +519,72 @@ class GPT(nn.Module):
         slides and every position embedding shifts, so each step re-encodes the last block_size
         tokens, exactly what nanoGPT does at every step without a cache. Reformer runs without the
         cache: its LSH buckets and chunks are rebuilt from the whole context at every step.
+        On a GPU the one-token step, sampling included, is recorded once as a CUDA graph (gpt-fast
+        does the same with torch.compile): a small model's step is otherwise bound by the host
+        launching its kernels one by one.
         """
         N = self.config.block_size
         use_cache = use_cache and self.attn != "reformer"  # LSH buckets move with every token: recompute
-        if use_cache:
-            self.setup_kv_cache(idx.size(0), idx.device)
-        filled = 0  # positions in the cache
-        for _ in range(max_new_tokens):
-            if not use_cache:
-                logits, _ = self(idx[:, -N:])
-            elif filled == 0 or filled >= N:
-                ctx = idx[:, -N:]
-                logits, _ = self(ctx, start_pos=0)
-                filled = ctx.size(1)
-            else:
-                logits, _ = self(idx[:, -1:], start_pos=filled)
-                filled += 1
+
+        def next_token(logits):
             logits = logits[:, -1, :] / max(temperature, 1e-8)
             if top_k is not None:
                 v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                logits[logits < v[:, [-1]]] = -float("inf")
-            idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+                logits = logits.masked_fill(logits < v[:, -1:], -float("inf"))
+            return sample(F.softmax(logits, dim=-1))
+
+        def decode_step(token, pos):  # token (B, 1) at position pos -> the next token (B, 1)
+            return next_token(self(token, start_pos=pos)[0])
+
+        if use_cache:
+            self.setup_kv_cache(idx.size(0), idx.device)
+        step = None  # decode_step, or its CUDA graph: made at the first one-token step
+        filled = 0  # positions in the cache
+        for _ in range(max_new_tokens):
+            if not use_cache:
+                idx_next = next_token(self(idx[:, -N:])[0])
+            elif filled == 0 or filled >= N:
+                ctx = idx[:, -N:]
+                idx_next = next_token(self(ctx, start_pos=0)[0])
+                filled = ctx.size(1)
+            else:
+                if step is None:
+                    step = graphed(decode_step, idx[:, -1:], filled) if cuda_graph and idx.is_cuda else decode_step
+                idx_next = step(idx[:, -1:], filled)
+                filled += 1
             idx = torch.cat((idx, idx_next), dim=1)
         for block in self.transformer.h:
             block.attn.kv_cache = None
         return idx
+
+
+def graphed(step, token, pos):
+    """step(token, pos) -> tensor, recorded once as a CUDA graph and returned as a function of the same
+    arguments that replays it. The graph reads token and pos from its own input tensors, so one
+    recording serves every position; what step writes in place (the KV cache) it writes at each replay."""
+    token_in, pos_in = token.clone(), torch.tensor(pos, device=token.device)
+    side = torch.cuda.Stream()  # warm-up (lazy initializations) off the capturing stream
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step(token_in, pos_in)  # writes the cache at pos, as the first replay will
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step(token_in, pos_in)
+
+    def replay(token, pos):
+        token_in.copy_(token)
+        pos_in.fill_(pos)
+        graph.replay()
+        return out
+    return replay
+
+
+def sample(probs):
+    """One token id per row of probs (B, V), drawn from it. Unlike torch.multinomial it never waits for
+    the GPU, so the host queues the next decode step while this one runs: argmax of p / E with E
+    exponential is a draw from p (the Gumbel-max trick). E = -log(U), U uniform in [0, 1), is never 0."""
+    return torch.argmax(probs / -torch.rand_like(probs).log(), dim=-1, keepdim=True)
 
 
 # Peak dense bf16 tensor-core FLOP/s by GPU name (vendor datasheets), for estimate_mfu.

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import kernel
+import model
 from model import GPT, GPTConfig, ConfigError, head_bands, BAND_PATTERNS, ATTN_PATTERNS
 
 SHAPES = [(1, 1), (4, 4), (4, 10), (6, 256), (8, 1024), (12, 1000), (16, 1024), (7, 50)]
@@ -103,6 +104,9 @@ def test_kv_cache_logits_match_full_forward(attn):
         cached, _ = m(idx[:, t:t + 1], start_pos=t)
         full, _ = m(idx[:, :t + 1])
         torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-5)
+        # the position as a tensor, as the CUDA-graph decode step gets it: the same step
+        as_tensor, _ = m(idx[:, t:t + 1], start_pos=torch.tensor(t))
+        torch.testing.assert_close(as_tensor, cached, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("attn", ["sp", "dense", "sp_exclusive"])
@@ -185,3 +189,14 @@ def test_generate_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = m.generate(torch.randint(0, 20, (1, 3)), 5, top_k=1)
     assert out.shape == (1, 8)
+
+
+def test_sample_draws_from_the_distribution():
+    # generate's sampler (Gumbel-max, no host sync): frequencies match p, zero-probability ids never come
+    torch.manual_seed(0)
+    p = torch.tensor([0.5, 0.3, 0.0, 0.2, 0.0])
+    draws = model.sample(p.expand(40000, -1)).squeeze(1)
+    freq = torch.bincount(draws, minlength=5).float() / draws.numel()
+    assert freq[2] == 0 and freq[4] == 0
+    torch.testing.assert_close(freq, p, rtol=0, atol=0.01)
+    assert torch.equal(model.sample(torch.eye(5)).squeeze(1), torch.arange(5))  # one-hot rows: that id
