@@ -18,7 +18,7 @@ STYLE = {"dense": ("k", "o", "-"), "no_attention": ("0.6", "s", ":"),
 def rows():
     """{variant: {T: tokens/s}} from every '| T | variant | tokens/s | ...' row (the last one wins)."""
     out = {}
-    for path in sorted(glob.glob(os.path.join(HERE, "train_*.log"))):
+    for path in sorted(glob.glob(os.path.join(HERE, "train_*.log"))):  # the H100 runs (h200_*.log are not)
         for line in open(path):
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             if len(cells) >= 3 and cells[0].isdigit() and cells[2].replace(",", "").isdigit():
@@ -36,7 +36,7 @@ def main():
     ax.set_xscale("log", base=2)
     ax.set_xlabel("context length T")
     ax.set_ylabel("training tokens/s (thousands)")
-    ax.set_title("GPT-2 small, bf16, torch.compile, one H100")
+    ax.set_title("GPT-2 small, bf16, torch.compile, H100 (each T: one run, one card)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
