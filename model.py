@@ -583,8 +583,10 @@ def graphed(step, token, pos):
 def sample(probs):
     """One token id per row of probs (B, V), drawn from it. Unlike torch.multinomial it never waits for
     the GPU, so the host queues the next decode step while this one runs: argmax of p / E with E
-    exponential is a draw from p (the Gumbel-max trick). E = -log(U), U uniform in [0, 1), is never 0."""
-    return torch.argmax(probs / -torch.rand_like(probs).log(), dim=-1, keepdim=True)
+    exponential is a draw from p (the Gumbel-max trick). E = -log(U), U uniform in [0, 1), lies in
+    (0, inf]; ids of probability 0 score -1, so they lose even where E = inf gives p / E = 0."""
+    e = -torch.rand_like(probs).log()
+    return torch.argmax(torch.where(probs > 0, probs / e, -1.0), dim=-1, keepdim=True)
 
 
 # Peak dense bf16 tensor-core FLOP/s by GPU name (vendor datasheets), for estimate_mfu.

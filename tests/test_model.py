@@ -200,3 +200,10 @@ def test_sample_draws_from_the_distribution():
     assert freq[2] == 0 and freq[4] == 0
     torch.testing.assert_close(freq, p, rtol=0, atol=0.01)
     assert torch.equal(model.sample(torch.eye(5)).squeeze(1), torch.arange(5))  # one-hot rows: that id
+
+
+
+def test_sample_never_draws_a_zero_probability_id(monkeypatch):
+    # a uniform draw of exactly 0 (1 in 2**24 for float32) makes E = inf and every p / E zero
+    monkeypatch.setattr(torch, "rand_like", lambda t: torch.zeros_like(t))
+    assert model.sample(torch.tensor([[0.0, 0.0, 0.3, 0.7]])).item() == 2
