@@ -714,6 +714,7 @@ def _decode_plan(bands, N, batch_heads, D, device):
         splits *= 2
     return bands_t, splits
 
+
 LOG2E = 1.4426950408889634
 
 # Two wrappers around the same launches. Eager calls go through a plain autograd.Function: a
