@@ -327,20 +327,19 @@ class CausalSelfAttention(nn.Module):
         # (B, T, C) -> (B, H, T, D): views of the fused projection, which the band kernel reads as is
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         scale = 1.0 / math.sqrt(q.size(-1))
-        if self.attn == "reformer":
-            if start_pos is not None:
-                raise ValueError("reformer has no KV cache (its buckets depend on every token): "
-                                 "GPT.generate recomputes the whole context at each step instead")
-            # Keys are the normalized queries: the k third of c_attn is unused (shared-QK attention).
-            y = lsh_attention(q, v, self.rotations, lsh_params(self.block_size)["chunk"], scale)
-            return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
+        if self.attn == "reformer" and start_pos is not None:
+            raise ValueError("reformer has no KV cache (its buckets depend on every token): "
+                             "GPT.generate recomputes the whole context at each step instead")
         if start_pos is not None:  # generation: keys and values so far come from the cache
             self.kv_cache.update(start_pos, k, v)
-            if T == 1:
-                y = self.decode_step(q, start_pos, scale)
-                return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
-            k, v = self.kv_cache.k[:, :, :start_pos + T], self.kv_cache.v[:, :, :start_pos + T]
-        if start_pos:  # queries after a prefix: the last rows of the full pattern
+            if T > 1:
+                k, v = self.kv_cache.k[:, :, :start_pos + T], self.kv_cache.v[:, :, :start_pos + T]
+        if self.attn == "reformer":
+            # Keys are the normalized queries: the k third of c_attn is unused (shared-QK attention).
+            y = lsh_attention(q, v, self.rotations, lsh_params(self.block_size)["chunk"], scale)
+        elif start_pos is not None and T == 1:  # one new token: over the whole cache (see decode_step)
+            y = self.decode_step(q, start_pos, scale)
+        elif start_pos:  # queries after a prefix: the last rows of the full pattern
             y = kernel.masked_attention(q, k, v, self.visible(T, k.size(2), start_pos), scale)
         elif self.attn == "dense":
             # The band [0, N) is plain causal attention for T <= N: SDPA's fused kernels (cuDNN,
