@@ -628,6 +628,14 @@ def _last_dim_contiguous(t):
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+def _bthd_empty(B, H, T, D, like):
+    """An uninitialized (B, H, T, D) tensor laid out in (B, T, H, D) order. The model's next step is
+    y.transpose(1, 2) -> (B, T, H * D), and the gradients go back into views of the fused (B, T, 3C)
+    qkv projection: in this order both are views, not copies (SDPA's kernels return the same layout),
+    and autograd does not save the output twice (as o, and as y for the output projection)."""
+    return torch.empty((B, T, H, D), dtype=like.dtype, device=like.device).transpose(1, 2)
+
+
 def _dot_precision(dtype):
     return "ieee" if dtype == torch.float32 else "tf32"
 
@@ -636,7 +644,7 @@ def _fwd_impl(q, k, v, bands_flat, scale):
     B, H, T, D = q.shape
     q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
     bands_t = _clipped_bands(bands_flat, H, T, q.device)
-    o = torch.empty((B, H, T, D), dtype=q.dtype, device=q.device)
+    o = _bthd_empty(B, H, T, D, q)
     lse = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
     cfg = _launch_config("fwd", D, q.dtype, T)
     grid = (triton.cdiv(T, cfg["BLOCK_M"]), B * H)
@@ -653,11 +661,12 @@ def _fwd_impl(q, k, v, bands_flat, scale):
 def _bwd_impl(do, q, k, v, o, lse, bands_flat, scale):
     B, H, T, D = q.shape
     q, k, v, do = (_last_dim_contiguous(t) for t in (q, k, v, do))
-    o = o.contiguous()  # ours, already contiguous: it shares DQ's strides in the dQ kernel
     bands_t = _clipped_bands(bands_flat, H, T, q.device)
     NI = bands_t.shape[1]
     prec = _dot_precision(q.dtype)
-    dq = torch.empty((B, H, T, D), dtype=q.dtype, device=q.device)
+    dq = _bthd_empty(B, H, T, D, q)
+    if o.stride() != dq.stride():  # the dQ kernel reads O with DQ's strides
+        o = _bthd_empty(B, H, T, D, q).copy_(o)
     dk = torch.empty_like(dq)
     dv = torch.empty_like(dq)
     delta = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
@@ -746,7 +755,7 @@ if HAS_TRITON:
     @_band_fwd_op.register_fake
     def _(q, k, v, bands_flat, scale):
         B, H, T, D = q.shape
-        return q.new_empty((B, H, T, D)), q.new_empty((B, H, T), dtype=torch.float32)
+        return _bthd_empty(B, H, T, D, q), q.new_empty((B, H, T), dtype=torch.float32)
 
     @torch.library.custom_op("band_attention::bwd", mutates_args=())
     def _band_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -756,7 +765,7 @@ if HAS_TRITON:
 
     @_band_bwd_op.register_fake
     def _(do, q, k, v, o, lse, bands_flat, scale):
-        return q.new_empty(q.shape), q.new_empty(q.shape), q.new_empty(q.shape)
+        return tuple(_bthd_empty(*q.shape, q) for _ in range(3))
 
     def _band_setup_context(ctx, inputs, output):
         q, k, v, bands_flat, scale = inputs

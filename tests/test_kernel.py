@@ -240,6 +240,24 @@ def test_triton_non_contiguous_fused_qkv():
 
 
 @needs_interpreter
+def test_triton_outputs_in_bthd_order_and_custom_ops_check():
+    # o and dq/dk/dv come in (B, T, H, D) memory order: the model's y.transpose(1, 2) and the grads of
+    # the fused qkv views are then views, so autograd keeps no second copy of o. The custom ops that
+    # torch.compile uses must declare those strides in their fake implementations (opcheck compares).
+    bands = sp_bands(2, 20, "sp")
+    q, k, v = (t.detach().requires_grad_() for t in make_qkv(1, 2, 20, 16, torch.float32, fused=True))
+    out = kernel.band_attention(q, k, v, bands, backend="triton")
+    out.backward(torch.randn_like(out))
+    assert out.transpose(1, 2).is_contiguous()
+    flat = kernel._flat_bands(kernel.normalize_bands(bands, 2))
+    o, lse = kernel._band_fwd_op(q, k, v, flat, 0.25)
+    for op, args in ((kernel._band_fwd_op, (q, k, v, flat, 0.25)),
+                     (kernel._band_bwd_op, (torch.randn_like(o), *(t.detach() for t in (q, k, v, o, lse)), flat, 0.25))):
+        result = torch.library.opcheck(op, args)
+        assert set(result.values()) == {"SUCCESS"}, result
+
+
+@needs_interpreter
 def test_triton_head_dim_64_and_tensor_bands():
     torch.manual_seed(2)
     bands = torch.tensor([[[0, 9], [0, 0]], [[3, 5], [11, 30]]])
