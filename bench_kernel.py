@@ -89,7 +89,7 @@ def band_fn(bands, backend):
 
 def main_table(args):
     rows = []
-    for (B, H, T, D) in SHAPES:
+    for (B, H, T, D) in args.shapes:
         torch.manual_seed(0)
         q, k, v, do = (torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
         for t in (q, k, v):
@@ -241,12 +241,24 @@ def inspect_kernels():
             print(kind, D, cfg, compile_for_sm90(fn, D, cfg), flush=True)
 
 
+def parse_shapes(text):
+    try:
+        shapes = [tuple(int(x) for x in row.split(",")) for row in text.split(";") if row.strip()]
+    except ValueError:
+        shapes = []
+    if not shapes or any(len(shape) != 4 for shape in shapes):
+        raise argparse.ArgumentTypeError(f"expected B,H,T,D;B,H,T,D;..., got {text!r}")
+    return shapes
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--inspect", action="store_true", help="compile for sm_90 and summarize the code (no GPU)")
     ap.add_argument("--no-table", action="store_true")
     ap.add_argument("--out", default="results/kernel_bench_table.md")
+    ap.add_argument("--shapes", type=parse_shapes, default=SHAPES,
+                    help="rows of the table as B,H,T,D;B,H,T,D;... (default: the five of issue 3)")
     args = ap.parse_args()
     if args.inspect:
         return inspect_kernels()

@@ -36,6 +36,15 @@ def test_bench_kernel_table_has_every_column():
     assert "| 1.70x |" in row and "| 0.150 / 0.300 / 0.100 | 3.00x, 1.50x |" in row
 
 
+def test_bench_kernel_shapes_option():
+    bench_kernel = __import__("pytest").importorskip("bench_kernel")
+    assert bench_kernel.parse_shapes("1,16,16384,64; 2,16,8192,64") == [(1, 16, 16384, 64), (2, 16, 8192, 64)]
+    r = subprocess.run([sys.executable, "bench_kernel.py", "--shapes", "1,16,64"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "expected B,H,T,D;B,H,T,D;..., got '1,16,64'" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_kernels_compile_for_hopper_without_spills():
     # Compiled ahead of time for an H100 (no GPU needed): every committed launch config must keep the
     # tensor-core (wgmma) path and the software pipeline, and spill nothing to local memory. A fresh
