@@ -1,6 +1,6 @@
 """Training tokens/s against context length from bench.py's printed tables (the *.log files here).
 
-    python results/bench/plot.py        # writes results/bench/tokens_vs_T.png
+    python results/bench/plot.py        # writes results/bench/tokens_vs_T.png (H100) and tokens_vs_T_h200.png
 """
 import glob
 import os
@@ -15,10 +15,21 @@ STYLE = {"dense": ("k", "o", "-"), "no_attention": ("0.6", "s", ":"),
          "triton_sp": ("tab:red", "^", "--"), "triton_sp_exclusive": ("tab:red", "v", "-")}
 
 
-def rows():
+# Each card's logs, in order: a later log's row replaces an earlier one's (same T and variant).
+# H200: T = 16384 from one run with all six variants; T = 4096 from two runs on the same warm machine
+# (dense 407,982 and 406,464 tokens/s), the second giving dense, triton_sp_exclusive and the ceiling.
+LOGS = {
+    "H100": lambda: sorted(glob.glob(os.path.join(HERE, "train_*.log"))),
+    "H200": lambda: [os.path.join(HERE, name) for name in (
+        "h200_train_T1024.log", "h200_train_T16384_4096.log", "h200_train_T4096.log", "h200_train_T32768.log")],
+}
+PNG = {"H100": "tokens_vs_T.png", "H200": "tokens_vs_T_h200.png"}
+
+
+def rows(paths):
     """{variant: {T: tokens/s}} from every '| T | variant | tokens/s | ...' row (the last one wins)."""
     out = {}
-    for path in sorted(glob.glob(os.path.join(HERE, "train_*.log"))):  # the H100 runs (h200_*.log are not)
+    for path in paths:
         for line in open(path):
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             if len(cells) >= 3 and cells[0].isdigit() and cells[2].replace(",", "").isdigit():
@@ -26,8 +37,8 @@ def rows():
     return out
 
 
-def main():
-    data = rows()
+def plot(card):
+    data = rows(LOGS[card]())
     fig, ax = plt.subplots(figsize=(6, 4))
     for variant, (color, marker, ls) in STYLE.items():
         if variant in data:
@@ -36,12 +47,17 @@ def main():
     ax.set_xscale("log", base=2)
     ax.set_xlabel("context length T")
     ax.set_ylabel("training tokens/s (thousands)")
-    ax.set_title("GPT-2 small, bf16, torch.compile, H100 (each T: one run, one card)")
+    ax.set_title(f"GPT-2 small, bf16, torch.compile, {card}")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(os.path.join(HERE, "tokens_vs_T.png"), dpi=120)
-    print({v: dict(sorted(d.items())) for v, d in data.items()})
+    fig.savefig(os.path.join(HERE, PNG[card]), dpi=120)
+    print(card, {v: dict(sorted(d.items())) for v, d in data.items()})
+
+
+def main():
+    for card in LOGS:
+        plot(card)
 
 
 if __name__ == "__main__":
