@@ -17,11 +17,13 @@ STYLE = {"dense": ("k", "o", "-"), "no_attention": ("0.6", "s", ":"),
 
 # Each card's logs, in order: a later log's row replaces an earlier one's (same T and variant).
 # H200: T = 1024 from run E (the current kernel) except Flex (run 3); T = 16384 from one run with all six variants; T = 4096 from two runs on the same warm machine
-# (dense 407,982 and 406,464 tokens/s), the second giving dense, triton_sp_exclusive and the ceiling.
+# (dense 407,982 and 406,464 tokens/s), the second giving dense, triton_sp_exclusive and the ceiling;
+# T = 32768: Flex from run F on another machine (dense 151,795 there, 152,112 in run D).
 LOGS = {
     "H100": lambda: sorted(glob.glob(os.path.join(HERE, "train_*.log"))),
     "H200": lambda: [os.path.join(HERE, name) for name in (
-        "h200_train_T1024.log", "h200_train_T1024_run2.log", "h200_train_T16384_4096.log", "h200_train_T4096.log", "h200_train_T32768.log")],
+        "h200_train_T1024.log", "h200_train_T1024_run2.log", "h200_train_T16384_4096.log",
+        "h200_train_T4096.log", "h200_train_T32768_flex.log", "h200_train_T32768.log")],
 }
 PNG = {"H100": "tokens_vs_T.png", "H200": "tokens_vs_T_h200.png"}
 
