@@ -16,9 +16,10 @@ STYLE = {"dense": ("k", "o", "-"), "no_attention": ("0.6", "s", ":"),
 
 
 # Each card's logs, in order: a later log's row replaces an earlier one's (same T and variant).
-# H200: T = 1024 from run E (the current kernel) except Flex (run 3); T = 16384 from one run with all six variants; T = 4096 from two runs on the same warm machine
-# (dense 407,982 and 406,464 tokens/s), the second giving dense, triton_sp_exclusive and the ceiling;
-# T = 32768: Flex from run F on another machine (dense 151,795 there, 152,112 in run D).
+# H200 (run letters of results/bench/README.md): T = 1024 from run E (the current kernel) except
+# Flex (run 3); T = 16384 from run B, all six variants; T = 4096 from runs B and C on the same warm
+# machine (dense 407,982 and 406,464 tokens/s), C giving dense, triton_sp_exclusive and the ceiling;
+# T = 32768 from run D, Flex from run F on another machine (dense 151,795 there, 152,112 in D).
 LOGS = {
     "H100": lambda: sorted(glob.glob(os.path.join(HERE, "train_*.log"))),
     "H200": lambda: [os.path.join(HERE, name) for name in (
