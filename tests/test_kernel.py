@@ -251,8 +251,9 @@ def test_triton_outputs_in_bthd_order_and_custom_ops_check():
     assert out.transpose(1, 2).is_contiguous()
     flat = kernel._flat_bands(kernel.normalize_bands(bands, 2))
     o, lse = kernel._band_fwd_op(q, k, v, flat, 0.25)
+    saved = (t.detach() for t in (q, k, v, o, lse))
     for op, args in ((kernel._band_fwd_op, (q, k, v, flat, 0.25)),
-                     (kernel._band_bwd_op, (torch.randn_like(o), *(t.detach() for t in (q, k, v, o, lse)), flat, 0.25))):
+                     (kernel._band_bwd_op, (torch.randn_like(o), *saved, flat, 0.25))):
         result = torch.library.opcheck(op, args)
         assert set(result.values()) == {"SUCCESS"}, result
 
