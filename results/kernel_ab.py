@@ -1,11 +1,14 @@
-"""A/B on one GPU: main's kernel.py against kernel_tma.py (branch tma-descriptors), bf16, the shapes of
-bench_kernel.py. Times: median ms of triton.testing.do_bench (host included) and do_bench_cudagraph of the
-forward and backward launches without autograd (GPU time alone).
+"""A/B on one GPU: kernel.py against another version of it, bf16, the shapes of bench_kernel.py. Times:
+median ms of triton.testing.do_bench (host included) and do_bench_cudagraph of the forward and backward
+launches without autograd (GPU time alone), and the largest difference of outputs and gradients.
 
-Run from the repository root with the branch's kernel next to main's (its custom-op names renamed):
-    git show tma-descriptors:kernel.py | sed 's/"band_attention::/"band_attention_tma::/' > kernel_tma.py
-    python3 results/kernel_ab_tma.py
+Run from the repository root with the other version next to kernel.py (its custom-op names renamed),
+for example branch fwd-fma as module kernel_b:
+    git show fwd-fma:kernel.py | sed 's/"band_attention::/"band_attention_b::/' > kernel_b.py
+    python3 results/kernel_ab.py kernel_b
+results/kernel_ab_tma_h200.log came from this script (then results/kernel_ab_tma.py) with kernel_tma.py.
 """
+import importlib
 import os
 import sys
 
@@ -14,12 +17,12 @@ import triton
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import kernel  # noqa: E402
-import kernel_tma  # noqa: E402
 from bench_kernel import SHAPES, PATTERNS, bench, fwd_bwd, fwd_only  # noqa: E402
 from model import head_bands  # noqa: E402
 
-print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
-print("| B, H, T, D | pattern | main fwd / fwd+bwd / graph fwd+bwd | TMA fwd / fwd+bwd / graph fwd+bwd | TMA speed-up fwd / fwd+bwd / graph |")
+other = importlib.import_module(sys.argv[1] if len(sys.argv) > 1 else "kernel_b")
+print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, f"main vs {other.__name__}", flush=True)
+print("| B, H, T, D | pattern | main fwd / fwd+bwd / graph fwd+bwd | B fwd / fwd+bwd / graph fwd+bwd | B speed-up fwd / fwd+bwd / graph |")
 print("| --- | --- | --- | --- | --- |")
 for (B, H, T, D) in SHAPES:
     torch.manual_seed(0)
@@ -29,7 +32,7 @@ for (B, H, T, D) in SHAPES:
     for pattern in PATTERNS:
         bands = head_bands(H, T, pattern)
         res = {}
-        for name, mod in (("main", kernel), ("tma", kernel_tma)):
+        for name, mod in (("main", kernel), ("b", other)):
             f = lambda q, k, v, mod=mod: mod.band_attention(q, k, v, bands, backend="triton")  # noqa: E731
             o = f(q, k, v)
             grads = torch.autograd.grad(o, (q, k, v), do)
@@ -41,8 +44,8 @@ for (B, H, T, D) in SHAPES:
             res[name] = (o, grads, bench(fwd_only(f, q, k, v)), bench(fwd_bwd(f, q, k, v, do)),
                          triton.testing.do_bench_cudagraph(launches, rep=100, return_mode="median"))
         diff = max((a - b).abs().max().item() for a, b in zip((res["main"][0],) + res["main"][1],
-                                                               (res["tma"][0],) + res["tma"][1]))
-        m, t = res["main"][2:], res["tma"][2:]
+                                                               (res["b"][0],) + res["b"][1]))
+        m, t = res["main"][2:], res["b"][2:]
         print(f"| {B}, {H}, {T}, {D} | {pattern} | {m[0]:.3f} / {m[1]:.3f} / {m[2]:.3f} | {t[0]:.3f} / {t[1]:.3f} / "
               f"{t[2]:.3f} | {m[0] / t[0]:.2f}x / {m[1] / t[1]:.2f}x / {m[2] / t[2]:.2f}x | max diff {diff:.2e}",
               flush=True)
