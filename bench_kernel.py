@@ -181,6 +181,19 @@ def sweep():
                   + ", ".join(f"{c}={ms:.3f}" for ms, c in res), flush=True)
 
 
+def host_us(fn, n=200):
+    """Microseconds a call of fn, wall time of n calls queued without a sync. At a tiny shape the GPU
+    finishes each kernel in a few microseconds, so this is the host's time a call (launch overhead)."""
+    for _ in range(20):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
 def host_overhead():
     """Wall time a call at a tiny shape (the GPU work is a few microseconds): the launch overhead."""
     q, k, v, do = (torch.randn(1, 2, 128, 64, device="cuda", dtype=torch.bfloat16) for _ in range(4))
@@ -189,14 +202,7 @@ def host_overhead():
     bands = head_bands(2, 128, "sp")
     f = band_fn(bands, "triton")
     for name, fn in (("fwd", fwd_only(f, q, k, v)), ("fwd+bwd", fwd_bwd(f, q, k, v, do))):
-        for _ in range(20):
-            fn()
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(200):
-            fn()
-        torch.cuda.synchronize()
-        print(f"host time a call, Triton band {name}: {(time.perf_counter() - t0) / 200 * 1e6:.0f} us", flush=True)
+        print(f"host time a call, Triton band {name}: {host_us(fn):.0f} us", flush=True)
 
 
 # -----------------------------------------------------------------------------

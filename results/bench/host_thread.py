@@ -13,7 +13,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 import kernel  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from host_time import host_us, tiny_inputs  # noqa: E402
+from host_time import CALLS, host_us, tiny_inputs  # noqa: E402
 
 
 def main():
@@ -33,23 +33,24 @@ def main():
 
     band = lambda: kernel.band_attention(q, k, v, bands, backend="triton").backward(do)  # noqa: E731
     sdpa = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(do)  # noqa: E731
-    print(f"{'band fwd+bwd':50s} {host_us(band):8.1f} us")
+    print(f"{'band fwd+bwd':50s} {host_us(band, CALLS):8.1f} us")
     kernel._bwd_impl = timed_bwd
     inside.update(t=0.0, n=0)
-    print(f"{'band fwd+bwd (timing _bwd_impl inside)':50s} {host_us(band):8.1f} us;"
+    print(f"{'band fwd+bwd (timing _bwd_impl inside)':50s} {host_us(band, CALLS):8.1f} us;"
           f" _bwd_impl inside autograd: {inside['t'] / inside['n'] * 1e6:.1f} us")
     kernel._bwd_impl = real_bwd
-    print(f"{'sdpa fwd+bwd':50s} {host_us(sdpa):8.1f} us")
+    print(f"{'sdpa fwd+bwd':50s} {host_us(sdpa, CALLS):8.1f} us")
     with torch.autograd.set_multithreading_enabled(False):
-        print(f"{'band fwd+bwd, autograd multithreading off':50s} {host_us(band):8.1f} us")
-        print(f"{'sdpa fwd+bwd, autograd multithreading off':50s} {host_us(sdpa):8.1f} us")
-    print(f"{'_bwd_impl, main thread':50s} {host_us(lambda: real_bwd(do, qd, kd, vd, o, lse, flat, scale)):8.1f} us")
+        print(f"{'band fwd+bwd, autograd multithreading off':50s} {host_us(band, CALLS):8.1f} us")
+        print(f"{'sdpa fwd+bwd, autograd multithreading off':50s} {host_us(sdpa, CALLS):8.1f} us")
+    bwd_alone = lambda: real_bwd(do, qd, kd, vd, o, lse, flat, scale)  # noqa: E731
+    print(f"{'_bwd_impl, main thread':50s} {host_us(bwd_alone, CALLS):8.1f} us")
 
     result = {}
 
     def worker():
         torch.cuda.set_device(q.device)
-        result["us"] = host_us(lambda: real_bwd(do, qd, kd, vd, o, lse, flat, scale))
+        result["us"] = host_us(bwd_alone, CALLS)
 
     th = threading.Thread(target=worker)
     th.start()

@@ -10,7 +10,6 @@ import cProfile
 import os
 import pstats
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -18,18 +17,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 import kernel  # noqa: E402
+from bench_kernel import host_us  # noqa: E402
 from model import head_bands  # noqa: E402
 
-
-def host_us(fn, n=300):
-    for _ in range(20):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / n * 1e6
+CALLS = 300  # timed calls a row
 
 
 def tiny_inputs(B=1, H=2, T=128, D=64):
@@ -93,7 +84,7 @@ def main():
         print("direct launch failed:", repr(e))
     for name, fn in rows.items():
         try:
-            print(f"{name:40s} {host_us(fn):8.1f} us", flush=True)
+            print(f"{name:40s} {host_us(fn, CALLS):8.1f} us", flush=True)
         except Exception as e:  # noqa: BLE001
             print(f"{name:40s} failed: {e!r}", flush=True)
     for name in ("_fwd_impl", "_bwd_impl"):
