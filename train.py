@@ -315,8 +315,8 @@ def train(cfg):
             torch.cuda.set_rng_state(cuda_state)
         ckpt = None  # free memory
     say(f"model: {model.get_num_params() / 1e6:.2f}M parameters, attn={model.config.attn}, "
-          f"{model.attention_pairs() / (block_size * (block_size + 1) / 2 * model.config.n_head):.1%} of dense "
-          f"causal attention pairs; device {device}, {dtype}")
+        f"{model.attention_pairs() / (block_size * (block_size + 1) / 2 * model.config.n_head):.1%} of dense "
+        f"causal attention pairs; device {device}, {dtype}")
 
     def wrap(m):
         if cfg.compile and device_type == "cuda":
@@ -392,7 +392,7 @@ def train(cfg):
                 group["lr"] = lr
             if switch_iter is not None and iter_num >= switch_iter and raw_model.attn != "dense":
                 say(f"iter {iter_num}: attn_switch_frac={cfg.attn_switch_frac}: switching attention "
-                      f"{raw_model.attn} -> dense for the last {cfg.max_iters - iter_num} iterations")
+                    f"{raw_model.attn} -> dense for the last {cfg.max_iters - iter_num} iterations")
                 raw_model.set_attn("dense")
                 model = wrap(raw_model)  # a fresh compile for the new attention
             if ddp:  # Ctrl-C reaches the processes at different moments: stop together
@@ -455,7 +455,7 @@ def train(cfg):
                                              peak_flops=cfg.peak_flops or None)
                 mfu_text = f"{mfu * 100:.1f}%" if mfu is not None else "n/a"
                 say(f"iter {iter_num}: loss {total:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
-                      f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu_text}, grad norm {float(grad_norm):.3f}")
+                    f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu_text}, grad norm {float(grad_norm):.3f}")
                 writer.writerow([iter_num, f"{total:.5f}", "", lr, f"{dt * 1000:.2f}", f"{tokens_per_iter / dt:.0f}",
                                  "" if mfu is None else f"{mfu:.4f}", f"{time.time() - t_start:.1f}",
                                  f"{float(grad_norm):.6g}"])
@@ -470,7 +470,7 @@ def train(cfg):
             gc.collect()
             dist.destroy_process_group()
     say(f"done: {iter_num} iterations, best val loss {best_val_loss:.4f}, "
-          f"{time.time() - t_start:.0f} s; checkpoint in {ckpt_path}")
+        f"{time.time() - t_start:.0f} s; checkpoint in {ckpt_path}")
     return history
 
 
