@@ -301,17 +301,18 @@ if HAS_TRITON:
                 # -- load the key and value tiles (K transposed for the dot) --
                 kT = tl.load(K + cols[None, :] * stride_kt + offs_d[:, None], mask=cols[None, :] < T, other=0.0)
                 v = tl.load(V + cols[:, None] * stride_vt + offs_d[None, :], mask=cols[:, None] < T, other=0.0)
-                # -- scores; only tiles that cross an edge of the interval (or of T) need the mask --
-                s = tl.dot(q, kT, input_precision=DOT_PREC) * sm_scale_log2
+                # -- raw scores; only tiles that cross an edge of the interval (or of T) need the mask --
+                s = tl.dot(q, kT, input_precision=DOT_PREC)
                 inside = (m0 - n0 - BLOCK_N + 1 >= lo) & (m0 + BLOCK_M - 1 - n0 < hi) & (n0 + BLOCK_N <= T)
                 if not inside:
                     s = tl.where(_tile_mask(offs_m, cols, lo, hi, T), s, float("-inf"))
-                # -- online softmax; a row that has seen no key yet keeps m = -inf, so use 0 as its
-                #    reference to get p = 0 and alpha = 0 instead of exp2(-inf + inf) = NaN --
-                m_new = tl.maximum(m_i, tl.max(s, 1))
+                # -- online softmax in log2 units; the scale is applied to the row max and folded into
+                #    one FMA an element (s * scale - m). A row that has seen no key yet keeps m = -inf,
+                #    so use 0 as its reference to get p = 0 and alpha = 0 instead of exp2(-inf + inf) --
+                m_new = tl.maximum(m_i, tl.max(s, 1) * sm_scale_log2)
                 m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
                 alpha = tl.math.exp2(m_i - m_ref)
-                p = tl.math.exp2(s - m_ref[:, None])
+                p = tl.math.exp2(s * sm_scale_log2 - m_ref[:, None])
                 l_i = l_i * alpha + tl.sum(p, 1)
                 # -- accumulate P @ V --
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
