@@ -224,7 +224,8 @@ def compile_for_sm90(fn, D, cfg, NI=2):
     attrs = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(params) if p in pointers or p.startswith("stride")}
     compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
                               target=GPUTarget("cuda", 90, 32),
-                              options=dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"]))
+                              options=dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+                                           **kernel._COMPILE_OPTIONS))
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.TemporaryDirectory() as tmp:
         cubin = os.path.join(tmp, "kernel.cubin")

@@ -572,16 +572,21 @@ if HAS_TRITON:
 _INTERPRET_CONFIG = dict(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1)
 
 
+# Multiply-adds stay fused (s * scale - m is one FFMA): the default in triton 3.6 and 3.9, announced
+# to become off in 3.10, which would add an instruction an element to every inner loop.
+_COMPILE_OPTIONS = dict(enable_fp_fusion=True)
+
+
 def _launch_config(kind, D, dtype, T):
     """kind: "fwd", "dkdv" (BLOCK_N keys a program), "dq" (BLOCK_M queries a program)."""
     if _interpreting():
         return dict(_INTERPRET_CONFIG)
     if dtype == torch.float32:
         # fp32 tiles take twice the registers and shared memory of 16-bit ones: smaller tiles, 2 stages.
-        return dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
+        return dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2, **_COMPILE_OPTIONS)
     cfg = KERNEL_CONFIGS[kind]
     cfg = cfg[min(cfg, key=lambda d: (d < D, d))]  # the smallest listed head dim >= D
-    return dict(cfg[min(cfg, key=lambda t: (t < T, t))])  # the smallest listed length >= T
+    return dict(cfg[min(cfg, key=lambda t: (t < T, t))], **_COMPILE_OPTIONS)  # the smallest length >= T
 
 
 # (pass) -> (head dim bound) -> (length bound) -> launch config; from bench_kernel.py --sweep on an
@@ -700,7 +705,7 @@ def _decode_impl(q, k, v, bands, pos, scale):
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
         H, NI=bands_t.shape[1], HEAD_DIM=D, SPLITS=splits, **_decode_config(D))
     _decode_combine_kernel[(B * H,)](part_acc, part_ml, o, o.stride(0), o.stride(1), H, HEAD_DIM=D, SPLITS=splits,
-                                     num_warps=1)
+                                     num_warps=1, **_COMPILE_OPTIONS)
     return o
 
 
@@ -708,7 +713,7 @@ def _decode_config(D):
     # 4096-element key and value tiles (64 keys at D = 64): 4 warps hold them in registers unspilled.
     if _interpreting():
         return dict(BLOCK_N=16, num_warps=1, num_stages=1)
-    return dict(BLOCK_N=min(128, 4096 // D), num_warps=4)
+    return dict(BLOCK_N=min(128, 4096 // D), num_warps=4, **_COMPILE_OPTIONS)
 
 
 @functools.lru_cache(maxsize=64)
