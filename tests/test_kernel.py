@@ -206,14 +206,14 @@ def test_triton_sp_layouts(dtype, tol, T, pattern):
 
 
 @needs_interpreter
-@pytest.mark.parametrize("seed", range(3))
-def test_triton_random_intervals(seed):
+@pytest.mark.parametrize("seed,scale", [(0, 0.3), (1, 2.0), (2, -0.7)])  # a negative scale is legal too
+def test_triton_random_intervals(seed, scale):
     rng = random.Random(100 + seed)
     torch.manual_seed(seed)
     H, T = 3, rng.choice([19, 50])
     bands = random_bands(H, T + 8, rng)
     q, k, v = make_qkv(1, H, T, 32, torch.float32)
-    assert_close_to_reference(triton_fn(bands, scale=0.3), q, k, v, bands, tol=1e-4, scale=0.3)
+    assert_close_to_reference(triton_fn(bands, scale=scale), q, k, v, bands, tol=1e-4, scale=scale)
 
 
 @needs_interpreter

@@ -39,15 +39,15 @@ def test_gpu_lengths_bf16(T):
     assert_close_to_reference(triton_fn(bands), q, k, v, bands, TOL[torch.bfloat16])
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_gpu_random_intervals(seed):
+@pytest.mark.parametrize("seed,scale", [(0, 0.2), (1, 0.2), (2, -0.2)])
+def test_gpu_random_intervals(seed, scale):
     rng = random.Random(seed)
     torch.manual_seed(seed)
     H, T = 5, 1500
     bands = random_bands(H, T + 300, rng)
     for dtype in (torch.bfloat16, torch.float32):
         q, k, v = make_qkv(2, H, T, 64, dtype, "cuda")
-        assert_close_to_reference(triton_fn(bands, 0.2), q, k, v, bands, TOL[dtype], scale=0.2)
+        assert_close_to_reference(triton_fn(bands, scale), q, k, v, bands, TOL[dtype], scale=scale)
 
 
 def test_gpu_fused_qkv_views_and_fallback_agree():
