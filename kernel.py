@@ -461,13 +461,16 @@ if HAS_TRITON:
                 # -- load K^T and V^T tiles --
                 kT = tl.load(K + cols[None, :] * stride_kt + offs_d[:, None], mask=cols[None, :] < T, other=0.0)
                 vT = tl.load(V + cols[None, :] * stride_vt + offs_d[:, None], mask=cols[None, :] < T, other=0.0)
+                # -- both products first: the tensor cores compute dP = dO V^T during the exp2 of S = Q K^T
+                #    (in the dK/dV loop, with its narrower tiles, the same order measured slower) --
+                s = tl.dot(q, kT, input_precision=DOT_PREC)
+                dp = tl.dot(do, vT, input_precision=DOT_PREC)
                 # -- recompute P from the saved LSE; mask only the edge tiles --
-                p = tl.math.exp2(tl.dot(q, kT, input_precision=DOT_PREC) * sm_scale_log2 - lse[:, None])
+                p = tl.math.exp2(s * sm_scale_log2 - lse[:, None])
                 inside = (m0 - n0 - BLOCK_N + 1 >= lo) & (m0 + BLOCK_M - 1 - n0 < hi) & (n0 + BLOCK_N <= T)
                 if not inside:
                     p = tl.where(_tile_mask(offs_m, cols, lo, hi, T), p, 0.0)
-                # -- dS = P * (dP - Delta), dP = dO V^T; dQ += dS K --
-                dp = tl.dot(do, vT, input_precision=DOT_PREC)
+                # -- dS = P * (dP - Delta); dQ += dS K --
                 ds = p * (dp - delta[:, None])
                 dq += tl.dot(ds.to(kT.dtype), tl.trans(kT), input_precision=DOT_PREC)
 
