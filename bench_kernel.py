@@ -218,10 +218,14 @@ def compile_for_sm90(fn, D, cfg, NI=2):
     params = list(pyinspect.signature(fn.fn).parameters)
     pointers = {"LSE": "*fp32", "DELTA": "*fp32", "BANDS": "*i32"}
     pointers.update({p: "*bf16" for p in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV")})
+    # the streamed operands' tensor descriptors: query tiles in the dK/dV kernel, key tiles elsewhere
+    rows = cfg["BLOCK_M"] if fn is kernel._band_bwd_dkdv_kernel else cfg["BLOCK_N"]
+    pointers.update({p: f"tensordesc<bf16[1,1,{rows},{D}]>" for p in params if p.endswith("_DESC")})
     constexprs = dict(NI=NI, HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], DOT_PREC="tf32")
     signature = {p: pointers.get(p, "constexpr" if p in constexprs else "fp32" if p.startswith("sm_scale")
                                  else "i32") for p in params}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(params) if p in pointers or p.startswith("stride")}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(params)
+             if pointers.get(p, "").startswith("*") or p.startswith("stride")}
     compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
                               target=GPUTarget("cuda", 90, 32),
                               options=dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
