@@ -629,15 +629,18 @@ def _clipped_bands(bands_flat, n_head, T, device):
 
 def _last_dim_contiguous(t):
     # The kernels take any batch/head/time strides (views of a fused qkv projection need no copy),
-    # but vectorized loads need the head dim packed, and tensor descriptors 16-byte aligned rows.
-    aligned = t.data_ptr() % 16 == 0 and all(st * t.element_size() % 16 == 0 for st in t.stride()[:-1])
-    return t if t.stride(-1) == 1 and aligned else t.contiguous()
+    # but vectorized loads need the head dim packed, and tensor descriptors a 16-byte aligned start
+    # and strides (a broadcast's stride 0 is not one; a size-1 dim's stride does not count).
+    aligned = t.data_ptr() % 16 == 0 and all(n == 1 or (st > 0 and st * t.element_size() % 16 == 0)
+                                             for n, st in zip(t.shape[:-1], t.stride()[:-1]))
+    return t if t.stride(-1) == 1 and aligned else t.clone(memory_format=torch.contiguous_format)
 
 
 def _tiles(t, rows):
     """Tensor descriptor of t (B, H, T, D) for [rows, D] tiles of one (batch, head): the loop's
     streamed operands. Hopper's copy engine (TMA) then does the address arithmetic and the bounds."""
-    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, t.shape[-1]])
+    strides = [st if n > 1 else t.shape[-1] for n, st in zip(t.shape, t.stride())]  # any aligned one for size 1
+    return TensorDescriptor(t, list(t.shape), strides, [1, 1, rows, t.shape[-1]])
 
 
 def _bthd_empty(B, H, T, D, like):

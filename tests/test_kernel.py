@@ -78,7 +78,8 @@ def rel_err(a, b):
 
 
 def run_with_grads(fn, q, k, v, do):
-    q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+    # detach() without clone(): a clone of a strided view (fused qkv, broadcast) would be contiguous
+    q, k, v = (t.detach().requires_grad_(True) for t in (q, k, v))
     o = fn(q, k, v)
     o.backward(do)
     return [o.detach(), q.grad, k.grad, v.grad]
@@ -237,6 +238,13 @@ def test_triton_non_contiguous_fused_qkv():
     # last-dim stride != 1 (transposed head dim) is copied, still right
     qt = torch.randn(2, H, 16, 33).transpose(-1, -2)
     assert_close_to_reference(triton_fn(bands), qt, k, v, bands, tol=1e-4)
+    # strides a TMA descriptor cannot take: a broadcast key (batch stride 0) is copied; a size-1 dim's
+    # stride (here 3, not 16-byte aligned) does not matter
+    kb = torch.randn(1, H, 33, 16).expand(2, H, 33, 16)
+    assert_close_to_reference(triton_fn(bands), q, kb, v, bands, tol=1e-4)
+    q1, k1, v1 = (torch.randn(H * 33 * 16 + 3)[3:].as_strided((1, H, 33, 16), (3, 33 * 16, 16, 1)) for _ in range(3))
+    assert q1.data_ptr() % 16 != 0
+    assert_close_to_reference(triton_fn(bands), q1, k1, v1, bands, tol=1e-4)
 
 
 @needs_interpreter

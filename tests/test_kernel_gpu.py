@@ -62,6 +62,21 @@ def test_gpu_fused_qkv_views_and_fallback_agree():
     assert kernel.band_attention(q, k, v, bands).dtype == torch.bfloat16  # auto -> triton on CUDA
 
 
+def test_gpu_strides_a_descriptor_cannot_take():
+    # a broadcast key (batch stride 0) is copied; a size-1 dim's stride (3: not 16-byte aligned) is
+    # ignored; a start that is not 16-byte aligned is copied
+    torch.manual_seed(5)
+    H, T, D = 4, 300, 64
+    bands = sp_bands(H, T, "sp")
+    q, k, v = make_qkv(2, H, T, D, torch.bfloat16, "cuda")
+    kb = torch.randn(1, H, T, D, dtype=torch.bfloat16, device="cuda").expand(2, H, T, D)
+    assert_close_to_reference(triton_fn(bands), q, kb, v, bands, TOL[torch.bfloat16])
+    q1, k1, v1 = (torch.randn(H * T * D + 3, dtype=torch.bfloat16, device="cuda")[3:]
+                  .as_strided((1, H, T, D), (3, T * D, D, 1)) for _ in range(3))
+    assert q1.data_ptr() % 16 != 0
+    assert_close_to_reference(triton_fn(bands), q1, k1, v1, bands, TOL[torch.bfloat16])
+
+
 def test_gpu_backward_is_deterministic():
     torch.manual_seed(4)
     H, T = 16, 4096
