@@ -3,8 +3,8 @@ median ms of triton.testing.do_bench (host included) and do_bench_cudagraph of t
 launches without autograd (GPU time alone), and the largest difference of outputs and gradients.
 
 Run from the repository root with the other version next to kernel.py (its custom-op names renamed),
-for example branch fwd-fma as module kernel_b:
-    git show fwd-fma:kernel.py | sed 's/"band_attention::/"band_attention_b::/' > kernel_b.py
+for example branch tma-switch as module kernel_b:
+    git show tma-switch:kernel.py | sed 's/"band_attention::/"band_attention_b::/' > kernel_b.py
     python3 results/kernel_ab.py kernel_b
 results/kernel_ab_tma_h200.log came from this script (then results/kernel_ab_tma.py) with kernel_tma.py.
 """
