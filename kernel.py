@@ -807,8 +807,12 @@ def triton_band_attention(q, k, v, bands, scale):
     if not (q.is_cuda or _interpreting()):
         raise ValueError("backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)")
     flat = _flat_bands(bands)
-    if scale < 0:  # the forward takes each row's max before scaling, which needs scale >= 0
+    # The forward takes each row's max before scaling (one FMA an element), which needs scale > 0:
+    # a negative scale is the positive one on -q, and scale 0 is scale 1 on q * 0 (uniform weights).
+    if scale < 0:
         q, scale = -q, -scale
+    elif scale == 0:
+        q, scale = q * 0, 1.0
     if torch.compiler.is_compiling():
         return _band_fwd_op(q, k, v, flat, float(scale))[0]
     return _BandAttention.apply(q, k, v, flat, float(scale))

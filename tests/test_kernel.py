@@ -207,7 +207,7 @@ def test_triton_sp_layouts(dtype, tol, T, pattern):
 
 
 @needs_interpreter
-@pytest.mark.parametrize("seed,scale", [(0, 0.3), (1, 2.0), (2, -0.7)])  # a negative scale is legal too
+@pytest.mark.parametrize("seed,scale", [(0, 0.3), (1, 2.0), (2, -0.7), (3, 0.0)])  # any real scale is legal
 def test_triton_random_intervals(seed, scale):
     rng = random.Random(100 + seed)
     torch.manual_seed(seed)

@@ -39,7 +39,7 @@ def test_gpu_lengths_bf16(T):
     assert_close_to_reference(triton_fn(bands), q, k, v, bands, TOL[torch.bfloat16])
 
 
-@pytest.mark.parametrize("seed,scale", [(0, 0.2), (1, 0.2), (2, -0.2)])
+@pytest.mark.parametrize("seed,scale", [(0, 0.2), (1, 0.2), (2, -0.2), (3, 0.0)])
 def test_gpu_random_intervals(seed, scale):
     rng = random.Random(seed)
     torch.manual_seed(seed)
