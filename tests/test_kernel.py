@@ -238,8 +238,8 @@ def test_triton_non_contiguous_fused_qkv():
     # last-dim stride != 1 (transposed head dim) is copied, still right
     qt = torch.randn(2, H, 16, 33).transpose(-1, -2)
     assert_close_to_reference(triton_fn(bands), qt, k, v, bands, tol=1e-4)
-    # strides a TMA descriptor cannot take: a broadcast key (batch stride 0) is copied; a size-1 dim's
-    # stride (here 3, not 16-byte aligned) does not matter
+    # what a TMA descriptor cannot take: a broadcast key (batch stride 0) and a start that is not
+    # 16-byte aligned are copied; a size-1 dim's stride (here 3) does not matter
     kb = torch.randn(1, H, 33, 16).expand(2, H, 33, 16)
     assert_close_to_reference(triton_fn(bands), q, kb, v, bands, tol=1e-4)
     q1, k1, v1 = (torch.randn(H * 33 * 16 + 3)[3:].as_strided((1, H, 33, 16), (3, 33 * 16, 16, 1)) for _ in range(3))
