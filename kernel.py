@@ -627,7 +627,7 @@ def _clipped_bands(bands_flat, n_head, T, device):
     return t
 
 
-def _last_dim_contiguous(t):
+def _kernel_ready(t):
     # The kernels take any batch/head/time strides (views of a fused qkv projection need no copy),
     # but vectorized loads need the head dim packed, and tensor descriptors a 16-byte aligned start
     # and strides (a broadcast's stride 0 is not one; a size-1 dim's stride does not count).
@@ -657,7 +657,7 @@ def _dot_precision(dtype):
 
 def _fwd_impl(q, k, v, bands_flat, scale):
     B, H, T, D = q.shape
-    q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+    q, k, v = (_kernel_ready(t) for t in (q, k, v))
     bands_t = _clipped_bands(bands_flat, H, T, q.device)
     o = _bthd_empty(B, H, T, D, q)
     lse = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
@@ -673,7 +673,7 @@ def _fwd_impl(q, k, v, bands_flat, scale):
 
 def _bwd_impl(do, q, k, v, o, lse, bands_flat, scale):
     B, H, T, D = q.shape
-    q, k, v, do = (_last_dim_contiguous(t) for t in (q, k, v, do))
+    q, k, v, do = (_kernel_ready(t) for t in (q, k, v, do))
     bands_t = _clipped_bands(bands_flat, H, T, q.device)
     NI = bands_t.shape[1]
     prec = _dot_precision(q.dtype)
@@ -699,7 +699,7 @@ def _bwd_impl(do, q, k, v, o, lse, bands_flat, scale):
 
 def _decode_impl(q, k, v, bands, pos, scale):
     B, H, _, D = q.shape
-    q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
+    q, k, v = (_kernel_ready(t) for t in (q, k, v))
     bands_t, splits = _decode_plan(bands, k.shape[2], B * H, D, q.device)
     if not torch.is_tensor(pos):
         pos = torch.full((), pos, dtype=torch.int64, device=q.device)
