@@ -3,8 +3,8 @@ with the same band mask, bf16, forward and forward + backward, on one CUDA card.
 
     python3 bench_kernel.py                 # the table (markdown, also written to --out)
     python3 bench_kernel.py --sweep         # also time block-size variants of the Triton kernels
-    python3 bench_kernel.py --inspect       # no GPU needed: compile the kernels for an H100 (sm_90) and
-                                            # print registers, spills, shared memory, wgmma and async copies
+    python3 bench_kernel.py --inspect       # no GPU needed: compile the kernels for an H100 (sm_90) and an A100
+                                            # (sm_80); print registers, spills, shared memory, MMAs, async copies
 
 Times: median of triton.testing.do_bench (ms) after a warm-up: each call launched from Python, host
 overhead included, as an eager training loop sees it. The GPU-only columns sum the durations of the
@@ -212,28 +212,30 @@ def host_overhead():
 
 
 # -----------------------------------------------------------------------------
-# Inspection without a GPU: what the compiler made of each kernel for an H100
+# Inspection without a GPU: what the compiler made of each kernel for an H100 (and an A100)
 
-def compile_for_sm90(fn, D, cfg, NI=2):
-    """Compile a band kernel ahead of time for sm_90 (bf16, the strides and pointers 16-aligned, as a
-    launch on real tensors specializes them) and summarize the code: a Hopper matmul loop should show
-    wgmma (HGMMA), asynchronous copies (the software pipeline: cp.async or TMA), and no local-memory
-    spills (LDL/STL)."""
+def compile_for(fn, D, cfg, arch=90, NI=2):
+    """Compile a band kernel ahead of time for sm_<arch> (bf16, the strides and pointers 16-aligned, as a
+    launch on real tensors specializes them; TMA descriptors from sm_90 on, pointers below, as
+    kernel._tma_on picks) and summarize the code: a matmul loop should show tensor-core instructions
+    (HGMMA on sm_90, HMMA before), asynchronous copies (the software pipeline: cp.async or TMA), and
+    no local-memory spills (LDL/STL)."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+    tma = arch >= 90
     params = list(pyinspect.signature(fn.fn).parameters)
     pointers = {"LSE": "*fp32", "DELTA": "*fp32", "BANDS": "*i32"}
     pointers.update({p: "*bf16" for p in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV")})
-    # the streamed operands' tensor descriptors: query tiles in the dK/dV kernel, key tiles elsewhere
+    # the streamed operands: query tiles in the dK/dV kernel, key tiles elsewhere
     rows = cfg["BLOCK_M"] if fn is kernel._band_bwd_dkdv_kernel else cfg["BLOCK_N"]
-    pointers.update({p: f"tensordesc<bf16[1,1,{rows},{D}]>" for p in params if p.endswith("_DESC")})
-    constexprs = dict(NI=NI, HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], DOT_PREC="tf32")
+    pointers.update({p: f"tensordesc<bf16[1,1,{rows},{D}]>" if tma else "*bf16" for p in params if p.endswith("_SRC")})
+    constexprs = dict(NI=NI, HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], DOT_PREC="tf32", TMA=tma)
     signature = {p: pointers.get(p, "constexpr" if p in constexprs else "fp32" if p.startswith("sm_scale")
                                  else "i32") for p in params}
     attrs = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(params)
              if pointers.get(p, "").startswith("*") or p.startswith("stride")}
     compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
-                              target=GPUTarget("cuda", 90, 32),
+                              target=GPUTarget("cuda", arch, 32),
                               options=dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
                                            **kernel._COMPILE_OPTIONS))
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
@@ -244,18 +246,19 @@ def compile_for_sm90(fn, D, cfg, NI=2):
         usage = subprocess.run([cuobjdump, "--dump-resource-usage", cubin], capture_output=True, text=True).stdout
         sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True).stdout
     return dict(registers=int(re.search(r"REG:(\d+)", usage).group(1)), spill_ops=sass.count("LDL") + sass.count("STL"),
-                shared_kib=compiled.metadata.shared / 1024, hgmma=sass.count("HGMMA"),
+                shared_kib=compiled.metadata.shared / 1024, mma=sass.count("HGMMA") + sass.count("HMMA"),
                 async_copies=sum(compiled.asm["ttgir"].count(op) for op in  # cp.async, or the TMA copy engine
                                  ("async_copy_global_to_local", "async_tma_copy_global_to_local")))
 
 
 def inspect_kernels():
     kernels = {"fwd": kernel._band_fwd_kernel, "dkdv": kernel._band_bwd_dkdv_kernel, "dq": kernel._band_bwd_dq_kernel}
-    print(f"triton {triton.__version__}, sm_90, bf16: pass, head dim, config -> code")
-    for kind, fn in kernels.items():
-        for D, by_length in kernel.KERNEL_CONFIGS[kind].items():
-            cfg = by_length[kernel.BIG]
-            print(kind, D, cfg, compile_for_sm90(fn, D, cfg), flush=True)
+    print(f"triton {triton.__version__}, bf16: pass, head dim, target, config -> code")
+    for arch in (90, 80):
+        for kind, fn in kernels.items():
+            for D, by_length in kernel.KERNEL_CONFIGS[kind].items():
+                cfg = by_length[kernel.BIG]
+                print(kind, D, f"sm_{arch}", cfg, compile_for(fn, D, cfg, arch), flush=True)
 
 
 def parse_shapes(text):
@@ -271,7 +274,7 @@ def parse_shapes(text):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sweep", action="store_true")
-    ap.add_argument("--inspect", action="store_true", help="compile for sm_90 and summarize the code (no GPU)")
+    ap.add_argument("--inspect", action="store_true", help="compile for sm_90 and sm_80 and summarize the code (no GPU)")
     ap.add_argument("--no-table", action="store_true")
     ap.add_argument("--out", default="results/kernel_bench_table.md")
     ap.add_argument("--shapes", type=parse_shapes, default=SHAPES,

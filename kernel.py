@@ -239,7 +239,8 @@ def band_attention(q, k, v, bands, scale=None, backend="auto"):
 # intervals is visited twice and each (query, key) pair is still counted once (intervals are disjoint).
 # The tiles an inner loop streams come through TMA tensor descriptors made on the host (`_tiles`):
 # Hopper's copy engine does their address arithmetic and bounds, which takes ~10 % of the instructions
-# out of the forward and dQ loops (descriptors made inside the kernel cost more than that).
+# out of the forward and dQ loops (descriptors made inside the kernel cost more than that). GPUs
+# without TMA load the same tiles through pointers (`_load_rows`, `_tma_on`).
 
 if HAS_TRITON:
 
@@ -258,14 +259,30 @@ if HAS_TRITON:
         return (start // BLOCK_N) * BLOCK_N, end
 
     @triton.jit
+    def _load_rows(src, b, h, r0, T, stride_b, stride_h, stride_t,
+                   ROWS: tl.constexpr, HEAD_DIM: tl.constexpr, TMA: tl.constexpr):
+        """Rows r0 .. r0 + ROWS - 1 of head h of batch b of a (B, H, T, D) tensor, zero past T. src is
+        a TMA descriptor when TMA (Hopper's copy engine does the addresses and bounds), else a pointer."""
+        if TMA:
+            tile = src.load([b, h, r0, 0]).reshape(ROWS, HEAD_DIM)
+        else:
+            rows = r0 + tl.arange(0, ROWS)
+            ptrs = (src + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h
+                    + rows[:, None] * stride_t + tl.arange(0, HEAD_DIM)[None, :])
+            tile = tl.load(ptrs, mask=rows[:, None] < T, other=0.0)
+        return tile
+
+    @triton.jit
     def _band_fwd_kernel(
         Q,                                         # (B, H, T, D) queries, any strides with last-dim stride 1
-        K_DESC, V_DESC,                            # tensor descriptors of K and V (B, H, T, D), [1, 1, BLOCK_N, D] tiles
+        K_SRC, V_SRC,                              # K and V (B, H, T, D): TMA descriptors of [1, 1, BLOCK_N, D] tiles, or pointers
         O,                                         # (B, H, T, D) output
         LSE,                                       # (B*H, T) fp32 output: log2-sum-exp of each row, for the backward
         BANDS,                                     # (H, NI, 2) int32: per head, [lo, hi) clipped to [0, T]; [0, 0) is padding
         sm_scale_log2,                             # scale * log2(e)
         stride_qb, stride_qh, stride_qt,           # strides of Q (elements)
+        stride_kb, stride_kh, stride_kt,           # strides of K (read only without TMA)
+        stride_vb, stride_vh, stride_vt,           # strides of V (read only without TMA)
         stride_ob, stride_oh, stride_ot,           # strides of O
         H, T,                                      # heads, sequence length
         NI: tl.constexpr,                          # intervals per head (padded)
@@ -273,6 +290,7 @@ if HAS_TRITON:
         BLOCK_M: tl.constexpr,                     # queries per program
         BLOCK_N: tl.constexpr,                     # keys per inner-loop step
         DOT_PREC: tl.constexpr,                    # "ieee" for fp32 inputs (no silent tf32), else "tf32" (unused by 16-bit dots)
+        TMA: tl.constexpr,                         # whether K_SRC and V_SRC are TMA descriptors (Hopper and later)
     ):
         # The last query blocks have the longest rows (the first rows are clipped at key 0): start them first.
         m0 = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M
@@ -299,9 +317,9 @@ if HAS_TRITON:
             for n0 in range(start, end, BLOCK_N):
                 n0 = tl.multiple_of(n0, BLOCK_N)
                 cols = n0 + offs_n
-                # -- load the key and value tiles (the copy engine zero-fills rows past T) --
-                k = K_DESC.load([b, h, n0, 0]).reshape(BLOCK_N, HEAD_DIM)
-                v = V_DESC.load([b, h, n0, 0]).reshape(BLOCK_N, HEAD_DIM)
+                # -- load the key and value tiles (zeros past T) --
+                k = _load_rows(K_SRC, b, h, n0, T, stride_kb, stride_kh, stride_kt, BLOCK_N, HEAD_DIM, TMA)
+                v = _load_rows(V_SRC, b, h, n0, T, stride_vb, stride_vh, stride_vt, BLOCK_N, HEAD_DIM, TMA)
                 # -- raw scores; only tiles that cross an edge of the interval (or of T) need the mask --
                 s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
                 inside = (m0 - n0 - BLOCK_N + 1 >= lo) & (m0 + BLOCK_M - 1 - n0 < hi) & (n0 + BLOCK_N <= T)
@@ -329,13 +347,15 @@ if HAS_TRITON:
 
     @triton.jit
     def _band_bwd_dkdv_kernel(
-        Q_DESC, DO_DESC,                           # tensor descriptors of Q and dO (B, H, T, D), [1, 1, BLOCK_M, D] tiles
+        Q_SRC, DO_SRC,                             # Q and dO (B, H, T, D): TMA descriptors of [1, 1, BLOCK_M, D] tiles, or pointers
         K, V,                                      # (B, H, T, D) inputs, last-dim stride 1
         DK, DV,                                    # (B, H, T, D) outputs, contiguous
         LSE, DELTA,                                # (B*H, T) fp32: from the forward, and rowsum(dO * O) from the dQ kernel
         BANDS,                                     # (H, NI, 2) int32 clipped intervals, as in the forward
         sm_scale,                                  # scale (dK = scale * dS^T Q)
         sm_scale_log2,                             # scale * log2(e)
+        stride_qb, stride_qh, stride_qt,           # strides of Q (read only without TMA)
+        stride_dob, stride_doh, stride_dot,        # strides of dO (read only without TMA)
         stride_kb, stride_kh, stride_kt,           # strides of K
         stride_vb, stride_vh, stride_vt,           # strides of V
         stride_gb, stride_gh, stride_gt,           # strides of DK and DV (both contiguous, same shape)
@@ -345,6 +365,7 @@ if HAS_TRITON:
         BLOCK_M: tl.constexpr,                     # queries per inner-loop step
         BLOCK_N: tl.constexpr,                     # keys per program
         DOT_PREC: tl.constexpr,                    # "ieee" for fp32 inputs
+        TMA: tl.constexpr,                         # whether Q_SRC and DO_SRC are TMA descriptors
     ):
         # One program owns a key block and sums over the queries that see it: no atomics, deterministic.
         n0 = tl.program_id(0) * BLOCK_N
@@ -377,9 +398,9 @@ if HAS_TRITON:
             for m0 in range(start, end, BLOCK_M):
                 m0 = tl.multiple_of(m0, BLOCK_M)
                 rows = m0 + offs_m
-                # -- load the query-side tiles (rows past T zero-filled) and the row statistics --
-                q = Q_DESC.load([b, h, m0, 0]).reshape(BLOCK_M, HEAD_DIM)
-                do = DO_DESC.load([b, h, m0, 0]).reshape(BLOCK_M, HEAD_DIM)
+                # -- load the query-side tiles (zeros past T) and the row statistics --
+                q = _load_rows(Q_SRC, b, h, m0, T, stride_qb, stride_qh, stride_qt, BLOCK_M, HEAD_DIM, TMA)
+                do = _load_rows(DO_SRC, b, h, m0, T, stride_dob, stride_doh, stride_dot, BLOCK_M, HEAD_DIM, TMA)
                 lse = tl.load(LSE + rows, mask=rows < T, other=float("inf"))
                 delta = tl.load(DELTA + rows, mask=rows < T, other=0.0)
                 # -- recompute P^T from the saved LSE; mask only the edge tiles --
@@ -404,7 +425,7 @@ if HAS_TRITON:
     @triton.jit
     def _band_bwd_dq_kernel(
         Q, DO,                                     # (B, H, T, D) queries and dO, last-dim stride 1
-        K_DESC, V_DESC,                            # tensor descriptors of K and V (B, H, T, D), [1, 1, BLOCK_N, D] tiles
+        K_SRC, V_SRC,                              # K and V (B, H, T, D): TMA descriptors of [1, 1, BLOCK_N, D] tiles, or pointers
         O,                                         # (B, H, T, D) forward output, contiguous like DQ
         DQ,                                        # (B, H, T, D) output, contiguous
         LSE,                                       # (B*H, T) fp32 from the forward
@@ -414,6 +435,8 @@ if HAS_TRITON:
         sm_scale_log2,                             # scale * log2(e)
         stride_qb, stride_qh, stride_qt,           # strides of Q
         stride_dob, stride_doh, stride_dot,        # strides of dO
+        stride_kb, stride_kh, stride_kt,           # strides of K (read only without TMA)
+        stride_vb, stride_vh, stride_vt,           # strides of V (read only without TMA)
         stride_gb, stride_gh, stride_gt,           # strides of DQ and O (both contiguous, same shape)
         H, T,                                      # heads, sequence length
         NI: tl.constexpr,                          # intervals per head (padded)
@@ -421,6 +444,7 @@ if HAS_TRITON:
         BLOCK_M: tl.constexpr,                     # queries per program
         BLOCK_N: tl.constexpr,                     # keys per inner-loop step
         DOT_PREC: tl.constexpr,                    # "ieee" for fp32 inputs
+        TMA: tl.constexpr,                         # whether K_SRC and V_SRC are TMA descriptors
     ):
         # One program owns a query block: the same key range as the forward, longest rows first.
         # It also makes Delta = rowsum(dO * O) for its rows (it loads dO anyway), which saves the
@@ -453,9 +477,9 @@ if HAS_TRITON:
             for n0 in range(start, end, BLOCK_N):
                 n0 = tl.multiple_of(n0, BLOCK_N)
                 cols = n0 + offs_n
-                # -- load the key and value tiles (rows past T zero-filled) --
-                k = K_DESC.load([b, h, n0, 0]).reshape(BLOCK_N, HEAD_DIM)
-                v = V_DESC.load([b, h, n0, 0]).reshape(BLOCK_N, HEAD_DIM)
+                # -- load the key and value tiles (zeros past T) --
+                k = _load_rows(K_SRC, b, h, n0, T, stride_kb, stride_kh, stride_kt, BLOCK_N, HEAD_DIM, TMA)
+                v = _load_rows(V_SRC, b, h, n0, T, stride_vb, stride_vh, stride_vt, BLOCK_N, HEAD_DIM, TMA)
                 # -- both products first: the tensor cores compute dP = dO V^T during the exp2 of S = Q K^T
                 #    (in the dK/dV loop, with its narrower tiles, the same order measured slower) --
                 s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
@@ -636,9 +660,19 @@ def _kernel_ready(t):
     return t if t.stride(-1) == 1 and aligned else t.clone(memory_format=torch.contiguous_format)
 
 
-def _tiles(t, rows):
-    """Tensor descriptor of t (B, H, T, D) for [rows, D] tiles of one (batch, head): the loop's
-    streamed operands. Hopper's copy engine (TMA) then does the address arithmetic and the bounds."""
+@functools.lru_cache(maxsize=None)
+def _tma_on(device):
+    """Whether the loops stream their tiles through TMA descriptors: on GPUs that have the copy engine
+    (Hopper, compute capability 9, and later) and under the interpreter (the CPU tests). Older GPUs get
+    pointers: triton pipelines those there, but not the plain loads a descriptor falls back to."""
+    return _interpreting() or torch.cuda.get_device_capability(device)[0] >= 9
+
+
+def _tiles(t, rows, tma):
+    """What a loop streams [rows, D] tiles of one (batch, head) of t (B, H, T, D) from: a tensor
+    descriptor (the copy engine then does the address arithmetic and the bounds), or t itself."""
+    if not tma:
+        return t
     strides = [st if n > 1 else t.shape[-1] for n, st in zip(t.shape, t.stride())]  # any aligned one for size 1
     return TensorDescriptor(t, list(t.shape), strides, [1, 1, rows, t.shape[-1]])
 
@@ -663,11 +697,14 @@ def _fwd_impl(q, k, v, bands_flat, scale):
     lse = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
     cfg = _launch_config("fwd", D, q.dtype, T)
     grid = (triton.cdiv(T, cfg["BLOCK_M"]), B * H)
+    tma = _tma_on(q.device)
     _band_fwd_kernel[grid](
-        q, _tiles(k, cfg["BLOCK_N"]), _tiles(v, cfg["BLOCK_N"]), o, lse, bands_t, scale * LOG2E,
+        q, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, lse, bands_t, scale * LOG2E,
         q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
         o.stride(0), o.stride(1), o.stride(2),
-        H, T, NI=bands_t.shape[1], HEAD_DIM=D, DOT_PREC=_dot_precision(q.dtype), **cfg)
+        H, T, NI=bands_t.shape[1], HEAD_DIM=D, DOT_PREC=_dot_precision(q.dtype), TMA=tma, **cfg)
     return o, lse
 
 
@@ -683,17 +720,19 @@ def _bwd_impl(do, q, k, v, o, lse, bands_flat, scale):
     dk = torch.empty_like(dq)
     dv = torch.empty_like(dq)
     delta = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
+    tma = _tma_on(q.device)
+    qs, ks, vs, dos = (t.stride()[:3] for t in (q, k, v, do))
     # dQ first: it also writes Delta, which dK/dV reads (same stream, so ordered).
     cfg = _launch_config("dq", D, q.dtype, T)
     _band_bwd_dq_kernel[(triton.cdiv(T, cfg["BLOCK_M"]), B * H)](
-        q, do, _tiles(k, cfg["BLOCK_N"]), _tiles(v, cfg["BLOCK_N"]), o, dq, lse, delta, bands_t,
-        scale, scale * LOG2E, q.stride(0), q.stride(1), q.stride(2), do.stride(0), do.stride(1), do.stride(2),
-        dq.stride(0), dq.stride(1), dq.stride(2), H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, **cfg)
+        q, do, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, dq, lse, delta, bands_t,
+        scale, scale * LOG2E, *qs, *dos, *ks, *vs, *dq.stride()[:3],
+        H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, TMA=tma, **cfg)
     cfg = _launch_config("dkdv", D, q.dtype, T)
     _band_bwd_dkdv_kernel[(triton.cdiv(T, cfg["BLOCK_N"]), B * H)](
-        _tiles(q, cfg["BLOCK_M"]), _tiles(do, cfg["BLOCK_M"]), k, v, dk, dv, lse, delta, bands_t,
-        scale, scale * LOG2E, k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        dk.stride(0), dk.stride(1), dk.stride(2), H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, **cfg)
+        _tiles(q, cfg["BLOCK_M"], tma), _tiles(do, cfg["BLOCK_M"], tma), k, v, dk, dv, lse, delta, bands_t,
+        scale, scale * LOG2E, *qs, *dos, *ks, *vs, *dk.stride()[:3],
+        H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, TMA=tma, **cfg)
     return dq, dk, dv
 
 

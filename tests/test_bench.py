@@ -45,17 +45,18 @@ def test_bench_kernel_shapes_option():
     assert "Traceback" not in r.stderr
 
 
-def test_kernels_compile_for_hopper_without_spills():
-    # Compiled ahead of time for an H100 (no GPU needed): every committed launch config must keep the
-    # tensor-core (wgmma) path and the software pipeline, and spill nothing to local memory. A fresh
-    # process without TRITON_INTERPRET, which turns the kernels into interpreted functions.
+def test_kernels_compile_for_hopper_and_ampere_without_spills():
+    # Compiled ahead of time for an H100 (TMA loads) and an A100 (pointer loads), no GPU needed: every
+    # committed launch config must keep the tensor cores and the software pipeline on both, and spill
+    # nothing to local memory. A fresh process without TRITON_INTERPRET, which turns the kernels into
+    # interpreted functions.
     __import__("pytest").importorskip("triton")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "bench_kernel.py", "--inspect"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     lines = [line for line in r.stdout.splitlines() if line.startswith(("fwd ", "dkdv ", "dq "))]
-    assert len(lines) == 6, r.stdout
+    assert len(lines) == 12 and sum(" sm_80 " in line for line in lines) == 6, r.stdout
     for line in lines:
         code = ast.literal_eval(line[line.rindex("{"):])
-        assert code["hgmma"] > 0 and code["async_copies"] > 0 and code["spill_ops"] == 0, line
+        assert code["mma"] > 0 and code["async_copies"] > 0 and code["spill_ops"] == 0, line

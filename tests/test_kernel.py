@@ -248,6 +248,19 @@ def test_triton_non_contiguous_fused_qkv():
 
 
 @needs_interpreter
+@pytest.mark.parametrize("fused", [False, True])
+def test_triton_pointer_loads_without_tma(monkeypatch, fused):
+    # GPUs before Hopper stream the tiles through strided pointers instead of TMA descriptors
+    monkeypatch.setattr(kernel, "_tma_on", lambda device: False)
+    torch.manual_seed(7)
+    H = 4
+    for T, pattern in ((37, "sp"), (50, "sp_exclusive")):
+        bands = sp_bands(H, 48, pattern)
+        q, k, v = make_qkv(2, H, T, 16, torch.float32, fused=fused)
+        assert_close_to_reference(triton_fn(bands), q, k, v, bands, tol=1e-4)
+
+
+@needs_interpreter
 def test_triton_outputs_in_bthd_order_and_custom_ops_check():
     # o and dq/dk/dv come in (B, T, H, D) memory order: the model's y.transpose(1, 2) and the grads of
     # the fused qkv views are then views, so autograd keeps no second copy of o. The custom ops that

@@ -77,6 +77,18 @@ def test_gpu_strides_a_descriptor_cannot_take():
     assert_close_to_reference(triton_fn(bands), q1, k1, v1, bands, TOL[torch.bfloat16])
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gpu_pointer_loads_without_tma(monkeypatch, dtype):
+    # the loads that GPUs before Hopper take (strided pointers, no TMA descriptors), forced on this card
+    monkeypatch.setattr(kernel, "_tma_on", lambda device: False)
+    torch.manual_seed(6)
+    H, T = 12, 1000
+    for pattern in ("sp", "sp_exclusive"):
+        bands = sp_bands(H, 1024, pattern)
+        q, k, v = make_qkv(2, H, T, 64, dtype, "cuda", fused=True)
+        assert_close_to_reference(triton_fn(bands), q, k, v, bands, TOL[dtype])
+
+
 def test_gpu_backward_is_deterministic():
     torch.manual_seed(4)
     H, T = 16, 4096
