@@ -219,12 +219,12 @@ def compile_for(fn, D, cfg, arch=90, NI=2):
     launch on real tensors specializes them; TMA descriptors from sm_90 on, pointers below, as
     kernel._tma_on picks) and summarize the code: a matmul loop should show tensor-core instructions
     (HGMMA on sm_90, HMMA before), asynchronous copies (the software pipeline: cp.async or TMA), and
-    no local-memory spills (LDL/STL)."""
+    no local-memory spills (LDL/STL) inside a loop, where they would cost every iteration."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     tma = arch >= 90
     params = list(pyinspect.signature(fn.fn).parameters)
-    pointers = {"LSE": "*fp32", "DELTA": "*fp32", "BANDS": "*i32"}
+    pointers = {"LSE": "*fp32", "DELTA": "*fp32", "BANDS": "*i32", "SCHED": "*i32"}
     pointers.update({p: "*bf16" for p in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV")})
     # the streamed operands: query tiles in the dK/dV kernel, key tiles elsewhere
     rows = cfg["BLOCK_M"] if fn is kernel._band_bwd_dkdv_kernel else cfg["BLOCK_N"]
@@ -246,9 +246,19 @@ def compile_for(fn, D, cfg, arch=90, NI=2):
         usage = subprocess.run([cuobjdump, "--dump-resource-usage", cubin], capture_output=True, text=True).stdout
         sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True).stdout
     return dict(registers=int(re.search(r"REG:(\d+)", usage).group(1)), spill_ops=sass.count("LDL") + sass.count("STL"),
+                loop_spill_ops=_spills_in_loops(sass),
                 shared_kib=compiled.metadata.shared / 1024, mma=sass.count("HGMMA") + sass.count("HMMA"),
                 async_copies=sum(compiled.asm["ttgir"].count(op) for op in  # cp.async, or the TMA copy engine
                                  ("async_copy_global_to_local", "async_tma_copy_global_to_local")))
+
+
+def _spills_in_loops(sass):
+    """LDL/STL instructions between a backward branch and its target, i.e. inside a loop."""
+    code = [(int(m.group(1), 16), m.group(2)) for m in re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
+    loops = [(int(t.group(1), 16), addr) for addr, ins in code
+             if (t := re.search(r"BRA[^0-9]*0x([0-9a-f]+)", ins)) and int(t.group(1), 16) < addr]
+    return sum(1 for addr, ins in code if re.search(r"\b(LDL|STL)\b", ins)
+               and any(lo <= addr <= hi for lo, hi in loops))
 
 
 def inspect_kernels():

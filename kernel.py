@@ -237,6 +237,11 @@ def band_attention(q, k, v, bands, scale=None, backend="auto"):
 # [m0 - hi + 1, m0 + BLOCK_M - lo) and dK/dV the query blocks meeting [n0 + lo, n0 + BLOCK_N - 1 + hi).
 # A block visited for one interval is masked to that interval only, so a block that straddles two
 # intervals is visited twice and each (query, key) pair is still counted once (intervals are disjoint).
+# Which block a program owns comes from a schedule made on the host (`_schedule`): the programs with the
+# most tiles to visit start first, over all heads, and blocks that see no key at all (SP's exclusive
+# bands leave about half of them empty) get no program; the program of the head's nearest launched
+# block writes their zeros. Each program reads one schedule row (h, r0, z0, z1): the head, the first
+# row of its block, and the rows [z0, z1) it zero-fills.
 # The tiles an inner loop streams come through TMA tensor descriptors made on the host (`_tiles`):
 # Hopper's copy engine does their address arithmetic and bounds, which takes ~10 % of the instructions
 # out of the forward and dQ loops (descriptors made inside the kernel cost more than that). GPUs
@@ -259,6 +264,15 @@ if HAS_TRITON:
         return (start // BLOCK_N) * BLOCK_N, end
 
     @triton.jit
+    def _fill_rows(X, stride_t, z0, z1, value, ROWS: tl.constexpr, COLS: tl.constexpr):
+        """X[z0:z1, :COLS] = value, X offset to one (batch, head); for the blocks that got no program."""
+        cols = tl.arange(0, COLS)
+        for r0 in range(z0, z1, ROWS):
+            rows = r0 + tl.arange(0, ROWS)
+            tl.store(X + rows[:, None] * stride_t + cols[None, :],
+                     tl.full([ROWS, COLS], value, X.dtype.element_ty), mask=rows[:, None] < z1)
+
+    @triton.jit
     def _load_rows(src, b, h, r0, T, stride_b, stride_h, stride_t,
                    ROWS: tl.constexpr, HEAD_DIM: tl.constexpr, TMA: tl.constexpr):
         """Rows r0 .. r0 + ROWS - 1 of head h of batch b of a (B, H, T, D) tensor, zero past T. src is
@@ -279,12 +293,13 @@ if HAS_TRITON:
         O,                                         # (B, H, T, D) output
         LSE,                                       # (B*H, T) fp32 output: log2-sum-exp of each row, for the backward
         BANDS,                                     # (H, NI, 2) int32: per head, [lo, hi) clipped to [0, T]; [0, 0) is padding
+        SCHED,                                     # (programs / B, 4) int32 schedule rows (h, m0, z0, z1), see above
         sm_scale_log2,                             # scale * log2(e)
         stride_qb, stride_qh, stride_qt,           # strides of Q (elements)
         stride_kb, stride_kh, stride_kt,           # strides of K (read only without TMA)
         stride_vb, stride_vh, stride_vt,           # strides of V (read only without TMA)
         stride_ob, stride_oh, stride_ot,           # strides of O
-        H, T,                                      # heads, sequence length
+        B, H, T,                                   # batch, heads, sequence length
         NI: tl.constexpr,                          # intervals per head (padded)
         HEAD_DIM: tl.constexpr,                    # D, a power of two >= 16
         BLOCK_M: tl.constexpr,                     # queries per program
@@ -292,14 +307,19 @@ if HAS_TRITON:
         DOT_PREC: tl.constexpr,                    # "ieee" for fp32 inputs (no silent tf32), else "tf32" (unused by 16-bit dots)
         TMA: tl.constexpr,                         # whether K_SRC and V_SRC are TMA descriptors (Hopper and later)
     ):
-        # The last query blocks have the longest rows (the first rows are clipped at key 0): start them first.
-        m0 = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M
-        bh = tl.program_id(1)
-        b = bh // H
-        h = bh % H
+        # Schedule row pid // B, batch pid % B: a row's batches run side by side.
+        job = SCHED + (tl.program_id(0) // B) * 4
+        b = tl.program_id(0) % B
+        h = tl.load(job)
+        m0 = tl.multiple_of(tl.load(job + 1), BLOCK_M)
+        bh = b * H + h
         # int64 base offsets: B * H * T * D can pass 2**31.
         Q += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
         O += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+        # Rows of the blocks that got no program (they see no key): O = 0, LSE = +inf. Done first, so
+        # that nothing of it stays live through the loop.
+        _fill_rows(O, stride_ot, tl.load(job + 2), tl.load(job + 3), 0.0, BLOCK_M, HEAD_DIM)
+        _fill_rows(LSE + bh.to(tl.int64) * T, 1, tl.load(job + 2), tl.load(job + 3), float("inf"), BLOCK_M, 1)
 
         offs_m = m0 + tl.arange(0, BLOCK_M)
         offs_n = tl.arange(0, BLOCK_N)
@@ -352,6 +372,7 @@ if HAS_TRITON:
         DK, DV,                                    # (B, H, T, D) outputs, contiguous
         LSE, DELTA,                                # (B*H, T) fp32: from the forward, and rowsum(dO * O) from the dQ kernel
         BANDS,                                     # (H, NI, 2) int32 clipped intervals, as in the forward
+        SCHED,                                     # (programs / B, 4) int32 schedule rows (h, n0, z0, z1)
         sm_scale,                                  # scale (dK = scale * dS^T Q)
         sm_scale_log2,                             # scale * log2(e)
         stride_qb, stride_qh, stride_qt,           # strides of Q (read only without TMA)
@@ -359,7 +380,7 @@ if HAS_TRITON:
         stride_kb, stride_kh, stride_kt,           # strides of K
         stride_vb, stride_vh, stride_vt,           # strides of V
         stride_gb, stride_gh, stride_gt,           # strides of DK and DV (both contiguous, same shape)
-        H, T,                                      # heads, sequence length
+        B, H, T,                                   # batch, heads, sequence length
         NI: tl.constexpr,                          # intervals per head (padded)
         HEAD_DIM: tl.constexpr,                    # D
         BLOCK_M: tl.constexpr,                     # queries per inner-loop step
@@ -368,16 +389,20 @@ if HAS_TRITON:
         TMA: tl.constexpr,                         # whether Q_SRC and DO_SRC are TMA descriptors
     ):
         # One program owns a key block and sums over the queries that see it: no atomics, deterministic.
-        n0 = tl.program_id(0) * BLOCK_N
-        bh = tl.program_id(1)
-        b = bh // H
-        h = bh % H
+        job = SCHED + (tl.program_id(0) // B) * 4
+        b = tl.program_id(0) % B
+        h = tl.load(job)
+        n0 = tl.multiple_of(tl.load(job + 1), BLOCK_N)
+        bh = b * H + h
         K += b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
         V += b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
         DK += b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
         DV += b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
         LSE += bh.to(tl.int64) * T
         DELTA += bh.to(tl.int64) * T
+        # Key rows of the blocks that got no program (no query sees them): zero gradients.
+        _fill_rows(DK, stride_gt, tl.load(job + 2), tl.load(job + 3), 0.0, BLOCK_N, HEAD_DIM)
+        _fill_rows(DV, stride_gt, tl.load(job + 2), tl.load(job + 3), 0.0, BLOCK_N, HEAD_DIM)
 
         offs_n = n0 + tl.arange(0, BLOCK_N)
         offs_m = tl.arange(0, BLOCK_M)
@@ -431,6 +456,7 @@ if HAS_TRITON:
         LSE,                                       # (B*H, T) fp32 from the forward
         DELTA,                                     # (B*H, T) fp32 output: rowsum(dO * O), read by the dK/dV kernel after
         BANDS,                                     # (H, NI, 2) int32 clipped intervals
+        SCHED,                                     # (programs / B, 4) int32 schedule rows (h, m0, z0, z1)
         sm_scale,                                  # scale (dQ = scale * dS K)
         sm_scale_log2,                             # scale * log2(e)
         stride_qb, stride_qh, stride_qt,           # strides of Q
@@ -438,7 +464,7 @@ if HAS_TRITON:
         stride_kb, stride_kh, stride_kt,           # strides of K (read only without TMA)
         stride_vb, stride_vh, stride_vt,           # strides of V (read only without TMA)
         stride_gb, stride_gh, stride_gt,           # strides of DQ and O (both contiguous, same shape)
-        H, T,                                      # heads, sequence length
+        B, H, T,                                   # batch, heads, sequence length
         NI: tl.constexpr,                          # intervals per head (padded)
         HEAD_DIM: tl.constexpr,                    # D
         BLOCK_M: tl.constexpr,                     # queries per program
@@ -446,16 +472,20 @@ if HAS_TRITON:
         DOT_PREC: tl.constexpr,                    # "ieee" for fp32 inputs
         TMA: tl.constexpr,                         # whether K_SRC and V_SRC are TMA descriptors
     ):
-        # One program owns a query block: the same key range as the forward, longest rows first.
+        # One program owns a query block: the same key range and schedule as the forward.
         # It also makes Delta = rowsum(dO * O) for its rows (it loads dO anyway), which saves the
         # usual separate pre-pass launch; the dK/dV kernel runs after it.
-        m0 = (tl.num_programs(0) - 1 - tl.program_id(0)) * BLOCK_M
-        bh = tl.program_id(1)
-        b = bh // H
-        h = bh % H
+        job = SCHED + (tl.program_id(0) // B) * 4
+        b = tl.program_id(0) % B
+        h = tl.load(job)
+        m0 = tl.multiple_of(tl.load(job + 1), BLOCK_M)
+        bh = b * H + h
         Q += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
         DO += b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
         DQ += b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
+        # Rows of the blocks that got no program: dQ = 0, and Delta = 0 so that no row holds garbage.
+        _fill_rows(DQ, stride_gt, tl.load(job + 2), tl.load(job + 3), 0.0, BLOCK_M, HEAD_DIM)
+        _fill_rows(DELTA + bh.to(tl.int64) * T, 1, tl.load(job + 2), tl.load(job + 3), 0.0, BLOCK_M, 1)
 
         offs_m = m0 + tl.arange(0, BLOCK_M)
         offs_n = tl.arange(0, BLOCK_N)
@@ -651,6 +681,71 @@ def _clipped_bands(bands_flat, n_head, T, device):
     return t
 
 
+_SCHEDULE_CACHE = {}
+
+
+def _schedule(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, device):
+    """The programs of one pass, as the kernels' (n, 4) int32 schedule rows (h, r0, z0, z1); cached.
+
+    side "q" (forward, dQ): r0 starts a query block of BLOCK_M rows, which visits BLOCK_N-key tiles;
+    side "k" (dK/dV): r0 starts a key block of BLOCK_N rows, which visits BLOCK_M-query tiles.
+    Programs are sorted by length, longest first, over all heads, so that the launch ends on short
+    programs (longest-processing-time-first scheduling). A block that visits no tile gets no program:
+    such blocks are a head's first query blocks (their rows are nearer the sequence start than the
+    head's smallest distance) or its last key blocks. The head's launched blocks share out their rows
+    to zero-fill, a run [z0, z1) each (one program filling a long run alone would finish last). A
+    head that sees nothing keeps one program.
+    """
+    key = (tuple(bands_flat), n_head, T, BLOCK_M, BLOCK_N, side, str(device))
+    if key in _SCHEDULE_CACHE:
+        return _SCHEDULE_CACHE[key]
+    rows = BLOCK_M if side == "q" else BLOCK_N
+    n_blocks = triton.cdiv(T, rows)
+    jobs = []  # (h, r0, z0, z1)
+    for h in range(n_head):
+        tiles = [_block_tiles(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, h, blk * rows) for blk in range(n_blocks)]
+        live = [blk for blk in range(n_blocks) if tiles[blk]] or [n_blocks - 1 if side == "q" else 0]
+        # the blocks without tiles are a prefix (query side) or a suffix (key side) of the head's blocks
+        empty = range(0, live[0]) if side == "q" else range(live[-1] + 1, n_blocks)
+        share = triton.cdiv(len(empty), len(live))
+        fills = [empty[i * share: (i + 1) * share] for i in range(len(live))]
+        for blk, fill in zip(live, fills):
+            z0, z1 = (fill[0] * rows, min((fill[-1] + 1) * rows, T)) if fill else (0, 0)
+            jobs.append((h, blk * rows, z0, z1))
+    if side == "q":  # ties: the old launch order, query blocks from the last (the longest rows first)
+        jobs.sort(key=lambda j: (j[0], -j[1]))
+    jobs.sort(key=lambda j: -_job_length(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, j))  # stable
+    t = torch.tensor(jobs, dtype=torch.int32).view(-1, 4).to(device)
+    _SCHEDULE_CACHE[key] = t
+    return t
+
+
+def _block_tiles(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, h, r0):
+    """How many tiles the loops of the block starting at row r0 of head h visit (the kernels' bounds)."""
+    K = len(bands_flat) // (2 * n_head)
+    pairs = bands_flat[2 * K * h: 2 * K * (h + 1)]
+    n = 0
+    for lo, hi in zip(pairs[0::2], pairs[1::2]):
+        hi = min(hi, T)
+        if lo >= hi:
+            continue
+        if side == "q":
+            start, end = (max(r0 - hi + 1, 0) // BLOCK_N) * BLOCK_N, min(r0 + BLOCK_M - lo, T)
+            n += max(0, triton.cdiv(end - start, BLOCK_N))
+        else:
+            start, end = ((r0 + lo) // BLOCK_M) * BLOCK_M, min(r0 + BLOCK_N - 1 + hi, T)
+            n += max(0, triton.cdiv(end - start, BLOCK_M))
+    return n
+
+
+def _job_length(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, job):
+    """A schedule row's length in tiles; a block of zero-filled rows counts as one (an upper bound,
+    so that the filler is not left for last)."""
+    h, r0, z0, z1 = job
+    fill = triton.cdiv(max(z1 - z0, 0), BLOCK_M if side == "q" else BLOCK_N)
+    return _block_tiles(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, h, r0) + fill
+
+
 def _kernel_ready(t):
     # The kernels take any batch/head/time strides (views of a fused qkv projection need no copy),
     # but vectorized loads need the head dim packed, and tensor descriptors a 16-byte aligned start
@@ -696,15 +791,15 @@ def _fwd_impl(q, k, v, bands_flat, scale):
     o = _bthd_empty(B, H, T, D, q)
     lse = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
     cfg = _launch_config("fwd", D, q.dtype, T)
-    grid = (triton.cdiv(T, cfg["BLOCK_M"]), B * H)
+    sched = _schedule(bands_flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "q", q.device)
     tma = _tma_on(q.device)
-    _band_fwd_kernel[grid](
-        q, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, lse, bands_t, scale * LOG2E,
+    _band_fwd_kernel[(sched.shape[0] * B,)](
+        q, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, lse, bands_t, sched, scale * LOG2E,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
         o.stride(0), o.stride(1), o.stride(2),
-        H, T, NI=bands_t.shape[1], HEAD_DIM=D, DOT_PREC=_dot_precision(q.dtype), TMA=tma, **cfg)
+        B, H, T, NI=bands_t.shape[1], HEAD_DIM=D, DOT_PREC=_dot_precision(q.dtype), TMA=tma, **cfg)
     return o, lse
 
 
@@ -724,15 +819,17 @@ def _bwd_impl(do, q, k, v, o, lse, bands_flat, scale):
     qs, ks, vs, dos = (t.stride()[:3] for t in (q, k, v, do))
     # dQ first: it also writes Delta, which dK/dV reads (same stream, so ordered).
     cfg = _launch_config("dq", D, q.dtype, T)
-    _band_bwd_dq_kernel[(triton.cdiv(T, cfg["BLOCK_M"]), B * H)](
-        q, do, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, dq, lse, delta, bands_t,
+    sched = _schedule(bands_flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "q", q.device)
+    _band_bwd_dq_kernel[(sched.shape[0] * B,)](
+        q, do, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, dq, lse, delta, bands_t, sched,
         scale, scale * LOG2E, *qs, *dos, *ks, *vs, *dq.stride()[:3],
-        H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, TMA=tma, **cfg)
+        B, H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, TMA=tma, **cfg)
     cfg = _launch_config("dkdv", D, q.dtype, T)
-    _band_bwd_dkdv_kernel[(triton.cdiv(T, cfg["BLOCK_N"]), B * H)](
-        _tiles(q, cfg["BLOCK_M"], tma), _tiles(do, cfg["BLOCK_M"], tma), k, v, dk, dv, lse, delta, bands_t,
+    sched = _schedule(bands_flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "k", q.device)
+    _band_bwd_dkdv_kernel[(sched.shape[0] * B,)](
+        _tiles(q, cfg["BLOCK_M"], tma), _tiles(do, cfg["BLOCK_M"], tma), k, v, dk, dv, lse, delta, bands_t, sched,
         scale, scale * LOG2E, *qs, *dos, *ks, *vs, *dk.stride()[:3],
-        H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, TMA=tma, **cfg)
+        B, H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, TMA=tma, **cfg)
     return dq, dk, dv
 
 

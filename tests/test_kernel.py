@@ -228,6 +228,53 @@ def test_triton_empty_rows_zero_output_and_grad():
 
 
 @needs_interpreter
+def test_triton_blocks_without_program_get_zeros(monkeypatch):
+    # Blocks that see no key get no program (kernel._schedule): a neighbour writes their zeros. Fresh
+    # outputs are poisoned with NaN here, so a row nobody writes shows up.
+    empty, empty_like = torch.empty, torch.empty_like
+
+    def poison(t):
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+    monkeypatch.setattr(torch, "empty", lambda *a, **kw: poison(empty(*a, **kw)))
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **kw: poison(empty_like(*a, **kw)))
+    # head 0 sees nothing, head 1 only rows >= 40 (2 of 4 query blocks empty), head 2 only rows >= 60
+    bands = [[(70, 80)], [(40, 45)], [(0, 2), (60, 61)]]
+    q, k, v = make_qkv(2, 3, 64, 16, torch.float32)
+    o, dq, dk, dv = assert_close_to_reference(triton_fn(bands), q, k, v, bands, tol=1e-4)
+    assert (o[:, 0] == 0).all() and (dk[:, 0] == 0).all() and (o[:, 1, :40] == 0).all()
+    assert (dq[:, 1, :40] == 0).all() and (dk[:, 1, 24:] == 0).all() and (dv[:, 1, 24:] == 0).all()
+
+
+@pytest.mark.skipif(not kernel.HAS_TRITON, reason="needs triton")
+@pytest.mark.parametrize("side", ["q", "k"])
+@pytest.mark.parametrize("seed", range(6))
+def test_schedule_covers_every_row_once(side, seed):
+    # Each head's rows are owned by exactly one program (its block) or zero-filled by exactly one,
+    # every block that visits a tile has a program, and the longest programs come first.
+    rng = random.Random(seed)
+    H, T = rng.randint(1, 6), rng.choice([1, 15, 16, 47, 200])
+    BM, BN = rng.choice([(16, 16), (64, 64), (32, 64), (64, 32)])
+    bands = kernel.normalize_bands(random_bands(H, T + 20, rng) if seed else sp_bands(H, T, "sp_exclusive"), H)
+    flat = kernel._flat_bands(bands)
+    rows = (BM if side == "q" else BN)
+    jobs = kernel._schedule(flat, H, T, BM, BN, side, "cpu").tolist()
+    mask = kernel.band_mask(bands, T)                                   # (H, T, T), [h, query, key]
+    seen = mask.any(-1) if side == "q" else mask.any(-2)                # rows of this side with a pair
+    owned = torch.zeros(H, T, dtype=torch.long)
+    for h, r0, z0, z1 in jobs:
+        owned[h, r0:r0 + rows] += 1
+        owned[h, z0:z1] += 1
+    assert (owned == 1).all()
+    launched = {(h, r0) for h, r0, _, _ in jobs}
+    for h in range(H):
+        for r0 in range(0, T, rows):
+            if seen[h, r0:r0 + rows].any():
+                assert (h, r0) in launched
+    lengths = [kernel._job_length(flat, H, T, BM, BN, side, j) for j in jobs]
+    assert lengths == sorted(lengths, reverse=True)
+
+
+@needs_interpreter
 def test_triton_non_contiguous_fused_qkv():
     torch.manual_seed(1)
     H = 4
