@@ -644,15 +644,16 @@ def _launch_config(kind, D, dtype, T):
 # (pass) -> (head dim bound) -> (length bound) -> launch config; from bench_kernel.py --sweep on an
 # H200 and an H100 (results/kernel_notes.md). 64 x 64 tiles with 4 warps won nearly everywhere: a band
 # row is short, so more, smaller programs balance better across the 132 SMs than 128-row ones, and the
-# 64 x 64 fp32 score tile stays in registers. At D = 64, with TMA, 2 stages beat 3 in the forward and
-# dK/dV (less shared memory a program, so more programs an SM to cover each other's waits).
+# 64 x 64 fp32 score tile stays in registers. At D = 64, with TMA, 2 stages beat 3 in the forward (less
+# shared memory a program, so more programs an SM to cover each other's waits); in dK/dV they did too
+# until the empty blocks stopped being launched, and now 3 are 2-4 % faster.
 BIG = 1 << 30
 KERNEL_CONFIGS = {
     "fwd": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)},
             128: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)}},
     # dK/dV: 64 resident keys, narrow 32-query steps (the four 64 x 32 products of a step stay in
     # registers).
-    "dkdv": {64: {BIG: dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2)},
+    "dkdv": {64: {BIG: dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=3)},
              128: {BIG: dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=4)}},
     # dQ: 64 resident queries; D = 128 streams 32-key steps to fit the resident q, dO, o, dq tiles.
     "dq": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)},
