@@ -702,7 +702,7 @@ def _schedule(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, device):
         return _SCHEDULE_CACHE[key]
     rows = BLOCK_M if side == "q" else BLOCK_N
     n_blocks = triton.cdiv(T, rows)
-    jobs = []  # (h, r0, z0, z1)
+    jobs = []  # (length in tiles, h, r0, z0, z1)
     for h in range(n_head):
         tiles = [_block_tiles(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, h, blk * rows) for blk in range(n_blocks)]
         live = [blk for blk in range(n_blocks) if tiles[blk]] or [n_blocks - 1 if side == "q" else 0]
@@ -712,11 +712,12 @@ def _schedule(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, device):
         fills = [empty[i * share: (i + 1) * share] for i in range(len(live))]
         for blk, fill in zip(live, fills):
             z0, z1 = (fill[0] * rows, min((fill[-1] + 1) * rows, T)) if fill else (0, 0)
-            jobs.append((h, blk * rows, z0, z1))
+            # a zero-filled block counts as a tile: an upper bound, so that a filler is not left last
+            jobs.append((tiles[blk] + len(fill), h, blk * rows, z0, z1))
     if side == "q":  # ties: the old launch order, query blocks from the last (the longest rows first)
-        jobs.sort(key=lambda j: (j[0], -j[1]))
-    jobs.sort(key=lambda j: -_job_length(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, j))  # stable
-    t = torch.tensor(jobs, dtype=torch.int32).view(-1, 4).to(device)
+        jobs.sort(key=lambda j: (j[1], -j[2]))
+    jobs.sort(key=lambda j: -j[0])  # stable
+    t = torch.tensor([j[1:] for j in jobs], dtype=torch.int32).view(-1, 4).to(device)
     _SCHEDULE_CACHE[key] = t
     return t
 
@@ -737,14 +738,6 @@ def _block_tiles(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, h, r0):
             start, end = ((r0 + lo) // BLOCK_M) * BLOCK_M, min(r0 + BLOCK_N - 1 + hi, T)
             n += max(0, triton.cdiv(end - start, BLOCK_M))
     return n
-
-
-def _job_length(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, job):
-    """A schedule row's length in tiles; a block of zero-filled rows counts as one (an upper bound,
-    so that the filler is not left for last)."""
-    h, r0, z0, z1 = job
-    fill = triton.cdiv(max(z1 - z0, 0), BLOCK_M if side == "q" else BLOCK_N)
-    return _block_tiles(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, h, r0) + fill
 
 
 def _kernel_ready(t):
