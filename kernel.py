@@ -239,9 +239,9 @@ def band_attention(q, k, v, bands, scale=None, backend="auto"):
 # intervals is visited twice and each (query, key) pair is still counted once (intervals are disjoint).
 # Which block a program owns comes from a schedule made on the host (`_schedule`): the programs with the
 # most tiles to visit start first, over all heads, and blocks that see no key at all (SP's exclusive
-# bands leave about half of them empty) get no program; the program of the head's nearest launched
-# block writes their zeros. Each program reads one schedule row (h, r0, z0, z1): the head, the first
-# row of its block, and the rows [z0, z1) it zero-fills.
+# bands leave about half of them empty) get no program; the head's launched blocks share out writing
+# their zeros. Each program reads one schedule row (h, r0, z0, z1): the head, the first row of its
+# block, and the rows [z0, z1) it zero-fills.
 # The tiles an inner loop streams come through TMA tensor descriptors made on the host (`_tiles`):
 # Hopper's copy engine does their address arithmetic and bounds, which takes ~10 % of the instructions
 # out of the forward and dQ loops (descriptors made inside the kernel cost more than that). GPUs
@@ -318,8 +318,9 @@ if HAS_TRITON:
         O += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
         # Rows of the blocks that got no program (they see no key): O = 0, LSE = +inf. Done first, so
         # that nothing of it stays live through the loop.
-        _fill_rows(O, stride_ot, tl.load(job + 2), tl.load(job + 3), 0.0, BLOCK_M, HEAD_DIM)
-        _fill_rows(LSE + bh.to(tl.int64) * T, 1, tl.load(job + 2), tl.load(job + 3), float("inf"), BLOCK_M, 1)
+        z0, z1 = tl.load(job + 2), tl.load(job + 3)
+        _fill_rows(O, stride_ot, z0, z1, 0.0, BLOCK_M, HEAD_DIM)
+        _fill_rows(LSE + bh.to(tl.int64) * T, 1, z0, z1, float("inf"), BLOCK_M, 1)
 
         offs_m = m0 + tl.arange(0, BLOCK_M)
         offs_n = tl.arange(0, BLOCK_N)
@@ -401,8 +402,9 @@ if HAS_TRITON:
         LSE += bh.to(tl.int64) * T
         DELTA += bh.to(tl.int64) * T
         # Key rows of the blocks that got no program (no query sees them): zero gradients.
-        _fill_rows(DK, stride_gt, tl.load(job + 2), tl.load(job + 3), 0.0, BLOCK_N, HEAD_DIM)
-        _fill_rows(DV, stride_gt, tl.load(job + 2), tl.load(job + 3), 0.0, BLOCK_N, HEAD_DIM)
+        z0, z1 = tl.load(job + 2), tl.load(job + 3)
+        _fill_rows(DK, stride_gt, z0, z1, 0.0, BLOCK_N, HEAD_DIM)
+        _fill_rows(DV, stride_gt, z0, z1, 0.0, BLOCK_N, HEAD_DIM)
 
         offs_n = n0 + tl.arange(0, BLOCK_N)
         offs_m = tl.arange(0, BLOCK_M)
@@ -484,8 +486,9 @@ if HAS_TRITON:
         DO += b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
         DQ += b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
         # Rows of the blocks that got no program: dQ = 0, and Delta = 0 so that no row holds garbage.
-        _fill_rows(DQ, stride_gt, tl.load(job + 2), tl.load(job + 3), 0.0, BLOCK_M, HEAD_DIM)
-        _fill_rows(DELTA + bh.to(tl.int64) * T, 1, tl.load(job + 2), tl.load(job + 3), 0.0, BLOCK_M, 1)
+        z0, z1 = tl.load(job + 2), tl.load(job + 3)
+        _fill_rows(DQ, stride_gt, z0, z1, 0.0, BLOCK_M, HEAD_DIM)
+        _fill_rows(DELTA + bh.to(tl.int64) * T, 1, z0, z1, 0.0, BLOCK_M, 1)
 
         offs_m = m0 + tl.arange(0, BLOCK_M)
         offs_n = tl.arange(0, BLOCK_N)
@@ -936,6 +939,8 @@ def triton_band_attention(q, k, v, bands, scale):
                          f"got {q.shape[-1]}; use backend='torch'")
     if not (q.is_cuda or _interpreting()):
         raise ValueError("backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)")
+    if q.numel() == 0:  # T = 0 or B = 0: nothing to launch (a tensor descriptor needs a non-empty shape)
+        return torch_band_attention(q, k, v, bands, scale)
     flat = _flat_bands(bands)
     # The forward takes each row's max before scaling (one FMA an element), which needs scale > 0:
     # a negative scale is the positive one on -q, and scale 0 is scale 1 on q * 0 (uniform weights).

@@ -245,6 +245,16 @@ def test_triton_blocks_without_program_get_zeros(monkeypatch):
     assert (dq[:, 1, :40] == 0).all() and (dk[:, 1, 24:] == 0).all() and (dv[:, 1, 24:] == 0).all()
 
 
+@needs_interpreter
+@pytest.mark.parametrize("shape", [(1, 2, 0, 16), (0, 2, 5, 16)])
+def test_triton_empty_batch_or_sequence(shape):
+    # nothing to compute: an empty output and empty gradients, as the fallback gives (no launch)
+    q, k, v = (torch.randn(shape, requires_grad=True) for _ in range(3))
+    o = kernel.band_attention(q, k, v, [[(0, 3)], [(1, 4)]], backend="triton")
+    o.sum().backward()
+    assert o.shape == shape and q.grad.shape == shape and k.grad.shape == shape
+
+
 @pytest.mark.skipif(not kernel.HAS_TRITON, reason="needs triton")
 @pytest.mark.parametrize("side", ["q", "k"])
 @pytest.mark.parametrize("seed", range(6))
