@@ -264,6 +264,16 @@ if HAS_TRITON:
         return (start // BLOCK_N) * BLOCK_N, end
 
     @triton.jit
+    def _scheduled_block(SCHED, B, H, ROWS: tl.constexpr):
+        """This program's work: schedule row pid // B for batch pid % B (a row's batches run side by
+        side). Returns b, h, the block's first row, b * H + h, and the zero-fill run [z0, z1)."""
+        job = SCHED + (tl.program_id(0) // B) * 4
+        b = tl.program_id(0) % B
+        h = tl.load(job)
+        r0 = tl.multiple_of(tl.load(job + 1), ROWS)
+        return b, h, r0, b * H + h, tl.load(job + 2), tl.load(job + 3)
+
+    @triton.jit
     def _fill_rows(X, stride_t, z0, z1, value, ROWS: tl.constexpr, COLS: tl.constexpr):
         """X[z0:z1, :COLS] = value, X offset to one (batch, head); for the blocks that got no program."""
         cols = tl.arange(0, COLS)
@@ -307,18 +317,12 @@ if HAS_TRITON:
         DOT_PREC: tl.constexpr,                    # "ieee" for fp32 inputs (no silent tf32), else "tf32" (unused by 16-bit dots)
         TMA: tl.constexpr,                         # whether K_SRC and V_SRC are TMA descriptors (Hopper and later)
     ):
-        # Schedule row pid // B, batch pid % B: a row's batches run side by side.
-        job = SCHED + (tl.program_id(0) // B) * 4
-        b = tl.program_id(0) % B
-        h = tl.load(job)
-        m0 = tl.multiple_of(tl.load(job + 1), BLOCK_M)
-        bh = b * H + h
+        b, h, m0, bh, z0, z1 = _scheduled_block(SCHED, B, H, BLOCK_M)
         # int64 base offsets: B * H * T * D can pass 2**31.
         Q += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
         O += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
         # Rows of the blocks that got no program (they see no key): O = 0, LSE = +inf. Done first, so
         # that nothing of it stays live through the loop.
-        z0, z1 = tl.load(job + 2), tl.load(job + 3)
         _fill_rows(O, stride_ot, z0, z1, 0.0, BLOCK_M, HEAD_DIM)
         _fill_rows(LSE + bh.to(tl.int64) * T, 1, z0, z1, float("inf"), BLOCK_M, 1)
 
@@ -390,11 +394,7 @@ if HAS_TRITON:
         TMA: tl.constexpr,                         # whether Q_SRC and DO_SRC are TMA descriptors
     ):
         # One program owns a key block and sums over the queries that see it: no atomics, deterministic.
-        job = SCHED + (tl.program_id(0) // B) * 4
-        b = tl.program_id(0) % B
-        h = tl.load(job)
-        n0 = tl.multiple_of(tl.load(job + 1), BLOCK_N)
-        bh = b * H + h
+        b, h, n0, bh, z0, z1 = _scheduled_block(SCHED, B, H, BLOCK_N)
         K += b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
         V += b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
         DK += b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
@@ -402,7 +402,6 @@ if HAS_TRITON:
         LSE += bh.to(tl.int64) * T
         DELTA += bh.to(tl.int64) * T
         # Key rows of the blocks that got no program (no query sees them): zero gradients.
-        z0, z1 = tl.load(job + 2), tl.load(job + 3)
         _fill_rows(DK, stride_gt, z0, z1, 0.0, BLOCK_N, HEAD_DIM)
         _fill_rows(DV, stride_gt, z0, z1, 0.0, BLOCK_N, HEAD_DIM)
 
@@ -477,16 +476,11 @@ if HAS_TRITON:
         # One program owns a query block: the same key range and schedule as the forward.
         # It also makes Delta = rowsum(dO * O) for its rows (it loads dO anyway), which saves the
         # usual separate pre-pass launch; the dK/dV kernel runs after it.
-        job = SCHED + (tl.program_id(0) // B) * 4
-        b = tl.program_id(0) % B
-        h = tl.load(job)
-        m0 = tl.multiple_of(tl.load(job + 1), BLOCK_M)
-        bh = b * H + h
+        b, h, m0, bh, z0, z1 = _scheduled_block(SCHED, B, H, BLOCK_M)
         Q += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
         DO += b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
         DQ += b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
         # Rows of the blocks that got no program: dQ = 0, and Delta = 0 so that no row holds garbage.
-        z0, z1 = tl.load(job + 2), tl.load(job + 3)
         _fill_rows(DQ, stride_gt, z0, z1, 0.0, BLOCK_M, HEAD_DIM)
         _fill_rows(DELTA + bh.to(tl.int64) * T, 1, z0, z1, 0.0, BLOCK_M, 1)
 
