@@ -143,16 +143,24 @@ def markdown(rows):
 # Block-size sweep: each pass alone, one variant at a time (the others at their defaults), GPU time of
 # the launches replayed from a CUDA graph (host time would hide the short rows' differences)
 
+# Variants: (BLOCK_M, BLOCK_N, warps, stages) or with a fifth entry, maxnreg (see kernel.KERNEL_CONFIGS).
 SWEEP = {
-    "fwd": [(64, 64, 4, 3), (64, 64, 4, 2), (64, 64, 4, 4), (64, 128, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3),
-            (64, 32, 4, 3)],
-    "dkdv": [(32, 64, 4, 3), (32, 64, 4, 2), (16, 64, 4, 3), (32, 128, 8, 3), (64, 128, 8, 3), (32, 128, 4, 3),
-             (64, 64, 4, 3)],
-    "dq": [(64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 3), (128, 64, 8, 3), (128, 64, 8, 2), (64, 128, 4, 3),
-           (128, 128, 8, 3)],
+    64: {
+        "fwd": [(64, 64, 4, 2, 128), (64, 64, 4, 2), (64, 64, 4, 3, 128), (64, 64, 4, 3), (128, 64, 8, 3),
+                (64, 32, 4, 2, 128), (64, 32, 4, 3)],
+        "dkdv": [(32, 64, 4, 3, 168), (32, 64, 4, 3), (32, 64, 4, 2, 168), (64, 64, 4, 3), (64, 64, 4, 3, 168),
+                 (32, 128, 4, 3), (16, 64, 4, 3)],
+        "dq": [(64, 64, 4, 3), (64, 64, 4, 3, 168), (64, 64, 4, 2, 168), (64, 64, 4, 2), (64, 32, 4, 3),
+               (64, 32, 4, 3, 168), (64, 128, 4, 3)],
+    },
+    128: {
+        "fwd": [(64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 3), (64, 32, 4, 2), (128, 64, 8, 2), (64, 64, 4, 2, 168)],
+        "dkdv": [(32, 64, 4, 4), (32, 64, 4, 3), (32, 64, 4, 2), (16, 64, 4, 3), (32, 32, 4, 3)],
+        "dq": [(64, 32, 4, 4), (64, 32, 4, 3), (64, 32, 4, 2), (64, 32, 4, 2, 168), (64, 64, 4, 2)],
+    },
 }
 SWEEP_CASES = [((1, 16, 16384, 64), "sp_exclusive"), ((1, 16, 16384, 64), "sp"), ((2, 16, 8192, 64), "sp_exclusive"),
-               ((8, 12, 1024, 64), "sp_exclusive")]
+               ((8, 12, 1024, 64), "sp_exclusive"), ((1, 8, 4096, 128), "sp_exclusive"), ((1, 8, 4096, 128), "sp")]
 
 
 def sweep():
@@ -163,12 +171,12 @@ def sweep():
         o, lse = kernel._fwd_impl(q, k, v, flat, scale)
         ref = (o,) + kernel._bwd_impl(do, q, k, v, o, lse, flat, scale)
         dkey = 64 if D <= 64 else 128
-        for kind, variants in SWEEP.items():
+        for kind, variants in SWEEP[dkey].items():
             saved = kernel.KERNEL_CONFIGS[kind][dkey]
             res = []
-            for BM, BN, w, s in variants:
-                kernel.KERNEL_CONFIGS[kind][dkey] = {kernel.BIG: dict(BLOCK_M=BM, BLOCK_N=BN, num_warps=w,
-                                                                      num_stages=s)}
+            for variant in variants:
+                cfg = dict(zip(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "maxnreg"), variant))
+                kernel.KERNEL_CONFIGS[kind][dkey] = {kernel.BIG: cfg}
                 try:  # a variant must give the default's results (up to bf16 rounding) to be listed
                     o2, lse2 = kernel._fwd_impl(q, k, v, flat, scale)
                     got = (o2,) + kernel._bwd_impl(do, q, k, v, o2, lse2, flat, scale)
@@ -178,9 +186,9 @@ def sweep():
                         fn = lambda: kernel._fwd_impl(q, k, v, flat, scale)  # noqa: E731
                     else:
                         fn = lambda: kernel._bwd_impl(do, q, k, v, o, lse, flat, scale)  # noqa: E731
-                    res.append((triton.testing.do_bench_cudagraph(fn, rep=60, return_mode="median"), (BM, BN, w, s)))
+                    res.append((triton.testing.do_bench_cudagraph(fn, rep=60, return_mode="median"), variant))
                 except Exception as e:  # noqa: BLE001 - e.g. out of shared memory
-                    res.append((float("inf"), (BM, BN, w, s, type(e).__name__)))
+                    res.append((float("inf"), variant + (type(e).__name__,)))
             kernel.KERNEL_CONFIGS[kind][dkey] = saved
             res.sort(key=lambda r: r[0])
             print(f"sweep {(B, H, T, D)} {pattern} {kind}: "
@@ -226,9 +234,9 @@ def compile_for(fn, D, cfg, arch=90, NI=2):
     params = list(pyinspect.signature(fn.fn).parameters)
     pointers = {"LSE": "*fp32", "DELTA": "*fp32", "BANDS": "*i32", "SCHED": "*i32"}
     pointers.update({p: "*bf16" for p in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV")})
-    # the streamed operands: query tiles in the dK/dV kernel, key tiles elsewhere
-    rows = cfg["BLOCK_M"] if fn is kernel._band_bwd_dkdv_kernel else cfg["BLOCK_N"]
-    pointers.update({p: f"tensordesc<bf16[1,1,{rows},{D}]>" if tma else "*bf16" for p in params if p.endswith("_SRC")})
+    # the tiles that come through TMA: query-side ones of BLOCK_M rows, key-side ones of BLOCK_N
+    rows = {p: cfg["BLOCK_M"] if p in ("Q_SRC", "DO_SRC") else cfg["BLOCK_N"] for p in params if p.endswith("_SRC")}
+    pointers.update({p: f"tensordesc<bf16[1,1,{n},{D}]>" if tma else "*bf16" for p, n in rows.items()})
     constexprs = dict(NI=NI, HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], DOT_PREC="tf32", TMA=tma)
     signature = {p: pointers.get(p, "constexpr" if p in constexprs else "fp32" if p.startswith("sm_scale")
                                  else "i32") for p in params}
@@ -237,7 +245,7 @@ def compile_for(fn, D, cfg, arch=90, NI=2):
     compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
                               target=GPUTarget("cuda", arch, 32),
                               options=dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-                                           **kernel._COMPILE_OPTIONS))
+                                           maxnreg=cfg.get("maxnreg"), **kernel._COMPILE_OPTIONS))
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.TemporaryDirectory() as tmp:
         cubin = os.path.join(tmp, "kernel.cubin")
@@ -266,8 +274,9 @@ def inspect_kernels():
     print(f"triton {triton.__version__}, bf16: pass, head dim, target, config -> code")
     for arch in (90, 80):
         for kind, fn in kernels.items():
-            for D, by_length in kernel.KERNEL_CONFIGS[kind].items():
-                cfg = by_length[kernel.BIG]
+            for D in kernel.KERNEL_CONFIGS[kind]:
+                cfg = kernel._launch_config(kind, D, torch.bfloat16, kernel.BIG, tma=arch >= 90)
+                cfg = {k: v for k, v in cfg.items() if k not in kernel._COMPILE_OPTIONS}
                 print(kind, D, f"sm_{arch}", cfg, compile_for(fn, D, cfg, arch), flush=True)
 
 

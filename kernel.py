@@ -626,8 +626,8 @@ _INTERPRET_CONFIG = dict(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1)
 _COMPILE_OPTIONS = dict(enable_fp_fusion=True)
 
 
-def _launch_config(kind, D, dtype, T):
-    """kind: "fwd", "dkdv" (BLOCK_N keys a program), "dq" (BLOCK_M queries a program)."""
+def _launch_config(kind, D, dtype, T, tma):
+    """kind: "fwd", "dkdv" (BLOCK_N keys a program), "dq" (BLOCK_M queries a program); tma: _tma_on."""
     if _interpreting():
         return dict(_INTERPRET_CONFIG)
     if dtype == torch.float32:
@@ -635,7 +635,10 @@ def _launch_config(kind, D, dtype, T):
         return dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2, **_COMPILE_OPTIONS)
     cfg = KERNEL_CONFIGS[kind]
     cfg = cfg[min(cfg, key=lambda d: (d < D, d))]  # the smallest listed head dim >= D
-    return dict(cfg[min(cfg, key=lambda t: (t < T, t))], **_COMPILE_OPTIONS)  # the smallest length >= T
+    cfg = dict(cfg[min(cfg, key=lambda t: (t < T, t))], **_COMPILE_OPTIONS)  # the smallest length >= T
+    if not tma:  # the register caps fit the TMA loops; pointer loads keep more values live and would spill
+        cfg.pop("maxnreg", None)
+    return cfg
 
 
 # (pass) -> (head dim bound) -> (length bound) -> launch config; from bench_kernel.py --sweep on an
@@ -644,6 +647,9 @@ def _launch_config(kind, D, dtype, T):
 # 64 x 64 fp32 score tile stays in registers. At D = 64, with TMA, 2 stages beat 3 in the forward (less
 # shared memory a program, so more programs an SM to cover each other's waits); in dK/dV they did too
 # until the empty blocks stopped being launched, and now 3 are 2-4 % faster.
+# maxnreg caps a thread's registers so that one more program fits an SM (65536 registers: 3 programs of
+# 128 threads at <= 168 registers); triton 3.6 gives the D = 64 dQ 217 without it, and ptxas spills
+# nothing at the cap. dQ at D = 64 with the cap and 2 stages was 0-3 % faster than 3 stages uncapped.
 BIG = 1 << 30
 KERNEL_CONFIGS = {
     "fwd": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)},
@@ -653,7 +659,7 @@ KERNEL_CONFIGS = {
     "dkdv": {64: {BIG: dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=3)},
              128: {BIG: dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=4)}},
     # dQ: 64 resident queries; D = 128 streams 32-key steps to fit the resident q, dO, o, dq tiles.
-    "dq": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)},
+    "dq": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2, maxnreg=168)},
            128: {BIG: dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=4)}},
 }
 
@@ -781,9 +787,9 @@ def _fwd_impl(q, k, v, bands_flat, scale):
     bands_t = _clipped_bands(bands_flat, H, T, q.device)
     o = _bthd_empty(B, H, T, D, q)
     lse = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
-    cfg = _launch_config("fwd", D, q.dtype, T)
-    sched = _schedule(bands_flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "q", q.device)
     tma = _tma_on(q.device)
+    cfg = _launch_config("fwd", D, q.dtype, T, tma)
+    sched = _schedule(bands_flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "q", q.device)
     _band_fwd_kernel[(sched.shape[0] * B,)](
         q, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, lse, bands_t, sched, scale * LOG2E,
         q.stride(0), q.stride(1), q.stride(2),
@@ -809,13 +815,13 @@ def _bwd_impl(do, q, k, v, o, lse, bands_flat, scale):
     tma = _tma_on(q.device)
     qs, ks, vs, dos = (t.stride()[:3] for t in (q, k, v, do))
     # dQ first: it also writes Delta, which dK/dV reads (same stream, so ordered).
-    cfg = _launch_config("dq", D, q.dtype, T)
+    cfg = _launch_config("dq", D, q.dtype, T, tma)
     sched = _schedule(bands_flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "q", q.device)
     _band_bwd_dq_kernel[(sched.shape[0] * B,)](
         q, do, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, dq, lse, delta, bands_t, sched,
         scale, scale * LOG2E, *qs, *dos, *ks, *vs, *dq.stride()[:3],
         B, H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, TMA=tma, **cfg)
-    cfg = _launch_config("dkdv", D, q.dtype, T)
+    cfg = _launch_config("dkdv", D, q.dtype, T, tma)
     sched = _schedule(bands_flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "k", q.device)
     _band_bwd_dkdv_kernel[(sched.shape[0] * B,)](
         _tiles(q, cfg["BLOCK_M"], tma), _tiles(do, cfg["BLOCK_M"], tma), k, v, dk, dv, lse, delta, bands_t, sched,
