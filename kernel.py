@@ -250,10 +250,14 @@ def band_attention(q, k, v, bands, scale=None, backend="auto"):
 if HAS_TRITON:
 
     @triton.jit
-    def _tile_mask(offs_m, offs_n, lo, hi, T):
-        """(BLOCK_M, BLOCK_N) visibility of an edge tile: distance in [lo, hi), both indices < T."""
-        d = offs_m[:, None] - offs_n[None, :]
-        return (d >= lo) & (d < hi) & (offs_m[:, None] < T) & (offs_n[None, :] < T)
+    def _tile_mask(offs_m, offs_n, lo, hi):
+        """(BLOCK_M, BLOCK_N) visibility of an edge tile: distance i - j in [lo, hi), as one unsigned
+        compare an element (i - j - lo wraps around to a huge number below lo). No test against T is
+        needed: lo >= 0 keeps every key past T from the rows before T; the forward and dQ never store
+        the rows past T, and dK/dV loads their LSE as +inf, so their P is 0. (With T tested too, an edge
+        tile of the forward took 2.5x the instructions of a whole one on triton 3.6, now 1.4x.)"""
+        d = offs_m[:, None] - offs_n[None, :] - lo
+        return d.to(tl.uint32, bitcast=True) < (hi - lo).to(tl.uint32, bitcast=True)
 
     @triton.jit
     def _key_range(m0, lo, hi, T, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -345,11 +349,11 @@ if HAS_TRITON:
                 # -- load the key and value tiles (zeros past T) --
                 k = _load_rows(K_SRC, b, h, n0, T, stride_kb, stride_kh, stride_kt, BLOCK_N, HEAD_DIM, TMA)
                 v = _load_rows(V_SRC, b, h, n0, T, stride_vb, stride_vh, stride_vt, BLOCK_N, HEAD_DIM, TMA)
-                # -- raw scores; only tiles that cross an edge of the interval (or of T) need the mask --
+                # -- raw scores; only tiles that cross an edge of the interval need the mask --
                 s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
-                inside = (m0 - n0 - BLOCK_N + 1 >= lo) & (m0 + BLOCK_M - 1 - n0 < hi) & (n0 + BLOCK_N <= T)
+                inside = (m0 - n0 - BLOCK_N + 1 >= lo) & (m0 + BLOCK_M - 1 - n0 < hi)
                 if not inside:
-                    s = tl.where(_tile_mask(offs_m, cols, lo, hi, T), s, float("-inf"))
+                    s = tl.where(_tile_mask(offs_m, cols, lo, hi), s, float("-inf"))
                 # -- online softmax in log2 units; the scale is applied to the row max and folded into
                 #    one FMA an element (s * scale - m). A row that has seen no key yet keeps m = -inf,
                 #    so use 0 as its reference to get p = 0 and alpha = 0 instead of exp2(-inf + inf) --
@@ -427,14 +431,13 @@ if HAS_TRITON:
                 # -- load the query-side tiles (zeros past T) and the row statistics --
                 q = _load_rows(Q_SRC, b, h, m0, T, stride_qb, stride_qh, stride_qt, BLOCK_M, HEAD_DIM, TMA)
                 do = _load_rows(DO_SRC, b, h, m0, T, stride_dob, stride_doh, stride_dot, BLOCK_M, HEAD_DIM, TMA)
-                lse = tl.load(LSE + rows, mask=rows < T, other=float("inf"))
+                lse = tl.load(LSE + rows, mask=rows < T, other=float("inf"))  # rows past T: P = 0, unmasked
                 delta = tl.load(DELTA + rows, mask=rows < T, other=0.0)
                 # -- recompute P^T from the saved LSE; mask only the edge tiles --
                 pT = tl.math.exp2(tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * sm_scale_log2 - lse[None, :])
-                inside = ((m0 - n0 - BLOCK_N + 1 >= lo) & (m0 + BLOCK_M - 1 - n0 < hi)
-                          & (m0 + BLOCK_M <= T) & (n0 + BLOCK_N <= T))
+                inside = (m0 - n0 - BLOCK_N + 1 >= lo) & (m0 + BLOCK_M - 1 - n0 < hi)
                 if not inside:
-                    pT = tl.where(tl.trans(_tile_mask(rows, offs_n, lo, hi, T)), pT, 0.0)
+                    pT = tl.where(tl.trans(_tile_mask(rows, offs_n, lo, hi)), pT, 0.0)
                 # -- dV += P^T dO --
                 dv += tl.dot(pT.to(do.dtype), do, input_precision=DOT_PREC)
                 # -- dS^T = P^T * (dP^T - Delta), dP^T = V dO^T; dK += dS^T Q --
@@ -513,9 +516,9 @@ if HAS_TRITON:
                 dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
                 # -- recompute P from the saved LSE; mask only the edge tiles --
                 p = tl.math.exp2(s * sm_scale_log2 - lse[:, None])
-                inside = (m0 - n0 - BLOCK_N + 1 >= lo) & (m0 + BLOCK_M - 1 - n0 < hi) & (n0 + BLOCK_N <= T)
+                inside = (m0 - n0 - BLOCK_N + 1 >= lo) & (m0 + BLOCK_M - 1 - n0 < hi)
                 if not inside:
-                    p = tl.where(_tile_mask(offs_m, cols, lo, hi, T), p, 0.0)
+                    p = tl.where(_tile_mask(offs_m, cols, lo, hi), p, 0.0)
                 # -- dS = P * (dP - Delta); dQ += dS K --
                 ds = p * (dp - delta[:, None])
                 dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
