@@ -650,9 +650,9 @@ def _launch_config(kind, D, dtype, T, tma):
 # 64 x 64 fp32 score tile stays in registers. At D = 64, with TMA, 2 stages beat 3 in the forward (less
 # shared memory a program, so more programs an SM to cover each other's waits); in dK/dV they did too
 # until the empty blocks stopped being launched, and now 3 are 2-4 % faster.
-# maxnreg caps a thread's registers so that one more program fits an SM (65536 registers: 3 programs of
-# 128 threads at <= 168 registers); triton 3.6 gives the D = 64 dQ 217 without it, and ptxas spills
-# nothing at the cap. dQ at D = 64 with the cap and 2 stages was 0-3 % faster than 3 stages uncapped.
+# A config may also cap a thread's registers (maxnreg) so that one more program fits an SM (65536
+# registers: 4 programs of 128 threads at <= 128, 3 at <= 168); none needs it since the one-compare
+# edge mask took triton 3.6's forward to 110 registers and dQ to 136 (results/kernel_notes.md).
 BIG = 1 << 30
 KERNEL_CONFIGS = {
     "fwd": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)},
@@ -662,7 +662,7 @@ KERNEL_CONFIGS = {
     "dkdv": {64: {BIG: dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=3)},
              128: {BIG: dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=4)}},
     # dQ: 64 resident queries; D = 128 streams 32-key steps to fit the resident q, dO, o, dq tiles.
-    "dq": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2, maxnreg=168)},
+    "dq": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)},
            128: {BIG: dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=4)}},
 }
 
