@@ -431,7 +431,7 @@ if HAS_TRITON:
                 # -- load the query-side tiles (zeros past T) and the row statistics --
                 q = _load_rows(Q_SRC, b, h, m0, T, stride_qb, stride_qh, stride_qt, BLOCK_M, HEAD_DIM, TMA)
                 do = _load_rows(DO_SRC, b, h, m0, T, stride_dob, stride_doh, stride_dot, BLOCK_M, HEAD_DIM, TMA)
-                lse = tl.load(LSE + rows, mask=rows < T, other=float("inf"))  # rows past T: P = 0, unmasked
+                lse = tl.load(LSE + rows, mask=rows < T, other=float("inf"))  # +inf past T: P = 0 there, no tile mask needed
                 delta = tl.load(DELTA + rows, mask=rows < T, other=0.0)
                 # -- recompute P^T from the saved LSE; mask only the edge tiles --
                 pT = tl.math.exp2(tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * sm_scale_log2 - lse[None, :])
