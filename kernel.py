@@ -651,11 +651,12 @@ def _launch_config(kind, D, dtype, T, tma):
 # shared memory a program, so more programs an SM to cover each other's waits); in dK/dV they did too
 # until the empty blocks stopped being launched, and now 3 are 2-4 % faster.
 # A config may also cap a thread's registers (maxnreg) so that one more program fits an SM (65536
-# registers: 4 programs of 128 threads at <= 128, 3 at <= 168); none needs it since the one-compare
-# edge mask took triton 3.6's forward to 110 registers and dQ to 136 (results/kernel_notes.md).
+# registers: 5 programs of 128 threads at <= 102, 4 at <= 128, 3 at <= 170). The forward at D = 64
+# takes 110 on triton 3.6 (4 an SM) and fits in 96 unspilled: 5 an SM hide more of each program's
+# start and end (a band row is 3-24 tiles long), 1-2 % faster (results/kernel_sweep_occupancy_h200.log).
 BIG = 1 << 30
 KERNEL_CONFIGS = {
-    "fwd": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)},
+    "fwd": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2, maxnreg=96)},
             128: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)}},
     # dK/dV: 64 resident keys, narrow 32-query steps (the four 64 x 32 products of a step stay in
     # registers).
