@@ -240,8 +240,8 @@ def band_attention(q, k, v, bands, scale=None, backend="auto"):
 # Which block a program owns comes from a schedule made on the host (`_schedule`): the programs with the
 # most tiles to visit start first, over all heads, and blocks that see no key at all (SP's exclusive
 # bands leave about half of them empty) get no program; the head's launched blocks share out writing
-# their zeros. Each program reads one schedule row (h, r0, z0, z1): the head, the first row of its
-# block, and the rows [z0, z1) it zero-fills.
+# their zeros. Each program reads one schedule row (h, r0, z0, z1, intervals): the head, the first row
+# of its block, the rows [z0, z1) it zero-fills, and the head's intervals clipped to [0, T].
 # The tiles an inner loop streams come through TMA tensor descriptors made on the host (`_tiles`):
 # Hopper's copy engine does their address arithmetic and bounds, which takes ~10 % of the instructions
 # out of the forward and dQ loops (descriptors made inside the kernel cost more than that). GPUs
@@ -268,14 +268,15 @@ if HAS_TRITON:
         return (start // BLOCK_N) * BLOCK_N, end
 
     @triton.jit
-    def _scheduled_block(SCHED, B, H, ROWS: tl.constexpr):
+    def _scheduled_block(SCHED, B, H, ROWS: tl.constexpr, NI: tl.constexpr):
         """This program's work: schedule row pid // B for batch pid % B (a row's batches run side by
-        side). Returns b, h, the block's first row, b * H + h, and the zero-fill run [z0, z1)."""
-        job = SCHED + (tl.program_id(0) // B) * 4
+        side). Returns b, h, the block's first row, b * H + h, the zero-fill run [z0, z1), and where
+        the row's NI intervals [lo, hi) of head h start."""
+        job = SCHED + (tl.program_id(0) // B) * (4 + 2 * NI)
         b = tl.program_id(0) % B
         h = tl.load(job)
         r0 = tl.multiple_of(tl.load(job + 1), ROWS)
-        return b, h, r0, b * H + h, tl.load(job + 2), tl.load(job + 3)
+        return b, h, r0, b * H + h, tl.load(job + 2), tl.load(job + 3), job + 4
 
     @triton.jit
     def _fill_rows(X, stride_t, z0, z1, value, ROWS: tl.constexpr, COLS: tl.constexpr):
@@ -306,8 +307,7 @@ if HAS_TRITON:
         K_SRC, V_SRC,                              # K and V (B, H, T, D): TMA descriptors of [1, 1, BLOCK_N, D] tiles, or pointers
         O,                                         # (B, H, T, D) output
         LSE,                                       # (B*H, T) fp32 output: log2-sum-exp of each row, for the backward
-        BANDS,                                     # (H, NI, 2) int32: per head, [lo, hi) clipped to [0, T]; [0, 0) is padding
-        SCHED,                                     # (programs / B, 4) int32 schedule rows (h, m0, z0, z1), see above
+        SCHED,                                     # (programs / B, 4 + 2 NI) int32 schedule rows (h, m0, z0, z1, intervals), see above
         sm_scale_log2,                             # scale * log2(e)
         stride_qb, stride_qh, stride_qt,           # strides of Q (elements)
         stride_kb, stride_kh, stride_kt,           # strides of K (read only without TMA)
@@ -321,14 +321,10 @@ if HAS_TRITON:
         DOT_PREC: tl.constexpr,                    # "ieee" for fp32 inputs (no silent tf32), else "tf32" (unused by 16-bit dots)
         TMA: tl.constexpr,                         # whether K_SRC and V_SRC are TMA descriptors (Hopper and later)
     ):
-        b, h, m0, bh, z0, z1 = _scheduled_block(SCHED, B, H, BLOCK_M)
+        b, h, m0, bh, z0, z1, IVS = _scheduled_block(SCHED, B, H, BLOCK_M, NI)
         # int64 base offsets: B * H * T * D can pass 2**31.
         Q += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
         O += b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
-        # Rows of the blocks that got no program (they see no key): O = 0, LSE = +inf. Done first, so
-        # that nothing of it stays live through the loop.
-        _fill_rows(O, stride_ot, z0, z1, 0.0, BLOCK_M, HEAD_DIM)
-        _fill_rows(LSE + bh.to(tl.int64) * T, 1, z0, z1, float("inf"), BLOCK_M, 1)
 
         offs_m = m0 + tl.arange(0, BLOCK_M)
         offs_n = tl.arange(0, BLOCK_N)
@@ -340,8 +336,8 @@ if HAS_TRITON:
         acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
 
         for iv in range(NI):
-            lo = tl.load(BANDS + (h * NI + iv) * 2)
-            hi = tl.load(BANDS + (h * NI + iv) * 2 + 1)
+            lo = tl.load(IVS + 2 * iv)
+            hi = tl.load(IVS + 2 * iv + 1)
             start, end = _key_range(m0, lo, hi, T, BLOCK_M, BLOCK_N)
             for n0 in range(start, end, BLOCK_N):
                 n0 = tl.multiple_of(n0, BLOCK_N)
@@ -373,6 +369,10 @@ if HAS_TRITON:
         tl.store(LSE + bh.to(tl.int64) * T + offs_m, lse, mask=offs_m < T)
         tl.store(O + offs_m[:, None] * stride_ot + offs_d[None, :], acc.to(O.dtype.element_ty),
                  mask=offs_m[:, None] < T)
+        # Rows of the blocks that got no program (they see no key): O = 0, LSE = +inf. Done last: stores
+        # ahead of the loop would hold back its first loads (the compiler keeps loads behind stores).
+        _fill_rows(O, stride_ot, z0, z1, 0.0, BLOCK_M, HEAD_DIM)
+        _fill_rows(LSE + bh.to(tl.int64) * T, 1, z0, z1, float("inf"), BLOCK_M, 1)
 
     @triton.jit
     def _band_bwd_dkdv_kernel(
@@ -380,8 +380,7 @@ if HAS_TRITON:
         K, V,                                      # (B, H, T, D) inputs, last-dim stride 1
         DK, DV,                                    # (B, H, T, D) outputs, contiguous
         LSE, DELTA,                                # (B*H, T) fp32: from the forward, and rowsum(dO * O) from the dQ kernel
-        BANDS,                                     # (H, NI, 2) int32 clipped intervals, as in the forward
-        SCHED,                                     # (programs / B, 4) int32 schedule rows (h, n0, z0, z1)
+        SCHED,                                     # (programs / B, 4 + 2 NI) int32 schedule rows (h, n0, z0, z1, intervals)
         sm_scale,                                  # scale (dK = scale * dS^T Q)
         sm_scale_log2,                             # scale * log2(e)
         stride_qb, stride_qh, stride_qt,           # strides of Q (read only without TMA)
@@ -398,16 +397,13 @@ if HAS_TRITON:
         TMA: tl.constexpr,                         # whether Q_SRC and DO_SRC are TMA descriptors
     ):
         # One program owns a key block and sums over the queries that see it: no atomics, deterministic.
-        b, h, n0, bh, z0, z1 = _scheduled_block(SCHED, B, H, BLOCK_N)
+        b, h, n0, bh, z0, z1, IVS = _scheduled_block(SCHED, B, H, BLOCK_N, NI)
         K += b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
         V += b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
         DK += b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
         DV += b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
         LSE += bh.to(tl.int64) * T
         DELTA += bh.to(tl.int64) * T
-        # Key rows of the blocks that got no program (no query sees them): zero gradients.
-        _fill_rows(DK, stride_gt, z0, z1, 0.0, BLOCK_N, HEAD_DIM)
-        _fill_rows(DV, stride_gt, z0, z1, 0.0, BLOCK_N, HEAD_DIM)
 
         offs_n = n0 + tl.arange(0, BLOCK_N)
         offs_m = tl.arange(0, BLOCK_M)
@@ -418,8 +414,8 @@ if HAS_TRITON:
         dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
 
         for iv in range(NI):
-            lo = tl.load(BANDS + (h * NI + iv) * 2)
-            hi = tl.load(BANDS + (h * NI + iv) * 2 + 1)
+            lo = tl.load(IVS + 2 * iv)
+            hi = tl.load(IVS + 2 * iv + 1)
             # Queries that see a key of this block: [n0 + lo, n0 + BLOCK_N - 1 + hi), clipped to T;
             # both ends bounded (a window that only stops at T is the classic 5-75x slow backward).
             start = ((n0 + lo) // BLOCK_M) * BLOCK_M
@@ -450,6 +446,9 @@ if HAS_TRITON:
                  mask=offs_n[:, None] < T)
         tl.store(DV + offs_n[:, None] * stride_gt + offs_d[None, :], dv.to(DV.dtype.element_ty),
                  mask=offs_n[:, None] < T)
+        # Key rows of the blocks that got no program (no query sees them): zero gradients (last, as above).
+        _fill_rows(DK, stride_gt, z0, z1, 0.0, BLOCK_N, HEAD_DIM)
+        _fill_rows(DV, stride_gt, z0, z1, 0.0, BLOCK_N, HEAD_DIM)
 
     @triton.jit
     def _band_bwd_dq_kernel(
@@ -459,8 +458,7 @@ if HAS_TRITON:
         DQ,                                        # (B, H, T, D) output, contiguous
         LSE,                                       # (B*H, T) fp32 from the forward
         DELTA,                                     # (B*H, T) fp32 output: rowsum(dO * O), read by the dK/dV kernel after
-        BANDS,                                     # (H, NI, 2) int32 clipped intervals
-        SCHED,                                     # (programs / B, 4) int32 schedule rows (h, m0, z0, z1)
+        SCHED,                                     # (programs / B, 4 + 2 NI) int32 schedule rows (h, m0, z0, z1, intervals)
         sm_scale,                                  # scale (dQ = scale * dS K)
         sm_scale_log2,                             # scale * log2(e)
         stride_qb, stride_qh, stride_qt,           # strides of Q
@@ -479,13 +477,10 @@ if HAS_TRITON:
         # One program owns a query block: the same key range and schedule as the forward.
         # It also makes Delta = rowsum(dO * O) for its rows (it loads dO anyway), which saves the
         # usual separate pre-pass launch; the dK/dV kernel runs after it.
-        b, h, m0, bh, z0, z1 = _scheduled_block(SCHED, B, H, BLOCK_M)
+        b, h, m0, bh, z0, z1, IVS = _scheduled_block(SCHED, B, H, BLOCK_M, NI)
         Q += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
         DO += b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
         DQ += b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
-        # Rows of the blocks that got no program: dQ = 0, and Delta = 0 so that no row holds garbage.
-        _fill_rows(DQ, stride_gt, z0, z1, 0.0, BLOCK_M, HEAD_DIM)
-        _fill_rows(DELTA + bh.to(tl.int64) * T, 1, z0, z1, 0.0, BLOCK_M, 1)
 
         offs_m = m0 + tl.arange(0, BLOCK_M)
         offs_n = tl.arange(0, BLOCK_N)
@@ -501,8 +496,8 @@ if HAS_TRITON:
         dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
 
         for iv in range(NI):
-            lo = tl.load(BANDS + (h * NI + iv) * 2)
-            hi = tl.load(BANDS + (h * NI + iv) * 2 + 1)
+            lo = tl.load(IVS + 2 * iv)
+            hi = tl.load(IVS + 2 * iv + 1)
             start, end = _key_range(m0, lo, hi, T, BLOCK_M, BLOCK_N)
             for n0 in range(start, end, BLOCK_N):
                 n0 = tl.multiple_of(n0, BLOCK_N)
@@ -525,6 +520,10 @@ if HAS_TRITON:
 
         dq *= sm_scale
         tl.store(DQ + offs_m[:, None] * stride_gt + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=rows)
+        # Rows of the blocks that got no program: dQ = 0, and Delta = 0 so that no row holds garbage
+        # (last, as in the forward).
+        _fill_rows(DQ, stride_gt, z0, z1, 0.0, BLOCK_M, HEAD_DIM)
+        _fill_rows(DELTA + bh.to(tl.int64) * T, 1, z0, z1, 0.0, BLOCK_M, 1)
 
     # Generation's one-token step has its own kernel: with a single query row there are no tiles
     # to multiply, and the work is reading the band's keys from the KV cache.
@@ -693,7 +692,8 @@ _SCHEDULE_CACHE = {}
 
 
 def _schedule(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, device):
-    """The programs of one pass, as the kernels' (n, 4) int32 schedule rows (h, r0, z0, z1); cached.
+    """The programs of one pass, as the kernels' (n, 4 + 2K) int32 schedule rows (h, r0, z0, z1, lo0,
+    hi0, ..., lo(K-1), hi(K-1)) with the head's K intervals clipped to [0, T] ([0, 0) when empty); cached.
 
     side "q" (forward, dQ): r0 starts a query block of BLOCK_M rows, which visits BLOCK_N-key tiles;
     side "k" (dK/dV): r0 starts a key block of BLOCK_N rows, which visits BLOCK_M-query tiles.
@@ -709,8 +709,15 @@ def _schedule(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, device):
         return _SCHEDULE_CACHE[key]
     rows = BLOCK_M if side == "q" else BLOCK_N
     n_blocks = triton.cdiv(T, rows)
-    jobs = []  # (length in tiles, h, r0, z0, z1)
+    jobs = []  # (length in tiles, h, r0, z0, z1, intervals)
+    K = len(bands_flat) // (2 * n_head)
     for h in range(n_head):
+        # A row carries its head's intervals: a program's first loads then do not wait on each other
+        # (reading them from a per-head table needed h first, one more memory round trip a program).
+        pairs, clipped = bands_flat[2 * K * h: 2 * K * (h + 1)], []
+        for lo, hi in zip(pairs[0::2], pairs[1::2]):
+            lo, hi = min(lo, T), min(hi, T)
+            clipped += [lo, hi] if hi > lo else [0, 0]
         tiles = [_block_tiles(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, h, blk * rows) for blk in range(n_blocks)]
         live = [blk for blk in range(n_blocks) if tiles[blk]] or [n_blocks - 1 if side == "q" else 0]
         # the blocks without tiles are a prefix (query side) or a suffix (key side) of the head's blocks
@@ -720,11 +727,11 @@ def _schedule(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, device):
         for blk, fill in zip(live, fills):
             z0, z1 = (fill[0] * rows, min((fill[-1] + 1) * rows, T)) if fill else (0, 0)
             # a zero-filled block counts as a tile: an upper bound, so that a filler is not left last
-            jobs.append((tiles[blk] + len(fill), h, blk * rows, z0, z1))
+            jobs.append((tiles[blk] + len(fill), h, blk * rows, z0, z1, *clipped))
     if side == "q":  # ties: the old launch order, query blocks from the last (the longest rows first)
         jobs.sort(key=lambda j: (j[1], -j[2]))
     jobs.sort(key=lambda j: -j[0])  # stable
-    t = torch.tensor([j[1:] for j in jobs], dtype=torch.int32).view(-1, 4).to(device)
+    t = torch.tensor([j[1:] for j in jobs], dtype=torch.int32).view(-1, 4 + 2 * K).to(device)
     _SCHEDULE_CACHE[key] = t
     return t
 
@@ -788,27 +795,25 @@ def _dot_precision(dtype):
 def _fwd_impl(q, k, v, bands_flat, scale):
     B, H, T, D = q.shape
     q, k, v = (_kernel_ready(t) for t in (q, k, v))
-    bands_t = _clipped_bands(bands_flat, H, T, q.device)
     o = _bthd_empty(B, H, T, D, q)
     lse = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
     tma = _tma_on(q.device)
     cfg = _launch_config("fwd", D, q.dtype, T, tma)
     sched = _schedule(bands_flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "q", q.device)
     _band_fwd_kernel[(sched.shape[0] * B,)](
-        q, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, lse, bands_t, sched, scale * LOG2E,
+        q, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, lse, sched, scale * LOG2E,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
         o.stride(0), o.stride(1), o.stride(2),
-        B, H, T, NI=bands_t.shape[1], HEAD_DIM=D, DOT_PREC=_dot_precision(q.dtype), TMA=tma, **cfg)
+        B, H, T, NI=len(bands_flat) // (2 * H), HEAD_DIM=D, DOT_PREC=_dot_precision(q.dtype), TMA=tma, **cfg)
     return o, lse
 
 
 def _bwd_impl(do, q, k, v, o, lse, bands_flat, scale):
     B, H, T, D = q.shape
     q, k, v, do = (_kernel_ready(t) for t in (q, k, v, do))
-    bands_t = _clipped_bands(bands_flat, H, T, q.device)
-    NI = bands_t.shape[1]
+    NI = len(bands_flat) // (2 * H)
     prec = _dot_precision(q.dtype)
     dq = _bthd_empty(B, H, T, D, q)
     if o.stride() != dq.stride():  # the dQ kernel reads O with DQ's strides
@@ -822,13 +827,13 @@ def _bwd_impl(do, q, k, v, o, lse, bands_flat, scale):
     cfg = _launch_config("dq", D, q.dtype, T, tma)
     sched = _schedule(bands_flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "q", q.device)
     _band_bwd_dq_kernel[(sched.shape[0] * B,)](
-        q, do, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, dq, lse, delta, bands_t, sched,
+        q, do, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, dq, lse, delta, sched,
         scale, scale * LOG2E, *qs, *dos, *ks, *vs, *dq.stride()[:3],
         B, H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, TMA=tma, **cfg)
     cfg = _launch_config("dkdv", D, q.dtype, T, tma)
     sched = _schedule(bands_flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "k", q.device)
     _band_bwd_dkdv_kernel[(sched.shape[0] * B,)](
-        _tiles(q, cfg["BLOCK_M"], tma), _tiles(do, cfg["BLOCK_M"], tma), k, v, dk, dv, lse, delta, bands_t, sched,
+        _tiles(q, cfg["BLOCK_M"], tma), _tiles(do, cfg["BLOCK_M"], tma), k, v, dk, dv, lse, delta, sched,
         scale, scale * LOG2E, *qs, *dos, *ks, *vs, *dk.stride()[:3],
         B, H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, TMA=tma, **cfg)
     return dq, dk, dv

@@ -34,7 +34,7 @@ for w in (1, 64, 256, 512, 1024, 2048, 4096):
     for name, (side, kind) in passes.items():
         cfg = kernel._launch_config(kind, D, q.dtype, T, tma)
         sched = kernel._schedule(flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], side, q.device).cpu()
-        n = sum(kernel._block_tiles(flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], side, int(h), int(r0)) for h, r0, _, _ in sched)
+        n = sum(kernel._block_tiles(flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], side, int(h), int(r0)) for h, r0, *_ in sched)
         progs.append(sched.shape[0] * B)
         tiles.append(n * B / progs[-1])
     rows["fwd"].append((tiles[0], t_fwd))

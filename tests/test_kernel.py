@@ -271,17 +271,19 @@ def test_schedule_covers_every_row_once(side, seed):
     mask = kernel.band_mask(bands, T)                                   # (H, T, T), [h, query, key]
     seen = mask.any(-1) if side == "q" else mask.any(-2)                # rows of this side with a pair
     owned = torch.zeros(H, T, dtype=torch.long)
-    for h, r0, z0, z1 in jobs:
+    flat_clipped = kernel._clipped_bands(flat, H, T, "cpu").view(H, -1).tolist()  # each row carries its head's
+    for h, r0, z0, z1, *intervals in jobs:
+        assert intervals == flat_clipped[h]
         owned[h, r0:r0 + rows] += 1
         owned[h, z0:z1] += 1
     assert (owned == 1).all()
-    launched = {(h, r0) for h, r0, _, _ in jobs}
+    launched = {(h, r0) for h, r0, *_ in jobs}
     for h in range(H):
         for r0 in range(0, T, rows):
             if seen[h, r0:r0 + rows].any():
                 assert (h, r0) in launched
     lengths = [kernel._block_tiles(flat, H, T, BM, BN, side, h, r0) + -(-(z1 - z0) // rows)
-               for h, r0, z0, z1 in jobs]  # a block of zero-filled rows counts as a tile
+               for h, r0, z0, z1, *_ in jobs]  # a block of zero-filled rows counts as a tile
     assert lengths == sorted(lengths, reverse=True)
 
 
