@@ -711,13 +711,10 @@ def _schedule(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, device):
     n_blocks = triton.cdiv(T, rows)
     jobs = []  # (length in tiles, h, r0, z0, z1, intervals)
     K = len(bands_flat) // (2 * n_head)
+    # A row carries its head's intervals: a program's first loads then do not wait on each other
+    # (reading them from a per-head table needed h first, one more memory round trip a program).
+    clipped = _clipped_bands(bands_flat, n_head, T, "cpu").view(n_head, -1).tolist()
     for h in range(n_head):
-        # A row carries its head's intervals: a program's first loads then do not wait on each other
-        # (reading them from a per-head table needed h first, one more memory round trip a program).
-        pairs, clipped = bands_flat[2 * K * h: 2 * K * (h + 1)], []
-        for lo, hi in zip(pairs[0::2], pairs[1::2]):
-            lo, hi = min(lo, T), min(hi, T)
-            clipped += [lo, hi] if hi > lo else [0, 0]
         tiles = [_block_tiles(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, h, blk * rows) for blk in range(n_blocks)]
         live = [blk for blk in range(n_blocks) if tiles[blk]] or [n_blocks - 1 if side == "q" else 0]
         # the blocks without tiles are a prefix (query side) or a suffix (key side) of the head's blocks
@@ -727,7 +724,7 @@ def _schedule(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, device):
         for blk, fill in zip(live, fills):
             z0, z1 = (fill[0] * rows, min((fill[-1] + 1) * rows, T)) if fill else (0, 0)
             # a zero-filled block counts as a tile: an upper bound, so that a filler is not left last
-            jobs.append((tiles[blk] + len(fill), h, blk * rows, z0, z1, *clipped))
+            jobs.append((tiles[blk] + len(fill), h, blk * rows, z0, z1, *clipped[h]))
     if side == "q":  # ties: the old launch order, query blocks from the last (the longest rows first)
         jobs.sort(key=lambda j: (j[1], -j[2]))
     jobs.sort(key=lambda j: -j[0])  # stable
