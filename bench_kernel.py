@@ -148,13 +148,13 @@ SWEEP = {
     64: {
         "fwd": [(64, 64, 4, 2, 96), (64, 64, 4, 2), (64, 64, 4, 2, 104), (64, 64, 4, 3), (128, 64, 8, 3),
                 (64, 32, 4, 3)],
-        "dkdv": [(32, 64, 4, 3, 168), (32, 64, 4, 3), (32, 64, 4, 2, 168), (64, 64, 4, 3), (64, 64, 4, 3, 168),
-                 (32, 128, 4, 3), (16, 64, 4, 3)],
+        "dkdv": [(32, 64, 4, 3), (32, 64, 4, 2), (64, 64, 4, 3), (64, 64, 4, 3, 168), (64, 64, 4, 2, 168),
+                 (32, 128, 4, 3)],
         "dq": [(64, 64, 4, 3), (64, 64, 4, 2, 128), (64, 64, 4, 2), (64, 32, 4, 3), (64, 128, 4, 3)],
     },
     128: {
         "fwd": [(64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 3), (64, 32, 4, 2), (128, 64, 8, 2), (64, 64, 4, 2, 168)],
-        "dkdv": [(32, 64, 4, 4), (32, 64, 4, 3), (32, 64, 4, 2), (16, 64, 4, 3), (32, 32, 4, 3)],
+        "dkdv": [(32, 64, 4, 4), (32, 64, 4, 3), (32, 64, 4, 2), (32, 32, 4, 3)],
         "dq": [(64, 32, 4, 4), (64, 32, 4, 3), (64, 32, 4, 2), (64, 32, 4, 2, 168), (64, 64, 4, 2)],
     },
 }
@@ -234,8 +234,11 @@ def compile_for(fn, D, cfg, arch=90, NI=2):
     pointers = {"LSE": "*fp32", "DELTA": "*fp32", "BANDS": "*i32", "SCHED": "*i32"}
     pointers.update({p: "*bf16" for p in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV")})
     # the tiles that come through TMA: query-side ones of BLOCK_M rows, key-side ones of BLOCK_N
-    rows = {p: cfg["BLOCK_M"] if p in ("Q_SRC", "DO_SRC") else cfg["BLOCK_N"] for p in params if p.endswith("_SRC")}
+    rows = {p: cfg["BLOCK_M"] if p in ("Q_SRC", "DO_SRC") else cfg["BLOCK_N"]
+            for p in params if p in ("Q_SRC", "DO_SRC", "K_SRC", "V_SRC")}
     pointers.update({p: f"tensordesc<bf16[1,1,{n},{D}]>" if tma else "*bf16" for p, n in rows.items()})
+    # dK/dV's row statistics: fp32 (B*H, T) descriptors of [1, BLOCK_M] tiles, or pointers
+    pointers.update({p: f"tensordesc<fp32[1,{cfg['BLOCK_M']}]>" if tma else "*fp32" for p in ("LSE_SRC", "DELTA_SRC")})
     constexprs = dict(NI=NI, HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], DOT_PREC="tf32", TMA=tma)
     signature = {p: pointers.get(p, "constexpr" if p in constexprs else "fp32" if p.startswith("sm_scale")
                                  else "i32") for p in params}

@@ -244,8 +244,10 @@ def band_attention(q, k, v, bands, scale=None, backend="auto"):
 # of its block, the rows [z0, z1) it zero-fills, and the head's intervals clipped to [0, T].
 # The tiles an inner loop streams come through TMA tensor descriptors made on the host (`_tiles`):
 # Hopper's copy engine does their address arithmetic and bounds, which takes ~10 % of the instructions
-# out of the forward and dQ loops (descriptors made inside the kernel cost more than that). GPUs
-# without TMA load the same tiles through pointers (`_load_rows`, `_tma_on`).
+# out of the forward and dQ loops (descriptors made inside the kernel cost more than that). dK/dV's
+# per-row LSE and Delta come the same way (`_stat_tiles`): one copy a step instead of a masked load a
+# thread and element, which took 43 of its 177 registers on triton 3.6. GPUs without TMA load the same
+# tiles through pointers (`_load_rows`, `_load_stats`, `_tma_on`).
 
 if HAS_TRITON:
 
@@ -254,8 +256,8 @@ if HAS_TRITON:
         """(BLOCK_M, BLOCK_N) visibility of an edge tile: distance i - j in [lo, hi), as one unsigned
         compare an element (i - j - lo wraps around to a huge number below lo). No test against T is
         needed: lo >= 0 keeps every key past T from the rows before T; the forward and dQ never store
-        the rows past T, and dK/dV loads their LSE as +inf, so their P is 0. (With T tested too, an edge
-        tile of the forward took 2.5x the instructions of a whole one on triton 3.6, now 1.4x.)"""
+        the rows past T, and in dK/dV those rows' q and dO are zero, so they add nothing. (With T tested
+        too, an edge tile of the forward took 2.5x the instructions of a whole one on triton 3.6, now 1.4x.)"""
         d = offs_m[:, None] - offs_n[None, :] - lo
         return d.to(tl.uint32, bitcast=True) < (hi - lo).to(tl.uint32, bitcast=True)
 
@@ -302,17 +304,30 @@ if HAS_TRITON:
         return tile
 
     @triton.jit
+    def _load_stats(src, bh, r0, T, stride_l, ROWS: tl.constexpr, TMA: tl.constexpr):
+        """LSE or Delta of rows r0 .. r0 + ROWS - 1 of (batch, head) bh, zero past T. Past T, q and dO are
+        zero too, so those rows' P^T = exp2(0 - 0) = 1 meets zero dO (dV) and zero dP^T - Delta (dK):
+        they add nothing, with no mask. TMA: one copy a tile instead of a load a thread and element."""
+        if TMA:
+            stats = src.load([bh, r0]).reshape(ROWS)
+        else:
+            rows = r0 + tl.arange(0, ROWS)
+            stats = tl.load(src + bh.to(tl.int64) * stride_l + rows, mask=rows < T, other=0.0)
+        return stats
+
+    @triton.jit
     def _band_fwd_kernel(
         Q,                                         # (B, H, T, D) queries, any strides with last-dim stride 1
         K_SRC, V_SRC,                              # K and V (B, H, T, D): TMA descriptors of [1, 1, BLOCK_N, D] tiles, or pointers
         O,                                         # (B, H, T, D) output
-        LSE,                                       # (B*H, T) fp32 output: log2-sum-exp of each row, for the backward
+        LSE,                                       # (B*H, T) fp32 output (row stride stride_l): log2-sum-exp of each row
         SCHED,                                     # (programs / B, 4 + 2 NI) int32 schedule rows (h, m0, z0, z1, intervals), see above
         sm_scale_log2,                             # scale * log2(e)
         stride_qb, stride_qh, stride_qt,           # strides of Q (elements)
         stride_kb, stride_kh, stride_kt,           # strides of K (read only without TMA)
         stride_vb, stride_vh, stride_vt,           # strides of V (read only without TMA)
         stride_ob, stride_oh, stride_ot,           # strides of O
+        stride_l,                                  # row stride of LSE (T padded to 16 bytes, for TMA)
         B, H, T,                                   # batch, heads, sequence length
         NI: tl.constexpr,                          # intervals per head (padded)
         HEAD_DIM: tl.constexpr,                    # D, a power of two >= 16
@@ -366,20 +381,21 @@ if HAS_TRITON:
         empty = l_i == 0.0
         acc = acc / tl.where(empty, 1.0, l_i)[:, None]
         lse = tl.where(empty, float("inf"), m_i + tl.math.log2(tl.where(empty, 1.0, l_i)))
-        tl.store(LSE + bh.to(tl.int64) * T + offs_m, lse, mask=offs_m < T)
+        tl.store(LSE + bh.to(tl.int64) * stride_l + offs_m, lse, mask=offs_m < T)
         tl.store(O + offs_m[:, None] * stride_ot + offs_d[None, :], acc.to(O.dtype.element_ty),
                  mask=offs_m[:, None] < T)
         # Rows of the blocks that got no program (they see no key): O = 0, LSE = +inf. Done last: stores
         # ahead of the loop would hold back its first loads (the compiler keeps loads behind stores).
         _fill_rows(O, stride_ot, z0, z1, 0.0, BLOCK_M, HEAD_DIM)
-        _fill_rows(LSE + bh.to(tl.int64) * T, 1, z0, z1, float("inf"), BLOCK_M, 1)
+        _fill_rows(LSE + bh.to(tl.int64) * stride_l, 1, z0, z1, float("inf"), BLOCK_M, 1)
 
     @triton.jit
     def _band_bwd_dkdv_kernel(
         Q_SRC, DO_SRC,                             # Q and dO (B, H, T, D): TMA descriptors of [1, 1, BLOCK_M, D] tiles, or pointers
         K, V,                                      # (B, H, T, D) inputs, last-dim stride 1
         DK, DV,                                    # (B, H, T, D) outputs, contiguous
-        LSE, DELTA,                                # (B*H, T) fp32: from the forward, and rowsum(dO * O) from the dQ kernel
+        LSE_SRC, DELTA_SRC,                        # (B*H, T) fp32 LSE and rowsum(dO * O) (from the dQ kernel): TMA
+                                                   # descriptors of [1, BLOCK_M] tiles (zeros past T), or pointers
         SCHED,                                     # (programs / B, 4 + 2 NI) int32 schedule rows (h, n0, z0, z1, intervals)
         sm_scale,                                  # scale (dK = scale * dS^T Q)
         sm_scale_log2,                             # scale * log2(e)
@@ -388,6 +404,7 @@ if HAS_TRITON:
         stride_kb, stride_kh, stride_kt,           # strides of K
         stride_vb, stride_vh, stride_vt,           # strides of V
         stride_gb, stride_gh, stride_gt,           # strides of DK and DV (both contiguous, same shape)
+        stride_l,                                  # row stride of LSE and DELTA
         B, H, T,                                   # batch, heads, sequence length
         NI: tl.constexpr,                          # intervals per head (padded)
         HEAD_DIM: tl.constexpr,                    # D
@@ -402,8 +419,6 @@ if HAS_TRITON:
         V += b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
         DK += b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
         DV += b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
-        LSE += bh.to(tl.int64) * T
-        DELTA += bh.to(tl.int64) * T
 
         offs_n = n0 + tl.arange(0, BLOCK_N)
         offs_m = tl.arange(0, BLOCK_M)
@@ -427,8 +442,8 @@ if HAS_TRITON:
                 # -- load the query-side tiles (zeros past T) and the row statistics --
                 q = _load_rows(Q_SRC, b, h, m0, T, stride_qb, stride_qh, stride_qt, BLOCK_M, HEAD_DIM, TMA)
                 do = _load_rows(DO_SRC, b, h, m0, T, stride_dob, stride_doh, stride_dot, BLOCK_M, HEAD_DIM, TMA)
-                lse = tl.load(LSE + rows, mask=rows < T, other=float("inf"))  # +inf past T: P = 0 there, no tile mask needed
-                delta = tl.load(DELTA + rows, mask=rows < T, other=0.0)
+                lse = _load_stats(LSE_SRC, bh, m0, T, stride_l, BLOCK_M, TMA)
+                delta = _load_stats(DELTA_SRC, bh, m0, T, stride_l, BLOCK_M, TMA)
                 # -- recompute P^T from the saved LSE; mask only the edge tiles --
                 pT = tl.math.exp2(tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * sm_scale_log2 - lse[None, :])
                 inside = (m0 - n0 - BLOCK_N + 1 >= lo) & (m0 + BLOCK_M - 1 - n0 < hi)
@@ -466,6 +481,7 @@ if HAS_TRITON:
         stride_kb, stride_kh, stride_kt,           # strides of K (read only without TMA)
         stride_vb, stride_vh, stride_vt,           # strides of V (read only without TMA)
         stride_gb, stride_gh, stride_gt,           # strides of DQ and O (both contiguous, same shape)
+        stride_l,                                  # row stride of LSE and DELTA
         B, H, T,                                   # batch, heads, sequence length
         NI: tl.constexpr,                          # intervals per head (padded)
         HEAD_DIM: tl.constexpr,                    # D
@@ -491,8 +507,8 @@ if HAS_TRITON:
         o = tl.load(O + b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
                     + offs_m[:, None] * stride_gt + offs_d[None, :], mask=rows, other=0.0)
         delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-        tl.store(DELTA + bh.to(tl.int64) * T + offs_m, delta, mask=offs_m < T)
-        lse = tl.load(LSE + bh.to(tl.int64) * T + offs_m, mask=offs_m < T, other=float("inf"))
+        tl.store(DELTA + bh.to(tl.int64) * stride_l + offs_m, delta, mask=offs_m < T)
+        lse = tl.load(LSE + bh.to(tl.int64) * stride_l + offs_m, mask=offs_m < T, other=float("inf"))
         dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
 
         for iv in range(NI):
@@ -523,7 +539,7 @@ if HAS_TRITON:
         # Rows of the blocks that got no program: dQ = 0, and Delta = 0 so that no row holds garbage
         # (last, as in the forward).
         _fill_rows(DQ, stride_gt, z0, z1, 0.0, BLOCK_M, HEAD_DIM)
-        _fill_rows(DELTA + bh.to(tl.int64) * T, 1, z0, z1, 0.0, BLOCK_M, 1)
+        _fill_rows(DELTA + bh.to(tl.int64) * stride_l, 1, z0, z1, 0.0, BLOCK_M, 1)
 
     # Generation's one-token step has its own kernel: with a single query row there are no tiles
     # to multiply, and the work is reading the band's keys from the KV cache.
@@ -640,6 +656,10 @@ def _launch_config(kind, D, dtype, T, tma):
     cfg = dict(cfg[min(cfg, key=lambda t: (t < T, t))], **_COMPILE_OPTIONS)  # the smallest length >= T
     if not tma:  # the register caps fit the TMA loops; pointer loads keep more values live and would spill
         cfg.pop("maxnreg", None)
+    elif kind == "dkdv" and cfg["BLOCK_M"] < 32:
+        # its LSE and Delta tiles would be TMA boxes under 128 bytes, which fault (misaligned address) on
+        # an H200 with triton 3.6 once pipelined
+        raise ValueError(f"dK/dV steps need >= 32 queries with TMA, got BLOCK_M={cfg['BLOCK_M']}")
     return cfg
 
 
@@ -785,6 +805,21 @@ def _bthd_empty(B, H, T, D, like):
     return torch.empty((B, T, H, D), dtype=like.dtype, device=like.device).transpose(1, 2)
 
 
+def _stats_empty(B, H, T, device):
+    """An uninitialized (B, H, T) fp32 tensor for per-row statistics (LSE, Delta), each row of T padded to
+    a multiple of 4 elements: a TMA descriptor needs 16-byte row strides."""
+    return torch.empty((B, H, triton.cdiv(T, 4) * 4), dtype=torch.float32, device=device)[..., :T]
+
+
+def _stat_tiles(t, rows, tma):
+    """What the dK/dV loop streams [rows] of one (batch, head)'s statistics from: a (B*H, T) descriptor
+    (zeros past T), or t itself."""
+    if not tma:
+        return t
+    B, H, T = t.shape
+    return TensorDescriptor(t, [B * H, T], [t.stride(1), 1], [1, rows])
+
+
 def _dot_precision(dtype):
     return "ieee" if dtype == torch.float32 else "tf32"
 
@@ -793,7 +828,7 @@ def _fwd_impl(q, k, v, bands_flat, scale):
     B, H, T, D = q.shape
     q, k, v = (_kernel_ready(t) for t in (q, k, v))
     o = _bthd_empty(B, H, T, D, q)
-    lse = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
+    lse = _stats_empty(B, H, T, q.device)
     tma = _tma_on(q.device)
     cfg = _launch_config("fwd", D, q.dtype, T, tma)
     sched = _schedule(bands_flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "q", q.device)
@@ -802,7 +837,7 @@ def _fwd_impl(q, k, v, bands_flat, scale):
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
-        o.stride(0), o.stride(1), o.stride(2),
+        o.stride(0), o.stride(1), o.stride(2), lse.stride(1),
         B, H, T, NI=len(bands_flat) // (2 * H), HEAD_DIM=D, DOT_PREC=_dot_precision(q.dtype), TMA=tma, **cfg)
     return o, lse
 
@@ -817,7 +852,9 @@ def _bwd_impl(do, q, k, v, o, lse, bands_flat, scale):
         o = _bthd_empty(B, H, T, D, q).copy_(o)
     dk = torch.empty_like(dq)
     dv = torch.empty_like(dq)
-    delta = torch.empty((B, H, T), dtype=torch.float32, device=q.device)
+    delta = _stats_empty(B, H, T, q.device)
+    if lse.stride() != delta.stride():  # both are read with one row stride
+        lse = _stats_empty(B, H, T, q.device).copy_(lse)
     tma = _tma_on(q.device)
     qs, ks, vs, dos = (t.stride()[:3] for t in (q, k, v, do))
     # dQ first: it also writes Delta, which dK/dV reads (same stream, so ordered).
@@ -825,13 +862,14 @@ def _bwd_impl(do, q, k, v, o, lse, bands_flat, scale):
     sched = _schedule(bands_flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "q", q.device)
     _band_bwd_dq_kernel[(sched.shape[0] * B,)](
         q, do, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, dq, lse, delta, sched,
-        scale, scale * LOG2E, *qs, *dos, *ks, *vs, *dq.stride()[:3],
+        scale, scale * LOG2E, *qs, *dos, *ks, *vs, *dq.stride()[:3], delta.stride(1),
         B, H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, TMA=tma, **cfg)
     cfg = _launch_config("dkdv", D, q.dtype, T, tma)
     sched = _schedule(bands_flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "k", q.device)
     _band_bwd_dkdv_kernel[(sched.shape[0] * B,)](
-        _tiles(q, cfg["BLOCK_M"], tma), _tiles(do, cfg["BLOCK_M"], tma), k, v, dk, dv, lse, delta, sched,
-        scale, scale * LOG2E, *qs, *dos, *ks, *vs, *dk.stride()[:3],
+        _tiles(q, cfg["BLOCK_M"], tma), _tiles(do, cfg["BLOCK_M"], tma), k, v, dk, dv,
+        _stat_tiles(lse, cfg["BLOCK_M"], tma), _stat_tiles(delta, cfg["BLOCK_M"], tma), sched,
+        scale, scale * LOG2E, *qs, *dos, *ks, *vs, *dk.stride()[:3], delta.stride(1),
         B, H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, TMA=tma, **cfg)
     return dq, dk, dv
 
@@ -906,7 +944,7 @@ if HAS_TRITON:
     @_band_fwd_op.register_fake
     def _(q, k, v, bands_flat, scale):
         B, H, T, D = q.shape
-        return _bthd_empty(B, H, T, D, q), q.new_empty((B, H, T), dtype=torch.float32)
+        return _bthd_empty(B, H, T, D, q), _stats_empty(B, H, T, q.device)
 
     @torch.library.custom_op("band_attention::bwd", mutates_args=())
     def _band_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

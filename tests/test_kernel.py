@@ -323,6 +323,17 @@ def test_triton_pointer_loads_without_tma(monkeypatch, fused):
         assert_close_to_reference(triton_fn(bands), q, k, v, bands, tol=1e-4)
 
 
+def test_dkdv_config_with_tiny_stat_tiles_is_refused(monkeypatch):
+    # 16-query dK/dV steps would stream 64-byte LSE/Delta TMA boxes, which fault on the GPU; the host
+    # refuses them with a message instead of a sticky CUDA error
+    monkeypatch.setattr(kernel, "_interpreting", lambda: False)
+    tiny = dict(BLOCK_M=16, BLOCK_N=64, num_warps=4, num_stages=3)
+    monkeypatch.setitem(kernel.KERNEL_CONFIGS, "dkdv", {64: {kernel.BIG: tiny}})
+    with pytest.raises(ValueError, match="BLOCK_M=16"):
+        kernel._launch_config("dkdv", 64, torch.bfloat16, 1024, tma=True)
+    assert kernel._launch_config("dkdv", 64, torch.bfloat16, 1024, tma=False)["BLOCK_M"] == 16
+
+
 @needs_interpreter
 def test_triton_outputs_in_bthd_order_and_custom_ops_check():
     # o and dq/dk/dv come in (B, T, H, D) memory order: the model's y.transpose(1, 2) and the grads of
