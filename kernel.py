@@ -667,19 +667,20 @@ def _launch_config(kind, D, dtype, T, tma):
 # H200 and an H100 (results/kernel_notes.md). 64 x 64 tiles with 4 warps won nearly everywhere: a band
 # row is short, so more, smaller programs balance better across the 132 SMs than 128-row ones, and the
 # 64 x 64 fp32 score tile stays in registers. At D = 64, with TMA, 2 stages beat 3 in the forward (less
-# shared memory a program, so more programs an SM to cover each other's waits); in dK/dV they did too
-# until the empty blocks stopped being launched, and now 3 are 2-4 % faster.
+# shared memory a program, so more programs an SM to cover each other's waits).
 # A config may also cap a thread's registers (maxnreg) so that one more program fits an SM (65536
 # registers: 5 programs of 128 threads at <= 102, 4 at <= 128, 3 at <= 170). The forward at D = 64
 # takes 110 on triton 3.6 (4 an SM) and fits in 96 unspilled: 5 an SM hide more of each program's
 # start and end (a band row is 3-24 tiles long), 1-2 % faster (results/kernel_sweep_occupancy_h200.log).
+# dK/dV at D = 64 takes 134 with its LSE and Delta through TMA; capped at 128 with 2 stages it runs 4 an
+# SM unspilled on triton 3.6 and 3.9 (3 stages spill there), 2-6 % faster (results/kernel_ab_dkdv_cap128_h200.log).
 BIG = 1 << 30
 KERNEL_CONFIGS = {
     "fwd": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2, maxnreg=96)},
             128: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)}},
     # dK/dV: 64 resident keys, narrow 32-query steps (the four 64 x 32 products of a step stay in
     # registers).
-    "dkdv": {64: {BIG: dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=3)},
+    "dkdv": {64: {BIG: dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2, maxnreg=128)},
              128: {BIG: dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=4)}},
     # dQ: 64 resident queries; D = 128 streams 32-key steps to fit the resident q, dO, o, dq tiles.
     "dq": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)},
