@@ -673,7 +673,8 @@ def _launch_config(kind, D, dtype, T, tma):
 # takes 110 on triton 3.6 (4 an SM) and fits in 96 unspilled: 5 an SM hide more of each program's
 # start and end (a band row is 3-24 tiles long), 1-2 % faster (results/kernel_sweep_occupancy_h200.log).
 # dK/dV at D = 64 takes 134 with its LSE and Delta through TMA; capped at 128 with 2 stages it runs 4 an
-# SM unspilled on triton 3.6 and 3.9 (3 stages spill there), 2-6 % faster (results/kernel_ab_dkdv_cap128_h200.log).
+# SM unspilled on triton 3.6 and 3.9 (3 stages spill on 3.6), up to 6 % faster forward + backward
+# (results/kernel_ab_dkdv_cap128_h200.log).
 BIG = 1 << 30
 KERNEL_CONFIGS = {
     "fwd": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2, maxnreg=96)},
