@@ -4,7 +4,8 @@ targets are missed. Run from the repository root, for example against branch ato
 backward whose dK/dV pass also reduce-adds dQ through TMA):
     git show atomic-dq:kernel.py | sed 's/"band_attention::/"band_attention_e::/' > kernel_e.py
     python3 results/kernel_bwd_profile.py kernel_e
-results/kernel_atomic_dq_h200.log came from this script.
+results/kernel_atomic_dq_h200.log came from this code, run then as a file at the repository root (only
+its imports differed: plain `import kernel`).
 """
 import importlib
 import os
