@@ -246,8 +246,9 @@ def band_attention(q, k, v, bands, scale=None, backend="auto"):
 # Hopper's copy engine does their address arithmetic and bounds, which takes ~10 % of the instructions
 # out of the forward and dQ loops (descriptors made inside the kernel cost more than that). dK/dV's
 # per-row LSE and Delta come the same way (`_stat_tiles`): one copy a step instead of a masked load a
-# thread and element, which took 43 of its 177 registers on triton 3.6. GPUs without TMA load the same
-# tiles through pointers (`_load_rows`, `_load_stats`, `_tma_on`).
+# thread and element, which took 43 of its 177 registers on triton 3.6; so do its resident K and V tiles
+# (up to 3 % faster than masked loads, results/kernel_ab_dkdv_kv_tma_h200.log). GPUs without TMA load the
+# same tiles through pointers (`_load_rows`, `_load_stats`, `_tma_on`).
 
 if HAS_TRITON:
 
@@ -392,7 +393,7 @@ if HAS_TRITON:
     @triton.jit
     def _band_bwd_dkdv_kernel(
         Q_SRC, DO_SRC,                             # Q and dO (B, H, T, D): TMA descriptors of [1, 1, BLOCK_M, D] tiles, or pointers
-        K, V,                                      # (B, H, T, D) inputs, last-dim stride 1
+        K_SRC, V_SRC,                              # K and V (B, H, T, D): TMA descriptors of [1, 1, BLOCK_N, D] tiles, or pointers
         DK, DV,                                    # (B, H, T, D) outputs, contiguous
         LSE_SRC, DELTA_SRC,                        # (B*H, T) fp32 LSE and rowsum(dO * O) (from the dQ kernel): TMA
                                                    # descriptors of [1, BLOCK_M] tiles (zeros past T), or pointers
@@ -401,8 +402,8 @@ if HAS_TRITON:
         sm_scale_log2,                             # scale * log2(e)
         stride_qb, stride_qh, stride_qt,           # strides of Q (read only without TMA)
         stride_dob, stride_doh, stride_dot,        # strides of dO (read only without TMA)
-        stride_kb, stride_kh, stride_kt,           # strides of K
-        stride_vb, stride_vh, stride_vt,           # strides of V
+        stride_kb, stride_kh, stride_kt,           # strides of K (read only without TMA)
+        stride_vb, stride_vh, stride_vt,           # strides of V (read only without TMA)
         stride_gb, stride_gh, stride_gt,           # strides of DK and DV (both contiguous, same shape)
         stride_l,                                  # row stride of LSE and DELTA
         B, H, T,                                   # batch, heads, sequence length
@@ -415,16 +416,14 @@ if HAS_TRITON:
     ):
         # One program owns a key block and sums over the queries that see it: no atomics, deterministic.
         b, h, n0, bh, z0, z1, IVS = _scheduled_block(SCHED, B, H, BLOCK_N, NI)
-        K += b.to(tl.int64) * stride_kb + h.to(tl.int64) * stride_kh
-        V += b.to(tl.int64) * stride_vb + h.to(tl.int64) * stride_vh
         DK += b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
         DV += b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
 
         offs_n = n0 + tl.arange(0, BLOCK_N)
         offs_m = tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, HEAD_DIM)
-        k = tl.load(K + offs_n[:, None] * stride_kt + offs_d[None, :], mask=offs_n[:, None] < T, other=0.0)
-        v = tl.load(V + offs_n[:, None] * stride_vt + offs_d[None, :], mask=offs_n[:, None] < T, other=0.0)
+        k = _load_rows(K_SRC, b, h, n0, T, stride_kb, stride_kh, stride_kt, BLOCK_N, HEAD_DIM, TMA)
+        v = _load_rows(V_SRC, b, h, n0, T, stride_vb, stride_vh, stride_vt, BLOCK_N, HEAD_DIM, TMA)
         dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
         dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
 
@@ -672,8 +671,8 @@ def _launch_config(kind, D, dtype, T, tma):
 # registers: 5 programs of 128 threads at <= 102, 4 at <= 128, 3 at <= 170). The forward at D = 64
 # takes 110 on triton 3.6 (4 an SM) and fits in 96 unspilled: 5 an SM hide more of each program's
 # start and end (a band row is 3-24 tiles long), 1-2 % faster (results/kernel_sweep_occupancy_h200.log).
-# dK/dV at D = 64 takes 134 with its LSE and Delta through TMA; capped at 128 with 2 stages it runs 4 an
-# SM unspilled on triton 3.6 and 3.9 (3 stages spill on 3.6), up to 6 % faster forward + backward
+# dK/dV at D = 64 takes 130 with its tiles and statistics through TMA; capped at 128 with 2 stages it runs
+# 4 an SM unspilled on triton 3.6 and 3.9 (3 stages spill), up to 6 % faster forward + backward
 # (results/kernel_ab_dkdv_cap128_h200.log).
 BIG = 1 << 30
 KERNEL_CONFIGS = {
@@ -869,7 +868,8 @@ def _bwd_impl(do, q, k, v, o, lse, bands_flat, scale):
     cfg = _launch_config("dkdv", D, q.dtype, T, tma)
     sched = _schedule(bands_flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "k", q.device)
     _band_bwd_dkdv_kernel[(sched.shape[0] * B,)](
-        _tiles(q, cfg["BLOCK_M"], tma), _tiles(do, cfg["BLOCK_M"], tma), k, v, dk, dv,
+        _tiles(q, cfg["BLOCK_M"], tma), _tiles(do, cfg["BLOCK_M"], tma),
+        _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), dk, dv,
         _stat_tiles(lse, cfg["BLOCK_M"], tma), _stat_tiles(delta, cfg["BLOCK_M"], tma), sched,
         scale, scale * LOG2E, *qs, *dos, *ks, *vs, *dk.stride()[:3], delta.stride(1),
         B, H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, TMA=tma, **cfg)
