@@ -8,7 +8,10 @@ with the same band mask, bf16, forward and forward + backward, on one CUDA card.
 
 Times: median of triton.testing.do_bench (ms) after a warm-up: each call launched from Python, host
 overhead included, as an eager training loop sees it. The GPU-only columns sum the durations of the
-kernels a call runs (torch.profiler): GPU time alone, as a captured or CPU-ahead loop sees it.
+kernels a call runs (torch.profiler): GPU time alone, but when a call's host time exceeds its GPU time
+(the band kernel at every shape here) the GPU idles between calls and keeps a higher clock than a
+GPU-bound method's (results/kernel_clock_check_h200.log: 1845 vs 1725 MHz). The graph columns replay
+forward + backward from a CUDA graph: no host time, every method under the same sustained load.
 TFLOP/s count only visible (query, key) pairs: 4*D FLOPs a pair forward (QK^T and PV), 10*D
 backward (QK^T recomputed, dV, dP, dS K, dS^T Q), so 14*D forward + backward; dense causal counts
 T(T+1)/2 pairs a head.
@@ -45,8 +48,7 @@ def bench(fn, warmup=25, rep=100):
 
 def bench_gpu(fn, iters=20):
     """GPU time alone (ms a call): the durations of the kernels one call runs, as the profiler (CUPTI)
-    records them, so no host (launch, autograd) overhead. Not a CUDA graph: capturing a backward through
-    autograd fails once the leaf tensors have been used on another stream, as every timing here does."""
+    records them, so no host (launch, autograd) overhead."""
     fn()
     torch.cuda.synchronize()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -57,9 +59,39 @@ def bench_gpu(fn, iters=20):
     return sum(e.time_range.elapsed_us() for e in kernels) / iters / 1e3
 
 
+def bench_graph(f, q, k, v, do, call_ms):
+    """ms a forward + backward call, median over 10 replays of a CUDA graph of ~100 ms of calls. The graph
+    gets its own leaf tensors, used only on the stream it is captured on (autograd refuses to capture a
+    backward on another stream than its leaves were first used on)."""
+    q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+    run, n = fwd_bwd(f, q, k, v, do), max(1, int(100 / call_ms))
+    stream, graph = torch.cuda.Stream(), torch.cuda.CUDAGraph()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            run()
+        stream.synchronize()
+        with torch.cuda.graph(graph, stream=stream):
+            for _ in range(n):
+                run()
+        graph.replay()
+        times = []
+        for _ in range(10):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record(stream)
+            graph.replay()
+            end.record(stream)
+            end.synchronize()
+            times.append(start.elapsed_time(end) / n)
+    torch.cuda.current_stream().wait_stream(stream)
+    return sorted(times)[len(times) // 2]
+
+
 def measure(f, q, k, v, do, pairs):
-    """(fwd ms, fwd+bwd ms, visible pairs, fwd+bwd GPU-only ms)."""
-    return bench(fwd_only(f, q, k, v)), bench(fwd_bwd(f, q, k, v, do)), pairs, bench_gpu(fwd_bwd(f, q, k, v, do))
+    """(fwd ms, fwd+bwd ms, visible pairs, fwd+bwd GPU-only ms, fwd+bwd CUDA-graph ms)."""
+    gpu = bench_gpu(fwd_bwd(f, q, k, v, do))
+    return (bench(fwd_only(f, q, k, v)), bench(fwd_bwd(f, q, k, v, do)), pairs, gpu,
+            bench_graph(f, q, k, v, do, gpu))
 
 
 def fwd_bwd(f, q, k, v, do):
@@ -102,7 +134,7 @@ def main_table(args):
                 base[name] = measure(f, q, k, v, do, dense_pairs)
             except Exception as e:  # noqa: BLE001
                 print(f"# {name} failed at {(B, H, T, D)}: {type(e).__name__}: {e}", flush=True)
-                base[name] = (float("nan"), float("nan"), dense_pairs, float("nan"))
+                base[name] = (float("nan"), float("nan"), dense_pairs, float("nan"), float("nan"))
         for pattern in PATTERNS:
             bands = head_bands(H, T, pattern)
             pairs = B * band_pairs(kernel.normalize_bands(bands, H), T)
@@ -111,7 +143,8 @@ def main_table(args):
             res["Flex"] = measure(flex, q, k, v, do, pairs)
             res["Triton band"] = measure(band_fn(bands, "triton"), q, k, v, do, pairs)
             rows.append(((B, H, T, D), pattern, pairs / dense_pairs, res))
-            line = " | ".join(f"{n} {fw:.3f}/{fb:.3f} GPU-only {g:.3f}" for n, (fw, fb, _, g) in res.items())
+            line = " | ".join(f"{n} {fw:.3f}/{fb:.3f} GPU-only {g:.3f} graph {gr:.3f}"
+                              for n, (fw, fb, _, g, gr) in res.items())
             print(f"{(B, H, T, D)} {pattern}: {line}", flush=True)
     return rows
 
@@ -124,8 +157,9 @@ def markdown(rows):
     names = ["cuDNN dense", "FA2 dense", "Flex", "Triton band"]
     out = ["| B, H, T, D | pattern | pairs vs dense | " + " | ".join(f"{n} fwd / fwd+bwd ms" for n in names)
            + " | band vs Flex (fwd+bwd) | band TFLOP/s fwd / fwd+bwd | cuDNN TFLOP/s fwd / fwd+bwd"
-           + " | GPU-only fwd+bwd ms: cuDNN / Flex / band | band vs Flex, vs cuDNN (GPU-only) |",
-           "| --- " * (len(names) + 8) + "|"]
+           + " | GPU-only fwd+bwd ms: cuDNN / Flex / band | band vs Flex, vs cuDNN (GPU-only)"
+           + " | graph fwd+bwd ms: cuDNN / Flex / band | band vs Flex, vs cuDNN (graph) |",
+           "| --- " * (len(names) + 10) + "|"]
     for shape, pattern, frac, res in rows:
         D = shape[3]
         cells = [f"{res[n][0]:.3f} / {res[n][1]:.3f}" for n in names]
@@ -135,7 +169,9 @@ def markdown(rows):
                    + f" | {tflops(ob[2], D, ob[0], 4):.0f} / {tflops(ob[2], D, ob[1], 14):.0f}"
                    + f" | {tflops(cu[2], D, cu[0], 4):.0f} / {tflops(cu[2], D, cu[1], 14):.0f}"
                    + f" | {cu[3]:.3f} / {res['Flex'][3]:.3f} / {ob[3]:.3f}"
-                   + f" | {res['Flex'][3] / ob[3]:.2f}x, {cu[3] / ob[3]:.2f}x |")
+                   + f" | {res['Flex'][3] / ob[3]:.2f}x, {cu[3] / ob[3]:.2f}x"
+                   + f" | {cu[4]:.3f} / {res['Flex'][4]:.3f} / {ob[4]:.3f}"
+                   + f" | {res['Flex'][4] / ob[4]:.2f}x, {cu[4] / ob[4]:.2f}x |")
     return "\n".join(out)
 
 

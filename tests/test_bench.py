@@ -29,11 +29,12 @@ def test_bench_kernel_table_has_every_column():
     # bench_kernel.py runs on GPUs only; its table code is plain Python and checked here
     bench_kernel = __import__("pytest").importorskip("bench_kernel")
     nan = float("nan")
-    res = {"cuDNN dense": (0.05, 0.4, 1000, 0.15), "FA2 dense": (0.08, 0.33, 1000, nan),
-           "Flex": (0.09, 0.85, 230, 0.3), "Triton band": (0.05, 0.5, 230, 0.1)}
+    res = {"cuDNN dense": (0.05, 0.4, 1000, 0.15, 0.16), "FA2 dense": (0.08, 0.33, 1000, nan, nan),
+           "Flex": (0.09, 0.85, 230, 0.3, 0.32), "Triton band": (0.05, 0.5, 230, 0.1, 0.08)}
     header, rule, row = bench_kernel.markdown([((8, 12, 1024, 64), "sp", 0.23, res)]).splitlines()
     assert header.count("|") == rule.count("|") == row.count("|")
     assert "| 1.70x |" in row and "| 0.150 / 0.300 / 0.100 | 3.00x, 1.50x |" in row
+    assert row.endswith("| 0.160 / 0.320 / 0.080 | 4.00x, 2.00x |")
 
 
 def test_bench_kernel_shapes_option():
