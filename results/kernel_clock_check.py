@@ -1,12 +1,12 @@
 """Does the way a call is timed change the GPU's clock? bench_kernel.py's GPU-only column sums kernel
-durations from an eager loop; when a call's host time exceeds its GPU time (the band kernel, not
-cuDNN or Flex at T = 16384), the GPU idles between calls and may run at a higher clock than under the
+durations from an eager loop; when a call's host time is near or above its GPU time (the band kernel's,
+not cuDNN's or Flex's at T = 16384), the GPU idles between calls and may run at a higher clock than under the
 sustained load of a GPU-bound loop. This times each method at (1, 16, 16384, 64) three ways, in one run:
   eager      median of triton.testing.do_bench (host included), bench_kernel's first column
-  GPU-only   summed kernel durations from the profiler over 20 eager calls, bench_kernel's last column
-  graph      forward + backward through autograd captured in a CUDA graph (fresh leaf tensors that only
-             the capture's stream touches) and replayed by triton.testing.do_bench_cudagraph: no host
-             time and no idle GPU between calls, so every method runs under the same sustained load
+  GPU-only   summed kernel durations from the profiler over 20 eager calls, bench_kernel's GPU-only column
+  graph      bench_kernel.bench_graph: forward + backward through autograd captured in a CUDA graph (fresh
+             leaf tensors that only the capture's stream touches), median of 10 replays: no host time and
+             no idle GPU between calls, so every method runs under the same sustained load
 and prints the SM clock (nvidia-smi, sampled every 20 ms in the background) over each measurement.
 Run from the repository root: python3 results/kernel_clock_check.py   (results/kernel_clock_check_h200.log;
 the logged run had its own copy of bench_kernel.bench_graph, whose median of the 10 replays averaged
