@@ -202,10 +202,10 @@ SWEEP_CASES = [((1, 16, 16384, 64), "sp_exclusive"), ((1, 16, 16384, 64), "sp"),
 def sweep():
     for (B, H, T, D), pattern in SWEEP_CASES:
         q, k, v, do = (torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
-        flat = kernel._flat_bands(kernel.normalize_bands(head_bands(H, T, pattern), H))
+        bands = kernel.normalize_bands(head_bands(H, T, pattern), H)
         scale = D ** -0.5
-        o, lse = kernel._fwd_impl(q, k, v, flat, scale)
-        ref = (o,) + kernel._bwd_impl(do, q, k, v, o, lse, flat, scale)
+        o, lse = kernel._fwd_impl(q, k, v, bands, scale)
+        ref = (o,) + kernel._bwd_impl(do, q, k, v, o, lse, bands, scale)
         dkey = 64 if D <= 64 else 128
         for kind, variants in SWEEP[dkey].items():
             saved = kernel.KERNEL_CONFIGS[kind][dkey]
@@ -214,14 +214,14 @@ def sweep():
                 cfg = dict(zip(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "maxnreg"), variant))
                 kernel.KERNEL_CONFIGS[kind][dkey] = {kernel.BIG: cfg}
                 try:  # a variant must give the default's results (up to bf16 rounding) to be listed
-                    o2, lse2 = kernel._fwd_impl(q, k, v, flat, scale)
-                    got = (o2,) + kernel._bwd_impl(do, q, k, v, o2, lse2, flat, scale)
+                    o2, lse2 = kernel._fwd_impl(q, k, v, bands, scale)
+                    got = (o2,) + kernel._bwd_impl(do, q, k, v, o2, lse2, bands, scale)
                     if max((a.float() - b.float()).abs().max().item() for a, b in zip(ref, got)) > 0.02:
                         raise ArithmeticError("results differ from the default config's")
                     if kind == "fwd":
-                        fn = lambda: kernel._fwd_impl(q, k, v, flat, scale)  # noqa: E731
+                        fn = lambda: kernel._fwd_impl(q, k, v, bands, scale)  # noqa: E731
                     else:
-                        fn = lambda: kernel._bwd_impl(do, q, k, v, o, lse, flat, scale)  # noqa: E731
+                        fn = lambda: kernel._bwd_impl(do, q, k, v, o, lse, bands, scale)  # noqa: E731
                     res.append((triton.testing.do_bench_cudagraph(fn, rep=60, return_mode="median"), variant))
                 except Exception as e:  # noqa: BLE001 - e.g. out of shared memory
                     res.append((float("inf"), variant + (type(e).__name__,)))

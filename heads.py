@@ -11,7 +11,7 @@ and measure them.
 
 The fused band kernel never forms the T x T probabilities, so attention_probs runs the model's blocks
 one by one and, for each block, recomputes q and k from the block's input and the masked softmax over
-`attn.visible(T, T, 0)` with kernel.masked_softmax, the arithmetic of the PyTorch fallback. The
+`attn.pattern.visible(T, T, 0)` with kernel.masked_softmax, the arithmetic of the PyTorch fallback. The
 residual stream itself goes through the unmodified blocks.
 
 Definitions (each query row i of a head's (T, T) probabilities p_i is one distribution over keys):
@@ -35,12 +35,12 @@ import kernel
 import model as model_lib
 
 # Patterns whose probabilities attention_probs can form: their visibility is a fixed mask.
-MASKED_PATTERNS = tuple(model_lib.BAND_PATTERNS) + tuple(getattr(model_lib, "MASK_PATTERNS", ()))
+MASKED_PATTERNS = model_lib.BAND_PATTERNS + model_lib.MASK_PATTERNS
 
 
 def supports_probs(model):
     """True when every attention probability of this model is a masked softmax over
-    `attn.visible`; False for patterns that choose keys from the data (e.g. an LSH `reformer`)."""
+    `attn.pattern.visible`; False for patterns that choose keys from the data (e.g. an LSH `reformer`)."""
     return model.config.attn in MASKED_PATTERNS
 
 
@@ -54,7 +54,7 @@ def attention_probs(model, idx):
     if not supports_probs(model):
         raise NotImplementedError(
             f"attn={model.config.attn!r} picks its keys from the data (not a fixed mask), so its "
-            "probabilities cannot be recomputed from attn.visible; heads.py covers "
+            "probabilities cannot be recomputed from attn.pattern.visible; heads.py covers "
             f"{', '.join(MASKED_PATTERNS)}")
     was_training = model.training
     model.eval()
@@ -67,7 +67,7 @@ def attention_probs(model, idx):
         H = attn.n_head
         q, k, _ = attn.c_attn(block.ln_1(x)).split(attn.n_embd, dim=2)
         q, k = (t.view(B, T, H, -1).transpose(1, 2) for t in (q, k))            # (B, H, T, D)
-        mask = attn.visible(T, T, 0).to(idx.device)                            # (H, T, T)
+        mask = attn.pattern.visible(T, T, 0).to(idx.device)                            # (H, T, T)
         out.append(kernel.masked_softmax(q, k, mask, 1 / math.sqrt(q.size(-1))).float())  # empty rows -> 0
         x = block(x)                                                            # the real block
     if was_training:
@@ -141,12 +141,11 @@ def summary(probs):
 
 
 def pattern_masks(pattern, n_head, block_size, T=None):
-    """(H, T, T) boolean visibility of a pattern, as CausalSelfAttention.visible builds it."""
+    """(H, T, T) boolean visibility of a pattern, as the model's attention pattern builds it."""
     cfg = model_lib.GPTConfig(block_size=block_size, vocab_size=8, n_layer=1, n_head=n_head,
                               n_embd=n_head, attn=pattern)
-    attn = model_lib.CausalSelfAttention(cfg)
     T = T or block_size
-    return attn.visible(T, T, 0).cpu()
+    return model_lib.make_pattern(pattern, cfg).visible(T, T, 0).cpu()
 
 
 def work_per_head(masks):

@@ -1,5 +1,5 @@
 """
-Band attention: every head attends to keys whose causal distance lies in its own set of intervals.
+Band attention: every head attends to the keys whose causal distance lies in its own set of intervals.
 
     band_attention(q, k, v, bands, scale=None, backend="auto") -> Tensor
 
@@ -9,22 +9,28 @@ of the head's intervals. Within a head the non-empty intervals are sorted and di
 (hi <= lo) are padding, so heads with fewer intervals fit in one tensor. A query with no visible key
 gets output 0 and zero gradient (never NaN).
 
-Two backends compute the same function:
-- "torch": a plain PyTorch masked softmax. It forms the (H, T, T) mask and the (B, H, T, T) scores,
-  so it is for CPU, tests and small T. It is the correctness reference for the Triton kernel.
-- "triton": the fused band kernel (forward and backward) for CUDA tensors; it never forms a T x T
-  tensor and only visits the key blocks that meet each head's bands.
-"flex" runs PyTorch's FlexAttention with the same bands (the paper's approach; a baseline to race).
-"auto" picks triton for CUDA tensors when triton imports and the head dim is a power of two in
-[16, 128], else torch. backend="triton" also runs on CPU tensors under TRITON_INTERPRET=1 (tests).
+Read this file in order:
+1. `band_attention` and the bands: the contract, checked once, and the one form of the bands that the
+   rest of the file uses (a tuple per head of (lo, hi) pairs).
+2. The reference: a plain PyTorch masked softmax (`torch_band_attention`), for CPUs, tests and small T.
+   Every fast path is tested against it.
+3. The Triton kernels: the forward (FlashAttention-2 with the key loop bounded by the bands) and the
+   two backward kernels, each inner loop with its steps labelled.
+4. The autograd wrapper that joins them (`triton_band_attention`).
+5. Launching: what the host prepares so that the kernels run fast (the schedule of programs, TMA
+   tiles, launch configs, a cached plan per shape). docs/kernel.md explains each idea and measures it.
+6. Generation's one-token step (`band_decode_attention`) and FlexAttention with the same bands (the
+   paper's approach, a baseline to race).
 
-band_decode_attention is generation's one-token step over a KV cache: a Triton kernel that reads only
-the bands' keys in place on CUDA, a gather and one SDPA call elsewhere.
+backend: "torch" (the reference), "triton" (the fused kernels; CUDA tensors, or CPU tensors under
+TRITON_INTERPRET=1 for the tests), "flex", or "auto" (triton for CUDA tensors when triton imports and
+the head dim is a power of two in [16, 128], else torch).
 """
 
 import functools
 import math
 import os
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -41,168 +47,7 @@ BACKENDS = ("auto", "torch", "triton", "flex")
 
 
 # -----------------------------------------------------------------------------
-# Checking the bands
-
-def normalize_bands(bands, n_head):
-    """Validate `bands` and return it as a tuple (per head) of tuples of (lo, hi) non-empty intervals.
-
-    Accepts the (H, K, 2) integer tensor of the contract, or the same nested as Python sequences
-    (the model passes a tuple so that torch.compile sees constants). Raises ValueError on anything
-    that is not H sorted lists of disjoint intervals of non-negative distances.
-    """
-    if isinstance(bands, torch.Tensor):
-        if bands.is_floating_point() or bands.is_complex() or bands.dtype == torch.bool:
-            raise ValueError(f"bands must be an integer tensor, got dtype {bands.dtype}")
-        if bands.dim() != 3 or bands.shape[-1] != 2:
-            raise ValueError(f"bands must have shape (n_head, K, 2), got {tuple(bands.shape)}")
-        bands = bands.tolist()
-    if len(bands) != n_head:
-        raise ValueError(f"bands has {len(bands)} heads but q has {n_head}")
-    out = []
-    for h, intervals in enumerate(bands):
-        kept = []
-        for pair in intervals:
-            if len(pair) != 2:
-                raise ValueError(f"head {h}: interval {pair} is not a (lo, hi) pair")
-            lo, hi = int(pair[0]), int(pair[1])
-            if hi <= lo:
-                continue  # empty: padding
-            if lo < 0:
-                raise ValueError(f"head {h}: interval [{lo}, {hi}) has a negative distance "
-                                 "(keys after the query); attention here is causal, lo must be >= 0")
-            if kept and lo < kept[-1][1]:
-                raise ValueError(f"head {h}: intervals must be sorted and disjoint, "
-                                 f"got [{kept[-1][0]}, {kept[-1][1]}) before [{lo}, {hi})")
-            kept.append((lo, hi))
-        out.append(tuple(kept))
-    return tuple(out)
-
-
-def bands_tensor(bands):
-    """The (H, K, 2) int64 tensor of normalized bands, padding short heads with empty [0, 0) rows."""
-    K = max(1, max(len(b) for b in bands))
-    rows = [list(b) + [(0, 0)] * (K - len(b)) for b in bands]
-    return torch.tensor(rows, dtype=torch.long).view(len(bands), K, 2)
-
-
-def band_mask(bands, T, device=None, Tk=None, q_start=0):
-    """(H, T, Tk) boolean mask: [h, i, j] is True iff key j is visible to query i in head h.
-
-    Queries sit at positions q_start .. q_start + T - 1 and keys at 0 .. Tk - 1 (Tk defaults to T):
-    a KV-cache decode step is the last rows of the full mask.
-    """
-    Tk = T if Tk is None else Tk
-    b = _bands_on(bands, str(torch.device(device or "cpu")))    # (H, K, 2)
-    i = torch.arange(q_start, q_start + T, device=device)
-    j = torch.arange(Tk, device=device)
-    d = (i[:, None] - j[None, :])[None, None]                   # (1, 1, T, Tk) distances i - j
-    lo, hi = b[..., 0, None, None], b[..., 1, None, None]       # (H, K, 1, 1)
-    return ((lo <= d) & (d < hi)).any(dim=1)
-
-
-# -----------------------------------------------------------------------------
-# The PyTorch fallback (the reference)
-
-def masked_softmax(q, k, mask, scale):
-    """Attention probabilities (B, H, Tq, Tk) restricted to `mask` (broadcastable, True = visible),
-    in float32 (float64 stays float64, autocast or not). Rows with no visible key are 0."""
-    ct = torch.promote_types(q.dtype, torch.float32)
-    with torch.autocast(q.device.type, enabled=False):
-        att = (q.to(ct) @ k.to(ct).transpose(-2, -1)) * scale
-        # A large finite negative instead of -inf: a row with no visible key then gives a finite
-        # uniform softmax, which the final `* mask` zeroes, with zero gradient; -inf would give NaN.
-        att = att.masked_fill(~mask, torch.finfo(ct).min)
-        return torch.softmax(att, dim=-1) * mask
-
-
-def masked_attention(q, k, v, mask, scale):
-    """Softmax attention restricted to `mask`, computed in float32; the result has q's dtype. Rows
-    with no visible key give 0 with zero gradient."""
-    p = masked_softmax(q, k, mask, scale)
-    with torch.autocast(q.device.type, enabled=False):
-        return (p @ v.to(p.dtype)).to(q.dtype)
-
-
-@functools.lru_cache(maxsize=64)
-def _bands_on(bands, device):
-    """bands_tensor on a device, made once: masks and decode steps ask for it in every layer."""
-    return bands_tensor(bands).to(device)
-
-
-def band_decode_attention(q, k, v, bands, pos, scale, backend="auto"):
-    """One query per head at position `pos` (q: (B, H, 1, D); pos an int or a 0-d integer tensor on
-    q's device) over a KV cache k, v (B, H, N, D) holding positions 0..pos (later ones are not read).
-    Only the keys inside each head's bands are read, about 1/H of the cache for the SP patterns.
-    backend "triton": the decode kernel, which reads the bands in place in the cache; "torch": gathers
-    the bands' keys, then one SDPA call (the reference); "auto": triton on CUDA where it runs."""
-    if backend == "auto":
-        backend = "triton" if q.is_cuda and triton_supports(q) else "torch"
-    if backend == "triton":
-        return _decode_impl(q, k, v, bands, pos, scale)
-    B, H, _, D = q.shape
-    back, may_be_empty = _decode_offsets(bands, str(q.device))      # (H, S) slots
-    keys = back + pos                                               # cache position of each slot
-    valid = keys >= 0                                               # padding slots sit far below 0
-    index = keys.clamp(min=0)[None, :, :, None].expand(B, H, keys.size(1), D)
-    y = F.scaled_dot_product_attention(q, k.gather(2, index), v.gather(2, index),
-                                       attn_mask=valid[None, :, None, :], scale=scale)
-    if may_be_empty:  # a head whose bands all start after pos sees no key: 0, whatever the backend gives
-        y = torch.where(valid.any(-1)[None, :, None, None], y, 0.0)
-    return y
-
-
-@functools.lru_cache(maxsize=64)
-def _decode_offsets(bands, device):
-    """For band_decode_attention, made once: slot (h, i * W + w) holds the key at distance lo_i + w,
-    i.e. at position pos + back with back = -lo_i - w; slots past an interval's width get a back so
-    negative that they are never valid. Also whether some head can see no key at all (a first
-    interval not starting at distance 0)."""
-    b = _bands_on(bands, device)                                      # (H, K, 2)
-    width = max([hi - lo for head in bands for lo, hi in head] + [1])
-    offs = torch.arange(width, device=device)
-    back = -b[..., 0, None] - offs                                    # (H, K, W)
-    back = back.masked_fill(offs >= b[..., 1, None] - b[..., 0, None], -(1 << 40))
-    return back.view(len(bands), -1), any(not head or head[0][0] > 0 for head in bands)
-
-
-def torch_band_attention(q, k, v, bands, scale):
-    """The reference: the (H, T, T) band mask and a masked softmax."""
-    return masked_attention(q, k, v, band_mask(bands, q.shape[-2], q.device), scale)
-
-
-_FLEX_CACHE = {}
-
-
-def flex_attention(q, k, v, mask_mod, key, scale, compiled=True):
-    """FlexAttention (torch.nn.attention.flex_attention) with the block mask of `mask_mod`, built
-    once per `key` and cached, so that the blocks the mask leaves empty are skipped and a row with no
-    visible key gives 0. Compiled once (eager flex is a slow reference); its backward runs on GPUs only."""
-    from torch.nn.attention import flex_attention as flex
-    if key not in _FLEX_CACHE:
-        H, T, Tk = q.shape[1], q.shape[2], k.shape[2]
-        _FLEX_CACHE[key] = flex.create_block_mask(mask_mod, None, H, T, Tk, device=q.device)
-    if compiled and "compiled" not in _FLEX_CACHE:
-        _FLEX_CACHE["compiled"] = torch.compile(flex.flex_attention, dynamic=False)
-    run = _FLEX_CACHE["compiled"] if compiled else flex.flex_attention
-    return run(q, k, v, block_mask=_FLEX_CACHE[key], scale=scale)
-
-
-def flex_band_attention(q, k, v, bands, scale):
-    """The bands on FlexAttention (the paper's approach)."""
-    b = _bands_on(bands, str(q.device))
-
-    def mask_mod(batch, h, q_idx, kv_idx):
-        d = q_idx - kv_idx
-        visible = (d >= b[h, 0, 0]) & (d < b[h, 0, 1])
-        for i in range(1, b.shape[1]):
-            visible = visible | ((d >= b[h, i, 0]) & (d < b[h, i, 1]))
-        return visible
-
-    return flex_attention(q, k, v, mask_mod, (bands, q.shape[-2], str(q.device)), scale)
-
-
-# -----------------------------------------------------------------------------
-# The entry point
+# 1. The entry point, and the bands
 
 def band_attention(q, k, v, bands, scale=None, backend="auto"):
     """Attention of q over k, v where head h sees key j from query i iff i - j lies in one of
@@ -227,94 +72,149 @@ def band_attention(q, k, v, bands, scale=None, backend="auto"):
     return triton_band_attention(q, k, v, bands, scale)
 
 
+def normalize_bands(bands, n_head):
+    """Validate `bands` and return it in the form the rest of this file uses: a tuple (one per head)
+    of tuples of non-empty (lo, hi) intervals, sorted and disjoint. Being hashable, it can key the
+    caches of masks and launch plans, and torch.compile treats it as a constant.
+
+    Accepts the (H, K, 2) integer tensor of the contract, or the same nested as Python sequences.
+    Raises ValueError on anything that is not H sorted lists of disjoint intervals of non-negative
+    distances. A tensor is read on the host once and remembered (until it is modified in place), so
+    bands on the GPU cost no copy and no wait after the first call, and can be used inside a CUDA graph.
+    """
+    if isinstance(bands, torch.Tensor):
+        out = _normalize_tensor(bands)
+    else:
+        out = _normalize_nested(_as_tuples(bands))
+    if len(out) != n_head:
+        raise ValueError(f"bands has {len(out)} heads but q has {n_head}")
+    return out
+
+
+_TENSOR_BANDS = {}  # id(bands tensor) -> (a weak reference to it, its version counter, normalized bands)
+
+
+def _normalize_tensor(bands):
+    if bands.is_floating_point() or bands.is_complex() or bands.dtype == torch.bool:
+        raise ValueError(f"bands must be an integer tensor, got dtype {bands.dtype}")
+    if bands.dim() != 3 or bands.shape[-1] != 2:
+        raise ValueError(f"bands must have shape (n_head, K, 2), got {tuple(bands.shape)}")
+    if torch.is_inference(bands):  # no version counter to tell an in-place change: read it every time
+        return _normalize_nested(_as_tuples(bands.tolist()))
+    known = _TENSOR_BANDS.get(id(bands))
+    if known is None or known[0]() is not bands or known[1] != bands._version:
+        if len(_TENSOR_BANDS) >= 256:  # forget tensors that may be gone
+            _TENSOR_BANDS.clear()
+        known = (weakref.ref(bands), bands._version, _normalize_nested(_as_tuples(bands.tolist())))
+        _TENSOR_BANDS[id(bands)] = known
+    return known[2]
+
+
+def _as_tuples(bands):
+    """Nested sequences (heads, intervals, pairs) as nested tuples, which can key a cache."""
+    try:
+        return tuple(tuple(tuple(pair) for pair in head) for head in bands)
+    except TypeError:
+        raise ValueError("bands must be nested as (n_head, K, 2): per head, a list of (lo, hi) pairs") from None
+
+
+@functools.lru_cache(maxsize=256)
+def _normalize_nested(bands):
+    out = []
+    for h, intervals in enumerate(bands):
+        kept = []
+        for pair in intervals:
+            if len(pair) != 2:
+                raise ValueError(f"head {h}: interval {pair} is not a (lo, hi) pair")
+            lo, hi = int(pair[0]), int(pair[1])
+            if hi <= lo:
+                continue  # empty: padding
+            if lo < 0:
+                raise ValueError(f"head {h}: interval [{lo}, {hi}) has a negative distance "
+                                 "(keys after the query); attention here is causal, lo must be >= 0")
+            if kept and lo < kept[-1][1]:
+                raise ValueError(f"head {h}: intervals must be sorted and disjoint, "
+                                 f"got [{kept[-1][0]}, {kept[-1][1]}) before [{lo}, {hi})")
+            kept.append((lo, hi))
+        out.append(tuple(kept))
+    return tuple(out)
+
+
+def bands_tensor(bands, T=None):
+    """The (H, K, 2) int64 tensor of normalized bands, padding short heads with empty [0, 0) rows.
+    With T, every interval is clipped to distances < T first (an interval beyond T becomes [0, 0))."""
+    if T is not None:
+        bands = tuple(tuple((lo, min(hi, T)) for lo, hi in head if lo < min(hi, T)) for head in bands)
+    K = max(1, max(len(b) for b in bands))
+    rows = [list(b) + [(0, 0)] * (K - len(b)) for b in bands]
+    return torch.tensor(rows, dtype=torch.long).view(len(bands), K, 2)
+
+
+def band_mask(bands, T, device=None, Tk=None, q_start=0):
+    """(H, T, Tk) boolean mask: [h, i, j] is True iff key j is visible to query i in head h.
+
+    Queries sit at positions q_start .. q_start + T - 1 and keys at 0 .. Tk - 1 (Tk defaults to T):
+    a KV-cache decode step is the last rows of the full mask.
+    """
+    Tk = T if Tk is None else Tk
+    b = _bands_on(bands, str(torch.device(device or "cpu")))    # (H, K, 2)
+    i = torch.arange(q_start, q_start + T, device=device)
+    j = torch.arange(Tk, device=device)
+    d = (i[:, None] - j[None, :])[None, None]                   # (1, 1, T, Tk) distances i - j
+    lo, hi = b[..., 0, None, None], b[..., 1, None, None]       # (H, K, 1, 1)
+    return ((lo <= d) & (d < hi)).any(dim=1)
+
+
+@functools.lru_cache(maxsize=64)
+def _bands_on(bands, device):
+    """bands_tensor on a device, made once: masks and decode steps ask for it in every layer."""
+    return bands_tensor(bands).to(device)
+
+
 # -----------------------------------------------------------------------------
-# The Triton kernel (FlashAttention-2 structure, the key loop bounded by the bands)
+# 2. The reference: a PyTorch masked softmax
+
+def torch_band_attention(q, k, v, bands, scale):
+    """The reference: the (H, T, T) band mask and a masked softmax."""
+    return masked_attention(q, k, v, band_mask(bands, q.shape[-2], q.device), scale)
+
+
+def masked_attention(q, k, v, mask, scale):
+    """Softmax attention restricted to `mask`, computed in float32; the result has q's dtype. Rows
+    with no visible key give 0 with zero gradient."""
+    p = masked_softmax(q, k, mask, scale)
+    with torch.autocast(q.device.type, enabled=False):
+        return (p @ v.to(p.dtype)).to(q.dtype)
+
+
+def masked_softmax(q, k, mask, scale):
+    """Attention probabilities (B, H, Tq, Tk) restricted to `mask` (broadcastable, True = visible),
+    in float32 (float64 stays float64, autocast or not). Rows with no visible key are 0."""
+    ct = torch.promote_types(q.dtype, torch.float32)
+    with torch.autocast(q.device.type, enabled=False):
+        att = (q.to(ct) @ k.to(ct).transpose(-2, -1)) * scale
+        # A large finite negative instead of -inf: a row with no visible key then gives a finite
+        # uniform softmax, which the final `* mask` zeroes, with zero gradient; -inf would give NaN.
+        att = att.masked_fill(~mask, torch.finfo(ct).min)
+        return torch.softmax(att, dim=-1) * mask
+
+
+# -----------------------------------------------------------------------------
+# 3. The Triton kernels: FlashAttention-2 with the key loop bounded by the bands
 #
-# Notation: a program owns one block of queries (forward, dQ) or of keys (dK/dV) of one (batch, head).
-# Scores are kept in log2 units, s2 = (q . k) * scale * log2(e), so that exp2 (one MUFU instruction)
-# replaces exp; LSE is stored in the same units: p = exp2(s2 - LSE).
-# For each interval [lo, hi) of the head, the forward and dQ visit the key blocks meeting
-# [m0 - hi + 1, m0 + BLOCK_M - lo) and dK/dV the query blocks meeting [n0 + lo, n0 + BLOCK_N - 1 + hi).
-# A block visited for one interval is masked to that interval only, so a block that straddles two
-# intervals is visited twice and each (query, key) pair is still counted once (intervals are disjoint).
-# Which block a program owns comes from a schedule made on the host (`_schedule`): the programs with the
-# most tiles to visit start first, over all heads, and blocks that see no key at all (SP's exclusive
-# bands leave about half of them empty) get no program; the head's launched blocks share out writing
-# their zeros. Each program reads one schedule row (h, r0, z0, z1, intervals): the head, the first row
-# of its block, the rows [z0, z1) it zero-fills, and the head's intervals clipped to [0, T].
-# The tiles an inner loop streams come through TMA tensor descriptors made on the host (`_tiles`):
-# Hopper's copy engine does their address arithmetic and bounds, which takes ~10 % of the instructions
-# out of the forward and dQ loops (descriptors made inside the kernel cost more than that). dK/dV's
-# per-row LSE and Delta come the same way (`_stat_tiles`): one copy a step instead of a masked load a
-# thread and element, which took 43 of its 177 registers on triton 3.6; so do its resident K and V tiles
-# (up to 3 % faster than masked loads, results/kernel_ab_dkdv_kv_tma_h200.log). GPUs without TMA load the
-# same tiles through pointers (`_load_rows`, `_load_stats`, `_tma_on`).
+# A program owns one block of BLOCK_M queries (forward, dQ) or of BLOCK_N keys (dK/dV) of one
+# (batch, head), and loops over the tiles of the other side that its head's intervals reach. For an
+# interval [lo, hi), query rows [m0, m0 + BLOCK_M) see the keys in [m0 - hi + 1, m0 + BLOCK_M - lo),
+# and key rows [n0, n0 + BLOCK_N) are seen by the queries in [n0 + lo, n0 + BLOCK_N - 1 + hi).
+# No other tile is ever loaded: that is where SPAttention's saving comes from.
+# A tile visited for one interval is masked to that interval only. Intervals are disjoint, so a tile
+# that straddles two is visited twice and each (query, key) pair still counts once.
+# Scores are kept in log2 units, s2 = (q . k) * scale * log2(e), so that exp2 (one hardware
+# instruction) replaces exp; the saved log-sum-exp LSE is in the same units: p = exp2(s2 - LSE).
+# Which block a program owns, and its head's intervals, come from a schedule row made on the host;
+# the tiles a loop streams come through TMA descriptors on Hopper GPUs, or through pointers (section 5).
 
 if HAS_TRITON:
-
-    @triton.jit
-    def _tile_mask(offs_m, offs_n, lo, hi):
-        """(BLOCK_M, BLOCK_N) visibility of an edge tile: distance i - j in [lo, hi), as one unsigned
-        compare an element (i - j - lo wraps around to a huge number below lo). No test against T is
-        needed: lo >= 0 keeps every key past T from the rows before T; the forward and dQ never store
-        the rows past T, and in dK/dV those rows' q and dO are zero, so they add nothing. (With T tested
-        too, an edge tile of the forward took 2.5x the instructions of a whole one on triton 3.6, now 1.4x.)"""
-        d = offs_m[:, None] - offs_n[None, :] - lo
-        return d.to(tl.uint32, bitcast=True) < (hi - lo).to(tl.uint32, bitcast=True)
-
-    @triton.jit
-    def _key_range(m0, lo, hi, T, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-        """First (BLOCK_N-aligned) and end key index that query rows [m0, m0 + BLOCK_M) see in [lo, hi)."""
-        start = tl.maximum(m0 - hi + 1, 0)
-        end = tl.minimum(m0 + BLOCK_M - lo, T)
-        end = tl.where(hi > lo, end, 0)  # padding interval [0, 0): no block at all
-        return (start // BLOCK_N) * BLOCK_N, end
-
-    @triton.jit
-    def _scheduled_block(SCHED, B, H, ROWS: tl.constexpr, NI: tl.constexpr):
-        """This program's work: schedule row pid // B for batch pid % B (a row's batches run side by
-        side). Returns b, h, the block's first row, b * H + h, the zero-fill run [z0, z1), and where
-        the row's NI intervals [lo, hi) of head h start."""
-        job = SCHED + (tl.program_id(0) // B) * (4 + 2 * NI)
-        b = tl.program_id(0) % B
-        h = tl.load(job)
-        r0 = tl.multiple_of(tl.load(job + 1), ROWS)
-        return b, h, r0, b * H + h, tl.load(job + 2), tl.load(job + 3), job + 4
-
-    @triton.jit
-    def _fill_rows(X, stride_t, z0, z1, value, ROWS: tl.constexpr, COLS: tl.constexpr):
-        """X[z0:z1, :COLS] = value, X offset to one (batch, head); for the blocks that got no program."""
-        cols = tl.arange(0, COLS)
-        for r0 in range(z0, z1, ROWS):
-            rows = r0 + tl.arange(0, ROWS)
-            tl.store(X + rows[:, None] * stride_t + cols[None, :],
-                     tl.full([ROWS, COLS], value, X.dtype.element_ty), mask=rows[:, None] < z1)
-
-    @triton.jit
-    def _load_rows(src, b, h, r0, T, stride_b, stride_h, stride_t,
-                   ROWS: tl.constexpr, HEAD_DIM: tl.constexpr, TMA: tl.constexpr):
-        """Rows r0 .. r0 + ROWS - 1 of head h of batch b of a (B, H, T, D) tensor, zero past T. src is
-        a TMA descriptor when TMA (Hopper's copy engine does the addresses and bounds), else a pointer."""
-        if TMA:
-            tile = src.load([b, h, r0, 0]).reshape(ROWS, HEAD_DIM)
-        else:
-            rows = r0 + tl.arange(0, ROWS)
-            ptrs = (src + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h
-                    + rows[:, None] * stride_t + tl.arange(0, HEAD_DIM)[None, :])
-            tile = tl.load(ptrs, mask=rows[:, None] < T, other=0.0)
-        return tile
-
-    @triton.jit
-    def _load_stats(src, bh, r0, T, stride_l, ROWS: tl.constexpr, TMA: tl.constexpr):
-        """LSE or Delta of rows r0 .. r0 + ROWS - 1 of (batch, head) bh, zero past T. Past T, q and dO are
-        zero too, so those rows' P^T = exp2(0 - 0) = 1 meets zero dO (dV) and zero dP^T - Delta (dK):
-        they add nothing, with no mask. TMA: one copy a tile instead of a load a thread and element."""
-        if TMA:
-            stats = src.load([bh, r0]).reshape(ROWS)
-        else:
-            rows = r0 + tl.arange(0, ROWS)
-            stats = tl.load(src + bh.to(tl.int64) * stride_l + rows, mask=rows < T, other=0.0)
-        return stats
 
     @triton.jit
     def _band_fwd_kernel(
@@ -391,6 +291,112 @@ if HAS_TRITON:
         _fill_rows(LSE + bh.to(tl.int64) * stride_l, 1, z0, z1, float("inf"), BLOCK_M, 1)
 
     @triton.jit
+    def _key_range(m0, lo, hi, T, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """First (BLOCK_N-aligned) and end key index that query rows [m0, m0 + BLOCK_M) see in [lo, hi)."""
+        start = tl.maximum(m0 - hi + 1, 0)
+        end = tl.minimum(m0 + BLOCK_M - lo, T)
+        end = tl.where(hi > lo, end, 0)  # padding interval [0, 0): no block at all
+        return (start // BLOCK_N) * BLOCK_N, end
+
+    @triton.jit
+    def _tile_mask(offs_m, offs_n, lo, hi):
+        """(BLOCK_M, BLOCK_N) visibility of an edge tile: distance i - j in [lo, hi), as one unsigned
+        compare an element (i - j - lo wraps around to a huge number below lo). No test against T is
+        needed: lo >= 0 keeps every key past T from the rows before T; the forward and dQ never store
+        the rows past T, and in dK/dV those rows' q and dO are zero, so they add nothing."""
+        d = offs_m[:, None] - offs_n[None, :] - lo
+        return d.to(tl.uint32, bitcast=True) < (hi - lo).to(tl.uint32, bitcast=True)
+
+    @triton.jit
+    def _load_rows(src, b, h, r0, T, stride_b, stride_h, stride_t,
+                   ROWS: tl.constexpr, HEAD_DIM: tl.constexpr, TMA: tl.constexpr):
+        """Rows r0 .. r0 + ROWS - 1 of head h of batch b of a (B, H, T, D) tensor, zero past T. src is
+        a TMA descriptor when TMA (Hopper's copy engine does the addresses and bounds), else a pointer."""
+        if TMA:
+            tile = src.load([b, h, r0, 0]).reshape(ROWS, HEAD_DIM)
+        else:
+            rows = r0 + tl.arange(0, ROWS)
+            ptrs = (src + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h
+                    + rows[:, None] * stride_t + tl.arange(0, HEAD_DIM)[None, :])
+            tile = tl.load(ptrs, mask=rows[:, None] < T, other=0.0)
+        return tile
+
+    @triton.jit
+    def _band_bwd_dq_kernel(
+        Q, DO,                                     # (B, H, T, D) queries and dO, last-dim stride 1
+        K_SRC, V_SRC,                              # K and V (B, H, T, D): TMA descriptors of [1, 1, BLOCK_N, D] tiles, or pointers
+        O,                                         # (B, H, T, D) forward output, contiguous like DQ
+        DQ,                                        # (B, H, T, D) output, contiguous
+        LSE,                                       # (B*H, T) fp32 from the forward
+        DELTA,                                     # (B*H, T) fp32 output: rowsum(dO * O), read by the dK/dV kernel after
+        SCHED,                                     # (programs / B, 4 + 2 NI) int32 schedule rows (h, m0, z0, z1, intervals)
+        sm_scale,                                  # scale (dQ = scale * dS K)
+        sm_scale_log2,                             # scale * log2(e)
+        stride_qb, stride_qh, stride_qt,           # strides of Q
+        stride_dob, stride_doh, stride_dot,        # strides of dO
+        stride_kb, stride_kh, stride_kt,           # strides of K (read only without TMA)
+        stride_vb, stride_vh, stride_vt,           # strides of V (read only without TMA)
+        stride_gb, stride_gh, stride_gt,           # strides of DQ and O (both contiguous, same shape)
+        stride_l,                                  # row stride of LSE and DELTA
+        B, H, T,                                   # batch, heads, sequence length
+        NI: tl.constexpr,                          # intervals per head (padded)
+        HEAD_DIM: tl.constexpr,                    # D
+        BLOCK_M: tl.constexpr,                     # queries per program
+        BLOCK_N: tl.constexpr,                     # keys per inner-loop step
+        DOT_PREC: tl.constexpr,                    # "ieee" for fp32 inputs
+        TMA: tl.constexpr,                         # whether K_SRC and V_SRC are TMA descriptors
+    ):
+        # One program owns a query block: the same key range and schedule as the forward.
+        # It also makes Delta = rowsum(dO * O) for its rows (it loads dO anyway), which saves the
+        # usual separate pre-pass launch; the dK/dV kernel runs after it.
+        b, h, m0, bh, z0, z1, IVS = _scheduled_block(SCHED, B, H, BLOCK_M, NI)
+        Q += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+        DO += b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
+        DQ += b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
+
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        offs_n = tl.arange(0, BLOCK_N)
+        offs_d = tl.arange(0, HEAD_DIM)
+        rows = offs_m[:, None] < T
+        q = tl.load(Q + offs_m[:, None] * stride_qt + offs_d[None, :], mask=rows, other=0.0)
+        do = tl.load(DO + offs_m[:, None] * stride_dot + offs_d[None, :], mask=rows, other=0.0)
+        o = tl.load(O + b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
+                    + offs_m[:, None] * stride_gt + offs_d[None, :], mask=rows, other=0.0)
+        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+        tl.store(DELTA + bh.to(tl.int64) * stride_l + offs_m, delta, mask=offs_m < T)
+        lse = tl.load(LSE + bh.to(tl.int64) * stride_l + offs_m, mask=offs_m < T, other=float("inf"))
+        dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+
+        for iv in range(NI):
+            lo = tl.load(IVS + 2 * iv)
+            hi = tl.load(IVS + 2 * iv + 1)
+            start, end = _key_range(m0, lo, hi, T, BLOCK_M, BLOCK_N)
+            for n0 in range(start, end, BLOCK_N):
+                n0 = tl.multiple_of(n0, BLOCK_N)
+                cols = n0 + offs_n
+                # -- load the key and value tiles (zeros past T) --
+                k = _load_rows(K_SRC, b, h, n0, T, stride_kb, stride_kh, stride_kt, BLOCK_N, HEAD_DIM, TMA)
+                v = _load_rows(V_SRC, b, h, n0, T, stride_vb, stride_vh, stride_vt, BLOCK_N, HEAD_DIM, TMA)
+                # -- both products first: the tensor cores compute dP = dO V^T during the exp2 of S = Q K^T --
+                s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+                dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
+                # -- recompute P from the saved LSE; mask only the edge tiles --
+                p = tl.math.exp2(s * sm_scale_log2 - lse[:, None])
+                inside = (m0 - n0 - BLOCK_N + 1 >= lo) & (m0 + BLOCK_M - 1 - n0 < hi)
+                if not inside:
+                    p = tl.where(_tile_mask(offs_m, cols, lo, hi), p, 0.0)
+                # -- dS = P * (dP - Delta); dQ += dS K --
+                ds = p * (dp - delta[:, None])
+                dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
+
+        dq *= sm_scale
+        tl.store(DQ + offs_m[:, None] * stride_gt + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=rows)
+        # Rows of the blocks that got no program: dQ = 0, and Delta = 0 so that no row holds garbage
+        # (last, as in the forward).
+        _fill_rows(DQ, stride_gt, z0, z1, 0.0, BLOCK_M, HEAD_DIM)
+        _fill_rows(DELTA + bh.to(tl.int64) * stride_l, 1, z0, z1, 0.0, BLOCK_M, 1)
+
+    @triton.jit
     def _band_bwd_dkdv_kernel(
         Q_SRC, DO_SRC,                             # Q and dO (B, H, T, D): TMA descriptors of [1, 1, BLOCK_M, D] tiles, or pointers
         K_SRC, V_SRC,                              # K and V (B, H, T, D): TMA descriptors of [1, 1, BLOCK_N, D] tiles, or pointers
@@ -465,83 +471,412 @@ if HAS_TRITON:
         _fill_rows(DV, stride_gt, z0, z1, 0.0, BLOCK_N, HEAD_DIM)
 
     @triton.jit
-    def _band_bwd_dq_kernel(
-        Q, DO,                                     # (B, H, T, D) queries and dO, last-dim stride 1
-        K_SRC, V_SRC,                              # K and V (B, H, T, D): TMA descriptors of [1, 1, BLOCK_N, D] tiles, or pointers
-        O,                                         # (B, H, T, D) forward output, contiguous like DQ
-        DQ,                                        # (B, H, T, D) output, contiguous
-        LSE,                                       # (B*H, T) fp32 from the forward
-        DELTA,                                     # (B*H, T) fp32 output: rowsum(dO * O), read by the dK/dV kernel after
-        SCHED,                                     # (programs / B, 4 + 2 NI) int32 schedule rows (h, m0, z0, z1, intervals)
-        sm_scale,                                  # scale (dQ = scale * dS K)
-        sm_scale_log2,                             # scale * log2(e)
-        stride_qb, stride_qh, stride_qt,           # strides of Q
-        stride_dob, stride_doh, stride_dot,        # strides of dO
-        stride_kb, stride_kh, stride_kt,           # strides of K (read only without TMA)
-        stride_vb, stride_vh, stride_vt,           # strides of V (read only without TMA)
-        stride_gb, stride_gh, stride_gt,           # strides of DQ and O (both contiguous, same shape)
-        stride_l,                                  # row stride of LSE and DELTA
-        B, H, T,                                   # batch, heads, sequence length
-        NI: tl.constexpr,                          # intervals per head (padded)
-        HEAD_DIM: tl.constexpr,                    # D
-        BLOCK_M: tl.constexpr,                     # queries per program
-        BLOCK_N: tl.constexpr,                     # keys per inner-loop step
-        DOT_PREC: tl.constexpr,                    # "ieee" for fp32 inputs
-        TMA: tl.constexpr,                         # whether K_SRC and V_SRC are TMA descriptors
-    ):
-        # One program owns a query block: the same key range and schedule as the forward.
-        # It also makes Delta = rowsum(dO * O) for its rows (it loads dO anyway), which saves the
-        # usual separate pre-pass launch; the dK/dV kernel runs after it.
-        b, h, m0, bh, z0, z1, IVS = _scheduled_block(SCHED, B, H, BLOCK_M, NI)
-        Q += b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-        DO += b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
-        DQ += b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
+    def _load_stats(src, bh, r0, T, stride_l, ROWS: tl.constexpr, TMA: tl.constexpr):
+        """LSE or Delta of rows r0 .. r0 + ROWS - 1 of (batch, head) bh, zero past T. Past T, q and dO are
+        zero too, so those rows' P^T = exp2(0 - 0) = 1 meets zero dO (dV) and zero dP^T - Delta (dK):
+        they add nothing, with no mask. TMA: one copy a tile instead of a load a thread and element."""
+        if TMA:
+            stats = src.load([bh, r0]).reshape(ROWS)
+        else:
+            rows = r0 + tl.arange(0, ROWS)
+            stats = tl.load(src + bh.to(tl.int64) * stride_l + rows, mask=rows < T, other=0.0)
+        return stats
 
-        offs_m = m0 + tl.arange(0, BLOCK_M)
-        offs_n = tl.arange(0, BLOCK_N)
-        offs_d = tl.arange(0, HEAD_DIM)
-        rows = offs_m[:, None] < T
-        q = tl.load(Q + offs_m[:, None] * stride_qt + offs_d[None, :], mask=rows, other=0.0)
-        do = tl.load(DO + offs_m[:, None] * stride_dot + offs_d[None, :], mask=rows, other=0.0)
-        o = tl.load(O + b.to(tl.int64) * stride_gb + h.to(tl.int64) * stride_gh
-                    + offs_m[:, None] * stride_gt + offs_d[None, :], mask=rows, other=0.0)
-        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-        tl.store(DELTA + bh.to(tl.int64) * stride_l + offs_m, delta, mask=offs_m < T)
-        lse = tl.load(LSE + bh.to(tl.int64) * stride_l + offs_m, mask=offs_m < T, other=float("inf"))
-        dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
 
-        for iv in range(NI):
-            lo = tl.load(IVS + 2 * iv)
-            hi = tl.load(IVS + 2 * iv + 1)
-            start, end = _key_range(m0, lo, hi, T, BLOCK_M, BLOCK_N)
-            for n0 in range(start, end, BLOCK_N):
-                n0 = tl.multiple_of(n0, BLOCK_N)
-                cols = n0 + offs_n
-                # -- load the key and value tiles (zeros past T) --
-                k = _load_rows(K_SRC, b, h, n0, T, stride_kb, stride_kh, stride_kt, BLOCK_N, HEAD_DIM, TMA)
-                v = _load_rows(V_SRC, b, h, n0, T, stride_vb, stride_vh, stride_vt, BLOCK_N, HEAD_DIM, TMA)
-                # -- both products first: the tensor cores compute dP = dO V^T during the exp2 of S = Q K^T
-                #    (in the dK/dV loop, with its narrower tiles, the same order measured slower) --
-                s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
-                dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
-                # -- recompute P from the saved LSE; mask only the edge tiles --
-                p = tl.math.exp2(s * sm_scale_log2 - lse[:, None])
-                inside = (m0 - n0 - BLOCK_N + 1 >= lo) & (m0 + BLOCK_M - 1 - n0 < hi)
-                if not inside:
-                    p = tl.where(_tile_mask(offs_m, cols, lo, hi), p, 0.0)
-                # -- dS = P * (dP - Delta); dQ += dS K --
-                ds = p * (dp - delta[:, None])
-                dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
+# -----------------------------------------------------------------------------
+# 4. Autograd: the kernels as one differentiable function
 
-        dq *= sm_scale
-        tl.store(DQ + offs_m[:, None] * stride_gt + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=rows)
-        # Rows of the blocks that got no program: dQ = 0, and Delta = 0 so that no row holds garbage
-        # (last, as in the forward).
-        _fill_rows(DQ, stride_gt, z0, z1, 0.0, BLOCK_M, HEAD_DIM)
-        _fill_rows(DELTA + bh.to(tl.int64) * stride_l, 1, z0, z1, 0.0, BLOCK_M, 1)
+def triton_band_attention(q, k, v, bands, scale):
+    """The fused band kernel; bands normalized as in `normalize_bands`. Differentiable in q, k, v."""
+    if not triton_supports(q):
+        raise ValueError(f"the Triton kernel needs a head dim that is a power of two in [16, 128], "
+                         f"got {q.shape[-1]}; use backend='torch'")
+    if not (q.is_cuda or _interpreting()):
+        raise ValueError("backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)")
+    if q.numel() == 0:  # T = 0 or B = 0: nothing to launch (a tensor descriptor needs a non-empty shape)
+        return torch_band_attention(q, k, v, bands, scale)
+    # The forward takes each row's max before scaling (one FMA an element), which needs scale > 0:
+    # a negative scale is the positive one on -q, and scale 0 is scale 1 on q * 0 (uniform weights).
+    if scale < 0:
+        q, scale = -q, -scale
+    elif scale == 0:
+        q, scale = q * 0, 1.0
+    if torch.compiler.is_compiling():
+        return _band_fwd_op(q, k, v, _flat_bands(bands), float(scale))[0]
+    return _BandAttention.apply(q, k, v, bands, float(scale))
 
-    # Generation's one-token step has its own kernel: with a single query row there are no tiles
-    # to multiply, and the work is reading the band's keys from the KV cache.
+
+def triton_supports(q):
+    """Whether the Triton kernels take this input: head dim a power of two in [16, 128]."""
+    D = q.shape[-1]
+    return HAS_TRITON and 16 <= D <= 128 and D & (D - 1) == 0
+
+
+# Two wrappers around the same launches. Eager calls go through a plain autograd.Function, the
+# cheapest way in and out of Python. Under torch.compile the custom ops make each launch one opaque
+# graph node (dynamo does not trace into Triton's launcher), with autograd through
+# register_autograd; the bands cross torch.library's schema as a flat list of ints (_flat_bands).
+if HAS_TRITON:
+
+    class _BandAttention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, bands, scale):
+            o, lse = _fwd_impl(q, k, v, bands, scale)
+            ctx.save_for_backward(q, k, v, o, lse)
+            ctx.bands, ctx.scale = bands, scale
+            return o
+
+        @staticmethod
+        def backward(ctx, do):
+            q, k, v, o, lse = ctx.saved_tensors
+            dq, dk, dv = _bwd_impl(do, q, k, v, o, lse, ctx.bands, ctx.scale)
+            return dq, dk, dv, None, None
+
+    @torch.library.custom_op("band_attention::fwd", mutates_args=())
+    def _band_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bands_flat: list[int],
+                     scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return _fwd_impl(q, k, v, _unflat_bands(bands_flat, q.shape[1]), scale)
+
+    @_band_fwd_op.register_fake
+    def _(q, k, v, bands_flat, scale):
+        B, H, T, D = q.shape
+        return _bthd_empty(B, H, T, D, q), _stats_empty(B, H, T, q.device)
+
+    @torch.library.custom_op("band_attention::bwd", mutates_args=())
+    def _band_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     o: torch.Tensor, lse: torch.Tensor, bands_flat: list[int],
+                     scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _bwd_impl(do, q, k, v, o, lse, _unflat_bands(bands_flat, q.shape[1]), scale)
+
+    @_band_bwd_op.register_fake
+    def _(do, q, k, v, o, lse, bands_flat, scale):
+        return tuple(_bthd_empty(*q.shape, q) for _ in range(3))
+
+    def _band_setup_context(ctx, inputs, output):
+        q, k, v, bands_flat, scale = inputs
+        o, lse = output
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.bands_flat, ctx.scale = bands_flat, scale
+
+    def _band_backward(ctx, do, dlse):
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, dk, dv = _band_bwd_op(do, q, k, v, o, lse, ctx.bands_flat, ctx.scale)
+        return dq, dk, dv, None, None
+
+    _band_fwd_op.register_autograd(_band_backward, setup_context=_band_setup_context)
+
+
+def _flat_bands(bands):
+    """Normalized bands as the flat [lo0, hi0, lo1, hi1, ...] list of the padded (H, K, 2) layout."""
+    K = max(1, max(len(b) for b in bands))
+    return [x for b in bands for pair in list(b) + [(0, 0)] * (K - len(b)) for x in pair]
+
+
+def _unflat_bands(bands_flat, n_head):
+    """The inverse of _flat_bands."""
+    K = len(bands_flat) // (2 * n_head)
+    pairs = list(zip(bands_flat[0::2], bands_flat[1::2]))
+    return tuple(tuple(p for p in pairs[h * K:(h + 1) * K] if p[1] > p[0]) for h in range(n_head))
+
+
+# -----------------------------------------------------------------------------
+# 5. Launching: what the host prepares for the kernels
+
+def _fwd_impl(q, k, v, bands, scale):
+    """Forward launch: o (B, H, T, D) in q's dtype and the rows' LSE (B, H, T) fp32."""
+    B, H, T, D = q.shape
+    q, k, v = (_kernel_ready(t) for t in (q, k, v))
+    o = _bthd_empty(B, H, T, D, q)
+    lse = _stats_empty(B, H, T, q.device)
+    tma = _tma_on(q.device)
+    cfg = _launch_config("fwd", D, q.dtype, T, tma)
+    sched = _schedule(bands, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "q", q.device)
+    _band_fwd_kernel[(sched.shape[0] * B,)](
+        q, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, lse, sched, scale * LOG2E,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        o.stride(0), o.stride(1), o.stride(2), lse.stride(1),
+        B, H, T, NI=_intervals(sched), HEAD_DIM=D, DOT_PREC=_dot_precision(q.dtype), TMA=tma, **cfg)
+    return o, lse
+
+
+def _bwd_impl(do, q, k, v, o, lse, bands, scale):
+    """Backward launches: dq, dk, dv. The dQ kernel runs first: it also writes Delta = rowsum(dO * O),
+    which the dK/dV kernel reads (same stream, so ordered)."""
+    B, H, T, D = q.shape
+    q, k, v, do = (_kernel_ready(t) for t in (q, k, v, do))
+    prec = _dot_precision(q.dtype)
+    dq = _bthd_empty(B, H, T, D, q)
+    if o.stride() != dq.stride():  # the dQ kernel reads O with DQ's strides
+        o = _bthd_empty(B, H, T, D, q).copy_(o)
+    dk = torch.empty_like(dq)
+    dv = torch.empty_like(dq)
+    delta = _stats_empty(B, H, T, q.device)
+    if lse.stride() != delta.stride():  # both are read with one row stride
+        lse = _stats_empty(B, H, T, q.device).copy_(lse)
+    tma = _tma_on(q.device)
+    qs, ks, vs, dos = (t.stride()[:3] for t in (q, k, v, do))
+    cfg = _launch_config("dq", D, q.dtype, T, tma)
+    sched = _schedule(bands, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "q", q.device)
+    _band_bwd_dq_kernel[(sched.shape[0] * B,)](
+        q, do, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, dq, lse, delta, sched,
+        scale, scale * LOG2E, *qs, *dos, *ks, *vs, *dq.stride()[:3], delta.stride(1),
+        B, H, T, NI=_intervals(sched), HEAD_DIM=D, DOT_PREC=prec, TMA=tma, **cfg)
+    cfg = _launch_config("dkdv", D, q.dtype, T, tma)
+    sched = _schedule(bands, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "k", q.device)
+    _band_bwd_dkdv_kernel[(sched.shape[0] * B,)](
+        _tiles(q, cfg["BLOCK_M"], tma), _tiles(do, cfg["BLOCK_M"], tma),
+        _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), dk, dv,
+        _stat_tiles(lse, cfg["BLOCK_M"], tma), _stat_tiles(delta, cfg["BLOCK_M"], tma), sched,
+        scale, scale * LOG2E, *qs, *dos, *ks, *vs, *dk.stride()[:3], delta.stride(1),
+        B, H, T, NI=_intervals(sched), HEAD_DIM=D, DOT_PREC=prec, TMA=tma, **cfg)
+    return dq, dk, dv
+
+
+# 5a. The schedule. Each program reads one row (h, r0, z0, z1, lo0, hi0, ...): its head, the first
+# row of its block, the rows [z0, z1) it zero-fills, and the head's intervals clipped to [0, T].
+# Programs that would visit no tile are not launched at all (about half of sp_exclusive's blocks).
+
+@functools.lru_cache(maxsize=256)
+def _schedule(bands, T, BLOCK_M, BLOCK_N, side, device):
+    """The programs of one pass as the kernels' (n, 4 + 2K) int32 schedule rows (h, r0, z0, z1, lo0,
+    hi0, ..., lo(K-1), hi(K-1)), the head's K intervals clipped to [0, T] ([0, 0) when empty); made
+    once per (bands, T, tiles, side, device).
+
+    side "q" (forward, dQ): r0 starts a query block of BLOCK_M rows, which visits BLOCK_N-key tiles;
+    side "k" (dK/dV): r0 starts a key block of BLOCK_N rows, which visits BLOCK_M-query tiles.
+    Programs are sorted by length, longest first, over all heads, so that the launch ends on short
+    programs (longest-processing-time-first scheduling). A block that visits no tile gets no program:
+    such blocks are a head's first query blocks (their rows are nearer the sequence start than the
+    head's smallest distance) or its last key blocks. The head's launched blocks share out their rows
+    to zero-fill, a run [z0, z1) each (one program filling a long run alone would finish last). A
+    head that sees nothing keeps one program.
+    A row carries its head's intervals rather than pointing into a table of them, so a program's
+    first loads do not wait on each other.
+    """
+    n_head = len(bands)
+    rows = BLOCK_M if side == "q" else BLOCK_N
+    n_blocks = triton.cdiv(T, rows)
+    clipped = bands_tensor(bands, T).view(n_head, -1).tolist()
+    jobs = []  # (length in tiles, h, r0, z0, z1, intervals)
+    for h in range(n_head):
+        tiles = [_block_tiles(bands[h], T, BLOCK_M, BLOCK_N, side, blk * rows) for blk in range(n_blocks)]
+        live = [blk for blk in range(n_blocks) if tiles[blk]] or [n_blocks - 1 if side == "q" else 0]
+        # the blocks without tiles are a prefix (query side) or a suffix (key side) of the head's blocks
+        empty = range(0, live[0]) if side == "q" else range(live[-1] + 1, n_blocks)
+        share = triton.cdiv(len(empty), len(live))
+        fills = [empty[i * share: (i + 1) * share] for i in range(len(live))]
+        for blk, fill in zip(live, fills):
+            z0, z1 = (fill[0] * rows, min((fill[-1] + 1) * rows, T)) if fill else (0, 0)
+            # a zero-filled block counts as a tile: an upper bound, so that a filler is not left last
+            jobs.append((tiles[blk] + len(fill), h, blk * rows, z0, z1, *clipped[h]))
+    if side == "q":  # ties: query blocks from the last (the longest rows first)
+        jobs.sort(key=lambda j: (j[1], -j[2]))
+    jobs.sort(key=lambda j: -j[0])  # stable
+    K = len(clipped[0]) // 2
+    return torch.tensor([j[1:] for j in jobs], dtype=torch.int32).view(-1, 4 + 2 * K).to(device)
+
+
+def _intervals(sched):
+    """K, the intervals a schedule row carries per head (the kernels' NI)."""
+    return (sched.shape[1] - 4) // 2
+
+
+def _block_tiles(intervals, T, BLOCK_M, BLOCK_N, side, r0):
+    """How many tiles the loops of the block starting at row r0 visit for one head's intervals (the
+    kernels' own loop bounds)."""
+    n = 0
+    for lo, hi in intervals:
+        hi = min(hi, T)
+        if lo >= hi:
+            continue
+        if side == "q":
+            start, end = (max(r0 - hi + 1, 0) // BLOCK_N) * BLOCK_N, min(r0 + BLOCK_M - lo, T)
+            n += max(0, triton.cdiv(end - start, BLOCK_N))
+        else:
+            start, end = ((r0 + lo) // BLOCK_M) * BLOCK_M, min(r0 + BLOCK_N - 1 + hi, T)
+            n += max(0, triton.cdiv(end - start, BLOCK_M))
+    return n
+
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _scheduled_block(SCHED, B, H, ROWS: tl.constexpr, NI: tl.constexpr):
+        """This program's work: schedule row pid // B for batch pid % B (a row's batches run side by
+        side). Returns b, h, the block's first row, b * H + h, the zero-fill run [z0, z1), and where
+        the row's NI intervals [lo, hi) of head h start."""
+        job = SCHED + (tl.program_id(0) // B) * (4 + 2 * NI)
+        b = tl.program_id(0) % B
+        h = tl.load(job)
+        r0 = tl.multiple_of(tl.load(job + 1), ROWS)
+        return b, h, r0, b * H + h, tl.load(job + 2), tl.load(job + 3), job + 4
+
+    @triton.jit
+    def _fill_rows(X, stride_t, z0, z1, value, ROWS: tl.constexpr, COLS: tl.constexpr):
+        """X[z0:z1, :COLS] = value, X offset to one (batch, head); for the blocks that got no program."""
+        cols = tl.arange(0, COLS)
+        for r0 in range(z0, z1, ROWS):
+            rows = r0 + tl.arange(0, ROWS)
+            tl.store(X + rows[:, None] * stride_t + cols[None, :],
+                     tl.full([ROWS, COLS], value, X.dtype.element_ty), mask=rows[:, None] < z1)
+
+
+# 5b. Tiles through Hopper's copy engine (TMA): a descriptor made on the host tells the engine the
+# tensor's shape and strides, so the loops issue one copy a tile and do no address arithmetic or
+# bounds checks of their own. GPUs without TMA get the same tiles through pointers.
+
+@functools.lru_cache(maxsize=None)
+def _tma_on(device):
+    """Whether the loops stream their tiles through TMA descriptors: on GPUs that have the copy engine
+    (Hopper, compute capability 9, and later) and under the interpreter (the CPU tests). Older GPUs get
+    pointers: triton pipelines those there, but not the plain loads a descriptor falls back to."""
+    return _interpreting() or torch.cuda.get_device_capability(device)[0] >= 9
+
+
+def _tiles(t, rows, tma):
+    """What a loop streams [rows, D] tiles of one (batch, head) of t (B, H, T, D) from: a tensor
+    descriptor (the copy engine then does the address arithmetic and the bounds), or t itself."""
+    if not tma:
+        return t
+    strides = [st if n > 1 else t.shape[-1] for n, st in zip(t.shape, t.stride())]  # any aligned one for size 1
+    return TensorDescriptor(t, list(t.shape), strides, [1, 1, rows, t.shape[-1]])
+
+
+def _stat_tiles(t, rows, tma):
+    """What the dK/dV loop streams [rows] of one (batch, head)'s statistics from: a (B*H, T) descriptor
+    (zeros past T), or t itself."""
+    if not tma:
+        return t
+    B, H, T = t.shape
+    return TensorDescriptor(t, [B * H, T], [t.stride(1), 1], [1, rows])
+
+
+# 5c. Memory layouts
+
+def _kernel_ready(t):
+    # The kernels take any batch/head/time strides (views of a fused qkv projection need no copy),
+    # but vectorized loads need the head dim packed, and tensor descriptors a 16-byte aligned start
+    # and strides (a broadcast's stride 0 is not one; a size-1 dim's stride does not count).
+    aligned = t.data_ptr() % 16 == 0 and all(n == 1 or (st > 0 and st * t.element_size() % 16 == 0)
+                                             for n, st in zip(t.shape[:-1], t.stride()[:-1]))
+    return t if t.stride(-1) == 1 and aligned else t.clone(memory_format=torch.contiguous_format)
+
+
+def _bthd_empty(B, H, T, D, like):
+    """An uninitialized (B, H, T, D) tensor laid out in (B, T, H, D) order. The model's next step is
+    y.transpose(1, 2) -> (B, T, H * D), and the gradients go back into views of the fused (B, T, 3C)
+    qkv projection: in this order both are views, not copies (SDPA's kernels return the same layout),
+    and autograd does not save the output twice (as o, and as y for the output projection)."""
+    return torch.empty((B, T, H, D), dtype=like.dtype, device=like.device).transpose(1, 2)
+
+
+def _stats_empty(B, H, T, device):
+    """An uninitialized (B, H, T) fp32 tensor for per-row statistics (LSE, Delta), each row of T padded to
+    a multiple of 4 elements: a TMA descriptor needs 16-byte row strides."""
+    return torch.empty((B, H, triton.cdiv(T, 4) * 4), dtype=torch.float32, device=device)[..., :T]
+
+
+def _dot_precision(dtype):
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+# 5d. Launch configs: block sizes, warps and pipeline stages per (pass, head dim), from
+# `bench_kernel.py --sweep` on an H200 and an H100 (docs/kernel.md has the numbers).
+# 64 x 64 tiles with 4 warps win nearly everywhere: a band row is short, so more, smaller programs
+# balance better across the SMs than 128-row ones, and a 64 x 64 fp32 score tile stays in registers.
+# A config may also cap a thread's registers (maxnreg) so that one more program fits an SM: an SM has
+# 65536 registers, so programs of 128 threads fit 5 to an SM at <= 102 registers, 4 at <= 128, 3 at
+# <= 170. More programs on an SM hide more of each other's loads and of their starts and ends, which
+# matter because a band row is only a few tiles long. The caps apply to the TMA loops only.
+BIG = 1 << 30
+KERNEL_CONFIGS = {
+    # forward: 64 queries a program, 64-key steps; 2 stages leave shared memory for more programs an SM.
+    "fwd": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2, maxnreg=96)},
+            128: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)}},
+    # dK/dV: 64 resident keys, narrow 32-query steps (the four 64 x 32 products of a step stay in
+    # registers).
+    "dkdv": {64: {BIG: dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2, maxnreg=128)},
+             128: {BIG: dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=4)}},
+    # dQ: 64 resident queries; D = 128 streams 32-key steps to fit the resident q, dO, o, dq tiles.
+    "dq": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)},
+           128: {BIG: dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=4)}},
+}
+# The interpreter (CPU tests) gets 16 x 16 tiles, so that small test shapes still cross many tiles.
+_INTERPRET_CONFIG = dict(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1)
+# s * scale - m is meant to be one fused multiply-add an element in every inner loop: say so rather
+# than rely on the compiler's default.
+_COMPILE_OPTIONS = dict(enable_fp_fusion=True)
+
+
+def _launch_config(kind, D, dtype, T, tma):
+    """kind: "fwd", "dkdv" (BLOCK_N keys a program), "dq" (BLOCK_M queries a program); tma: _tma_on."""
+    if _interpreting():
+        return dict(_INTERPRET_CONFIG)
+    if dtype == torch.float32:
+        # fp32 tiles take twice the registers and shared memory of 16-bit ones: smaller tiles, 2 stages.
+        return dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2, **_COMPILE_OPTIONS)
+    cfg = KERNEL_CONFIGS[kind]
+    cfg = cfg[min(cfg, key=lambda d: (d < D, d))]  # the smallest listed head dim >= D
+    cfg = dict(cfg[min(cfg, key=lambda t: (t < T, t))], **_COMPILE_OPTIONS)  # the smallest length >= T
+    if not tma:  # the register caps fit the TMA loops; pointer loads keep more values live and would spill
+        cfg.pop("maxnreg", None)
+    elif kind == "dkdv" and cfg["BLOCK_M"] < 32:
+        # its LSE and Delta tiles would be TMA boxes of under 128 bytes, which fault with a misaligned
+        # address once pipelined (docs/kernel.md)
+        raise ValueError(f"dK/dV steps need >= 32 queries with TMA, got BLOCK_M={cfg['BLOCK_M']}")
+    return cfg
+
+
+def _interpreting():
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+LOG2E = 1.4426950408889634
+
+
+# -----------------------------------------------------------------------------
+# 6. Generation's one-token step, and FlexAttention with the same bands
+
+def band_decode_attention(q, k, v, bands, pos, scale, backend="auto"):
+    """One query per head at position `pos` (q: (B, H, 1, D); pos an int or a 0-d integer tensor on
+    q's device) over a KV cache k, v (B, H, N, D) holding positions 0..pos (later ones are not read).
+    Only the keys inside each head's bands are read, about 1/H of the cache for the SP patterns.
+    backend "triton": the decode kernel, which reads the bands in place in the cache; "torch": gathers
+    the bands' keys, then one SDPA call (the reference); "auto": triton on CUDA where it runs."""
+    if backend == "auto":
+        backend = "triton" if q.is_cuda and triton_supports(q) else "torch"
+    if backend == "triton":
+        return _decode_impl(q, k, v, bands, pos, scale)
+    B, H, _, D = q.shape
+    back, may_be_empty = _decode_offsets(bands, str(q.device))      # (H, S) slots
+    keys = back + pos                                               # cache position of each slot
+    valid = keys >= 0                                               # padding slots sit far below 0
+    index = keys.clamp(min=0)[None, :, :, None].expand(B, H, keys.size(1), D)
+    y = F.scaled_dot_product_attention(q, k.gather(2, index), v.gather(2, index),
+                                       attn_mask=valid[None, :, None, :], scale=scale)
+    if may_be_empty:  # a head whose bands all start after pos sees no key: 0, whatever the backend gives
+        y = torch.where(valid.any(-1)[None, :, None, None], y, 0.0)
+    return y
+
+
+@functools.lru_cache(maxsize=64)
+def _decode_offsets(bands, device):
+    """For band_decode_attention, made once: slot (h, i * W + w) holds the key at distance lo_i + w,
+    i.e. at position pos + back with back = -lo_i - w; slots past an interval's width get a back so
+    negative that they are never valid. Also whether some head can see no key at all (a first
+    interval not starting at distance 0)."""
+    b = _bands_on(bands, device)                                      # (H, K, 2)
+    width = max([hi - lo for head in bands for lo, hi in head] + [1])
+    offs = torch.arange(width, device=device)
+    back = -b[..., 0, None] - offs                                    # (H, K, W)
+    back = back.masked_fill(offs >= b[..., 1, None] - b[..., 0, None], -(1 << 40))
+    return back.view(len(bands), -1), any(not head or head[0][0] > 0 for head in bands)
+
+
+if HAS_TRITON:
+
     @triton.jit
     def _band_decode_kernel(
         Q,                                         # (B, H, 1, D): the new token's queries, last-dim stride 1
@@ -633,248 +968,6 @@ if HAS_TRITON:
         tl.store(O + (bh // H).to(tl.int64) * stride_ob + (bh % H).to(tl.int64) * stride_oh + offs_d,
                  o.to(O.dtype.element_ty))
 
-# Block sizes, warps and pipeline stages per (pass, head dim, dtype). Overridable (bench_kernel.py
-# sweeps it); the interpreter gets 16 x 16 tiles so that small test shapes still cross many tiles.
-_INTERPRET_CONFIG = dict(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1)
-
-
-# Multiply-adds stay fused (s * scale - m is one FFMA): the default in triton 3.6 and 3.9, announced
-# to become off in 3.10, which would add an instruction an element to every inner loop.
-_COMPILE_OPTIONS = dict(enable_fp_fusion=True)
-
-
-def _launch_config(kind, D, dtype, T, tma):
-    """kind: "fwd", "dkdv" (BLOCK_N keys a program), "dq" (BLOCK_M queries a program); tma: _tma_on."""
-    if _interpreting():
-        return dict(_INTERPRET_CONFIG)
-    if dtype == torch.float32:
-        # fp32 tiles take twice the registers and shared memory of 16-bit ones: smaller tiles, 2 stages.
-        return dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2, **_COMPILE_OPTIONS)
-    cfg = KERNEL_CONFIGS[kind]
-    cfg = cfg[min(cfg, key=lambda d: (d < D, d))]  # the smallest listed head dim >= D
-    cfg = dict(cfg[min(cfg, key=lambda t: (t < T, t))], **_COMPILE_OPTIONS)  # the smallest length >= T
-    if not tma:  # the register caps fit the TMA loops; pointer loads keep more values live and would spill
-        cfg.pop("maxnreg", None)
-    elif kind == "dkdv" and cfg["BLOCK_M"] < 32:
-        # its LSE and Delta tiles would be TMA boxes under 128 bytes, which fault (misaligned address) on
-        # an H200 with triton 3.6 once pipelined
-        raise ValueError(f"dK/dV steps need >= 32 queries with TMA, got BLOCK_M={cfg['BLOCK_M']}")
-    return cfg
-
-
-# (pass) -> (head dim bound) -> (length bound) -> launch config; from bench_kernel.py --sweep on an
-# H200 and an H100 (results/kernel_notes.md). 64 x 64 tiles with 4 warps won nearly everywhere: a band
-# row is short, so more, smaller programs balance better across the 132 SMs than 128-row ones, and the
-# 64 x 64 fp32 score tile stays in registers. At D = 64, with TMA, 2 stages beat 3 in the forward (less
-# shared memory a program, so more programs an SM to cover each other's waits).
-# A config may also cap a thread's registers (maxnreg) so that one more program fits an SM (65536
-# registers: 5 programs of 128 threads at <= 102, 4 at <= 128, 3 at <= 170). The forward at D = 64
-# takes 110 on triton 3.6 (4 an SM) and fits in 96 unspilled: 5 an SM hide more of each program's
-# start and end (a band row is 3-24 tiles long), 1-2 % faster (results/kernel_sweep_occupancy_h200.log).
-# dK/dV at D = 64 takes 130 with its tiles and statistics through TMA; capped at 128 with 2 stages it runs
-# 4 an SM unspilled on triton 3.6 and 3.9 (3 stages spill), up to 6 % faster forward + backward
-# (results/kernel_ab_dkdv_cap128_h200.log).
-BIG = 1 << 30
-KERNEL_CONFIGS = {
-    "fwd": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2, maxnreg=96)},
-            128: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)}},
-    # dK/dV: 64 resident keys, narrow 32-query steps (the four 64 x 32 products of a step stay in
-    # registers).
-    "dkdv": {64: {BIG: dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2, maxnreg=128)},
-             128: {BIG: dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=4)}},
-    # dQ: 64 resident queries; D = 128 streams 32-key steps to fit the resident q, dO, o, dq tiles.
-    "dq": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)},
-           128: {BIG: dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=4)}},
-}
-
-
-def _interpreting():
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
-_BANDS_CACHE = {}
-
-
-def _clipped_bands(bands_flat, n_head, T, device):
-    """(H, NI, 2) int32 device tensor of the bands clipped to distances < T (cached: no copy per call)."""
-    key = (tuple(bands_flat), n_head, T, str(device))
-    t = _BANDS_CACHE.get(key)
-    if t is None:
-        b = torch.tensor(bands_flat, dtype=torch.int64).view(n_head, -1, 2)
-        lo, hi = b[..., 0].clamp(max=T), b[..., 1].clamp(max=T)
-        empty = hi <= lo
-        b = torch.stack([lo.masked_fill(empty, 0), hi.masked_fill(empty, 0)], dim=-1)
-        t = b.to(torch.int32).contiguous().to(device)
-        _BANDS_CACHE[key] = t
-    return t
-
-
-_SCHEDULE_CACHE = {}
-
-
-def _schedule(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, device):
-    """The programs of one pass, as the kernels' (n, 4 + 2K) int32 schedule rows (h, r0, z0, z1, lo0,
-    hi0, ..., lo(K-1), hi(K-1)) with the head's K intervals clipped to [0, T] ([0, 0) when empty); cached.
-
-    side "q" (forward, dQ): r0 starts a query block of BLOCK_M rows, which visits BLOCK_N-key tiles;
-    side "k" (dK/dV): r0 starts a key block of BLOCK_N rows, which visits BLOCK_M-query tiles.
-    Programs are sorted by length, longest first, over all heads, so that the launch ends on short
-    programs (longest-processing-time-first scheduling). A block that visits no tile gets no program:
-    such blocks are a head's first query blocks (their rows are nearer the sequence start than the
-    head's smallest distance) or its last key blocks. The head's launched blocks share out their rows
-    to zero-fill, a run [z0, z1) each (one program filling a long run alone would finish last). A
-    head that sees nothing keeps one program.
-    """
-    key = (tuple(bands_flat), n_head, T, BLOCK_M, BLOCK_N, side, str(device))
-    if key in _SCHEDULE_CACHE:
-        return _SCHEDULE_CACHE[key]
-    rows = BLOCK_M if side == "q" else BLOCK_N
-    n_blocks = triton.cdiv(T, rows)
-    jobs = []  # (length in tiles, h, r0, z0, z1, intervals)
-    K = len(bands_flat) // (2 * n_head)
-    # A row carries its head's intervals: a program's first loads then do not wait on each other
-    # (reading them from a per-head table needed h first, one more memory round trip a program).
-    clipped = _clipped_bands(bands_flat, n_head, T, "cpu").view(n_head, -1).tolist()
-    for h in range(n_head):
-        tiles = [_block_tiles(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, h, blk * rows) for blk in range(n_blocks)]
-        live = [blk for blk in range(n_blocks) if tiles[blk]] or [n_blocks - 1 if side == "q" else 0]
-        # the blocks without tiles are a prefix (query side) or a suffix (key side) of the head's blocks
-        empty = range(0, live[0]) if side == "q" else range(live[-1] + 1, n_blocks)
-        share = triton.cdiv(len(empty), len(live))
-        fills = [empty[i * share: (i + 1) * share] for i in range(len(live))]
-        for blk, fill in zip(live, fills):
-            z0, z1 = (fill[0] * rows, min((fill[-1] + 1) * rows, T)) if fill else (0, 0)
-            # a zero-filled block counts as a tile: an upper bound, so that a filler is not left last
-            jobs.append((tiles[blk] + len(fill), h, blk * rows, z0, z1, *clipped[h]))
-    if side == "q":  # ties: the old launch order, query blocks from the last (the longest rows first)
-        jobs.sort(key=lambda j: (j[1], -j[2]))
-    jobs.sort(key=lambda j: -j[0])  # stable
-    t = torch.tensor([j[1:] for j in jobs], dtype=torch.int32).view(-1, 4 + 2 * K).to(device)
-    _SCHEDULE_CACHE[key] = t
-    return t
-
-
-def _block_tiles(bands_flat, n_head, T, BLOCK_M, BLOCK_N, side, h, r0):
-    """How many tiles the loops of the block starting at row r0 of head h visit (the kernels' bounds)."""
-    K = len(bands_flat) // (2 * n_head)
-    pairs = bands_flat[2 * K * h: 2 * K * (h + 1)]
-    n = 0
-    for lo, hi in zip(pairs[0::2], pairs[1::2]):
-        hi = min(hi, T)
-        if lo >= hi:
-            continue
-        if side == "q":
-            start, end = (max(r0 - hi + 1, 0) // BLOCK_N) * BLOCK_N, min(r0 + BLOCK_M - lo, T)
-            n += max(0, triton.cdiv(end - start, BLOCK_N))
-        else:
-            start, end = ((r0 + lo) // BLOCK_M) * BLOCK_M, min(r0 + BLOCK_N - 1 + hi, T)
-            n += max(0, triton.cdiv(end - start, BLOCK_M))
-    return n
-
-
-def _kernel_ready(t):
-    # The kernels take any batch/head/time strides (views of a fused qkv projection need no copy),
-    # but vectorized loads need the head dim packed, and tensor descriptors a 16-byte aligned start
-    # and strides (a broadcast's stride 0 is not one; a size-1 dim's stride does not count).
-    aligned = t.data_ptr() % 16 == 0 and all(n == 1 or (st > 0 and st * t.element_size() % 16 == 0)
-                                             for n, st in zip(t.shape[:-1], t.stride()[:-1]))
-    return t if t.stride(-1) == 1 and aligned else t.clone(memory_format=torch.contiguous_format)
-
-
-@functools.lru_cache(maxsize=None)
-def _tma_on(device):
-    """Whether the loops stream their tiles through TMA descriptors: on GPUs that have the copy engine
-    (Hopper, compute capability 9, and later) and under the interpreter (the CPU tests). Older GPUs get
-    pointers: triton pipelines those there, but not the plain loads a descriptor falls back to."""
-    return _interpreting() or torch.cuda.get_device_capability(device)[0] >= 9
-
-
-def _tiles(t, rows, tma):
-    """What a loop streams [rows, D] tiles of one (batch, head) of t (B, H, T, D) from: a tensor
-    descriptor (the copy engine then does the address arithmetic and the bounds), or t itself."""
-    if not tma:
-        return t
-    strides = [st if n > 1 else t.shape[-1] for n, st in zip(t.shape, t.stride())]  # any aligned one for size 1
-    return TensorDescriptor(t, list(t.shape), strides, [1, 1, rows, t.shape[-1]])
-
-
-def _bthd_empty(B, H, T, D, like):
-    """An uninitialized (B, H, T, D) tensor laid out in (B, T, H, D) order. The model's next step is
-    y.transpose(1, 2) -> (B, T, H * D), and the gradients go back into views of the fused (B, T, 3C)
-    qkv projection: in this order both are views, not copies (SDPA's kernels return the same layout),
-    and autograd does not save the output twice (as o, and as y for the output projection)."""
-    return torch.empty((B, T, H, D), dtype=like.dtype, device=like.device).transpose(1, 2)
-
-
-def _stats_empty(B, H, T, device):
-    """An uninitialized (B, H, T) fp32 tensor for per-row statistics (LSE, Delta), each row of T padded to
-    a multiple of 4 elements: a TMA descriptor needs 16-byte row strides."""
-    return torch.empty((B, H, triton.cdiv(T, 4) * 4), dtype=torch.float32, device=device)[..., :T]
-
-
-def _stat_tiles(t, rows, tma):
-    """What the dK/dV loop streams [rows] of one (batch, head)'s statistics from: a (B*H, T) descriptor
-    (zeros past T), or t itself."""
-    if not tma:
-        return t
-    B, H, T = t.shape
-    return TensorDescriptor(t, [B * H, T], [t.stride(1), 1], [1, rows])
-
-
-def _dot_precision(dtype):
-    return "ieee" if dtype == torch.float32 else "tf32"
-
-
-def _fwd_impl(q, k, v, bands_flat, scale):
-    B, H, T, D = q.shape
-    q, k, v = (_kernel_ready(t) for t in (q, k, v))
-    o = _bthd_empty(B, H, T, D, q)
-    lse = _stats_empty(B, H, T, q.device)
-    tma = _tma_on(q.device)
-    cfg = _launch_config("fwd", D, q.dtype, T, tma)
-    sched = _schedule(bands_flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "q", q.device)
-    _band_fwd_kernel[(sched.shape[0] * B,)](
-        q, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, lse, sched, scale * LOG2E,
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        o.stride(0), o.stride(1), o.stride(2), lse.stride(1),
-        B, H, T, NI=len(bands_flat) // (2 * H), HEAD_DIM=D, DOT_PREC=_dot_precision(q.dtype), TMA=tma, **cfg)
-    return o, lse
-
-
-def _bwd_impl(do, q, k, v, o, lse, bands_flat, scale):
-    B, H, T, D = q.shape
-    q, k, v, do = (_kernel_ready(t) for t in (q, k, v, do))
-    NI = len(bands_flat) // (2 * H)
-    prec = _dot_precision(q.dtype)
-    dq = _bthd_empty(B, H, T, D, q)
-    if o.stride() != dq.stride():  # the dQ kernel reads O with DQ's strides
-        o = _bthd_empty(B, H, T, D, q).copy_(o)
-    dk = torch.empty_like(dq)
-    dv = torch.empty_like(dq)
-    delta = _stats_empty(B, H, T, q.device)
-    if lse.stride() != delta.stride():  # both are read with one row stride
-        lse = _stats_empty(B, H, T, q.device).copy_(lse)
-    tma = _tma_on(q.device)
-    qs, ks, vs, dos = (t.stride()[:3] for t in (q, k, v, do))
-    # dQ first: it also writes Delta, which dK/dV reads (same stream, so ordered).
-    cfg = _launch_config("dq", D, q.dtype, T, tma)
-    sched = _schedule(bands_flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "q", q.device)
-    _band_bwd_dq_kernel[(sched.shape[0] * B,)](
-        q, do, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, dq, lse, delta, sched,
-        scale, scale * LOG2E, *qs, *dos, *ks, *vs, *dq.stride()[:3], delta.stride(1),
-        B, H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, TMA=tma, **cfg)
-    cfg = _launch_config("dkdv", D, q.dtype, T, tma)
-    sched = _schedule(bands_flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "k", q.device)
-    _band_bwd_dkdv_kernel[(sched.shape[0] * B,)](
-        _tiles(q, cfg["BLOCK_M"], tma), _tiles(do, cfg["BLOCK_M"], tma),
-        _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), dk, dv,
-        _stat_tiles(lse, cfg["BLOCK_M"], tma), _stat_tiles(delta, cfg["BLOCK_M"], tma), sched,
-        scale, scale * LOG2E, *qs, *dos, *ks, *vs, *dk.stride()[:3], delta.stride(1),
-        B, H, T, NI=NI, HEAD_DIM=D, DOT_PREC=prec, TMA=tma, **cfg)
-    return dq, dk, dv
-
 
 def _decode_impl(q, k, v, bands, pos, scale):
     B, H, _, D = q.shape
@@ -905,7 +998,7 @@ def _decode_config(D):
 def _decode_plan(bands, N, batch_heads, D, device):
     """The clipped bands tensor and the split count: enough programs for about two per SM (few when
     the batch already gives that many), but never a split without a key block of its own."""
-    bands_t = _clipped_bands(_flat_bands(bands), len(bands), N, device)
+    bands_t = bands_tensor(bands, N).to(device=device, dtype=torch.int32)
     keys = int((bands_t[..., 1] - bands_t[..., 0]).sum(-1).max())       # the widest head's keys
     block = _decode_config(D)["BLOCK_N"]
     target = 2 * torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 64
@@ -915,91 +1008,32 @@ def _decode_plan(bands, N, batch_heads, D, device):
     return bands_t, splits
 
 
-LOG2E = 1.4426950408889634
-
-# Two wrappers around the same launches. Eager calls go through a plain autograd.Function: a
-# torch.library custom op costs tens of microseconds of dispatch a call, as much as a short band
-# kernel. Under torch.compile the custom ops make each launch one opaque graph node (dynamo does not
-# trace into Triton's launcher), with autograd through register_autograd; bands travel as a flat
-# list[int], which dynamo sees as a constant.
-if HAS_TRITON:
-
-    class _BandAttention(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, q, k, v, bands_flat, scale):
-            o, lse = _fwd_impl(q, k, v, bands_flat, scale)
-            ctx.save_for_backward(q, k, v, o, lse)
-            ctx.bands_flat, ctx.scale = bands_flat, scale
-            return o
-
-        @staticmethod
-        def backward(ctx, do):
-            q, k, v, o, lse = ctx.saved_tensors
-            dq, dk, dv = _bwd_impl(do, q, k, v, o, lse, ctx.bands_flat, ctx.scale)
-            return dq, dk, dv, None, None
-
-    @torch.library.custom_op("band_attention::fwd", mutates_args=())
-    def _band_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bands_flat: list[int],
-                     scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        return _fwd_impl(q, k, v, bands_flat, scale)
-
-    @_band_fwd_op.register_fake
-    def _(q, k, v, bands_flat, scale):
-        B, H, T, D = q.shape
-        return _bthd_empty(B, H, T, D, q), _stats_empty(B, H, T, q.device)
-
-    @torch.library.custom_op("band_attention::bwd", mutates_args=())
-    def _band_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     o: torch.Tensor, lse: torch.Tensor, bands_flat: list[int],
-                     scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _bwd_impl(do, q, k, v, o, lse, bands_flat, scale)
-
-    @_band_bwd_op.register_fake
-    def _(do, q, k, v, o, lse, bands_flat, scale):
-        return tuple(_bthd_empty(*q.shape, q) for _ in range(3))
-
-    def _band_setup_context(ctx, inputs, output):
-        q, k, v, bands_flat, scale = inputs
-        o, lse = output
-        ctx.save_for_backward(q, k, v, o, lse)
-        ctx.bands_flat, ctx.scale = bands_flat, scale
-
-    def _band_backward(ctx, do, dlse):
-        q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = _band_bwd_op(do, q, k, v, o, lse, ctx.bands_flat, ctx.scale)
-        return dq, dk, dv, None, None
-
-    _band_fwd_op.register_autograd(_band_backward, setup_context=_band_setup_context)
+_FLEX_CACHE = {}  # block masks by key, and the compiled flex_attention
 
 
-def triton_supports(q):
-    """Whether the Triton kernels take this input: head dim a power of two in [16, 128]."""
-    D = q.shape[-1]
-    return HAS_TRITON and 16 <= D <= 128 and D & (D - 1) == 0
+def flex_attention(q, k, v, mask_mod, key, scale, compiled=True):
+    """FlexAttention (torch.nn.attention.flex_attention) with the block mask of `mask_mod`, built
+    once per `key` and cached, so that the blocks the mask leaves empty are skipped and a row with no
+    visible key gives 0. Compiled once (eager flex is a slow reference); its backward runs on GPUs only."""
+    from torch.nn.attention import flex_attention as flex
+    if key not in _FLEX_CACHE:
+        H, T, Tk = q.shape[1], q.shape[2], k.shape[2]
+        _FLEX_CACHE[key] = flex.create_block_mask(mask_mod, None, H, T, Tk, device=q.device)
+    if compiled and "compiled" not in _FLEX_CACHE:
+        _FLEX_CACHE["compiled"] = torch.compile(flex.flex_attention, dynamic=False)
+    run = _FLEX_CACHE["compiled"] if compiled else flex.flex_attention
+    return run(q, k, v, block_mask=_FLEX_CACHE[key], scale=scale)
 
 
-def triton_band_attention(q, k, v, bands, scale):
-    """The fused band kernel; bands normalized as in `normalize_bands`. Differentiable in q, k, v."""
-    if not triton_supports(q):
-        raise ValueError(f"the Triton kernel needs a head dim that is a power of two in [16, 128], "
-                         f"got {q.shape[-1]}; use backend='torch'")
-    if not (q.is_cuda or _interpreting()):
-        raise ValueError("backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors)")
-    if q.numel() == 0:  # T = 0 or B = 0: nothing to launch (a tensor descriptor needs a non-empty shape)
-        return torch_band_attention(q, k, v, bands, scale)
-    flat = _flat_bands(bands)
-    # The forward takes each row's max before scaling (one FMA an element), which needs scale > 0:
-    # a negative scale is the positive one on -q, and scale 0 is scale 1 on q * 0 (uniform weights).
-    if scale < 0:
-        q, scale = -q, -scale
-    elif scale == 0:
-        q, scale = q * 0, 1.0
-    if torch.compiler.is_compiling():
-        return _band_fwd_op(q, k, v, flat, float(scale))[0]
-    return _BandAttention.apply(q, k, v, flat, float(scale))
+def flex_band_attention(q, k, v, bands, scale):
+    """The bands on FlexAttention (the paper's approach)."""
+    b = _bands_on(bands, str(q.device))
 
+    def mask_mod(batch, h, q_idx, kv_idx):
+        d = q_idx - kv_idx
+        visible = (d >= b[h, 0, 0]) & (d < b[h, 0, 1])
+        for i in range(1, b.shape[1]):
+            visible = visible | ((d >= b[h, i, 0]) & (d < b[h, i, 1]))
+        return visible
 
-def _flat_bands(bands):
-    """Normalized bands as the flat [lo0, hi0, lo1, hi1, ...] list of the padded (H, K, 2) layout."""
-    K = max(1, max(len(b) for b in bands))
-    return [x for b in bands for pair in list(b) + [(0, 0)] * (K - len(b)) for x in pair]
+    return flex_attention(q, k, v, mask_mod, (bands, q.shape[-2], str(q.device)), scale)

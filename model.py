@@ -7,6 +7,11 @@ distance once, so multi-head attention costs about one head's worth of work. The
 once from the model's block_size N (never from the batch's length), so training, evaluation and
 KV-cache generation all see the same pattern.
 
+Reading order: GPTConfig, head_bands (where each head looks), then the transformer (LayerNorm,
+CausalSelfAttention, MLP, Block, GPT) as in nanoGPT. Below the GPT: how each attention pattern
+attends (the SPAttention bands, and the paper's baselines from baselines.py), then generation's
+machinery (the KV cache, a CUDA-graph decode step, the sampler).
+
 References: nanoGPT (github.com/karpathy/nanoGPT) for the model and training shape; gpt-fast
 (github.com/pytorch-labs/gpt-fast) for the typed config and the KV cache.
 """
@@ -20,18 +25,49 @@ import torch.nn as nn
 from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+import baselines
 import kernel
 
 # Patterns whose visibility is a set of distance intervals per head: they run on the band kernel.
 BAND_PATTERNS = ("dense", "sp", "sp_exclusive", "sp_balanced", "window")
-# The paper's baselines, built as explicit per-head masks (see pattern_mask below).
+# The paper's baselines, built as explicit per-head masks (baselines.pattern_mask).
 MASK_PATTERNS = ("longformer", "bigbird")
-# Content-based: Reformer's LSH attention (see lsh_attention below).
+# Content-based: Reformer's LSH attention (baselines.lsh_attention).
 ATTN_PATTERNS = BAND_PATTERNS + MASK_PATTERNS + ("reformer",)
 
 
 class ConfigError(ValueError):
     """A model or training setting that cannot work; the message says which and how to fix it."""
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024       # the training context N; the bands are laid out for it
+    vocab_size: int = 50304      # GPT-2's 50257 padded up to a multiple of 64 for speed
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0         # on embeddings, residual branches and MLP (not on attention weights)
+    bias: bool = True            # biases in Linears and LayerNorms, like GPT-2
+    attn: str = "sp"             # one of ATTN_PATTERNS
+    attn_backend: str = "auto"   # band patterns: kernel.band_attention's backend (auto, triton, flex, torch)
+
+    def __post_init__(self):
+        if self.attn not in ATTN_PATTERNS:
+            raise ConfigError(f"unknown attn={self.attn!r}; choose one of {', '.join(ATTN_PATTERNS)}")
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.n_embd % self.n_head != 0:
+            raise ConfigError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
+                              "pick n_embd as a multiple of n_head")
+        if self.block_size < self.n_head:
+            raise ConfigError(f"block_size={self.block_size} < n_head={self.n_head}: SPAttention gives "
+                              "each head its own band of distances, so it needs block_size >= n_head")
+        if self.attn_backend not in kernel.BACKENDS:
+            raise ConfigError(f"unknown attn_backend={self.attn_backend!r}; choose one of {', '.join(kernel.BACKENDS)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 # -----------------------------------------------------------------------------
@@ -108,159 +144,8 @@ def _balanced_cuts(N, H):
     return cuts + [N]
 
 
-def pattern_mask(n_head, block_size, pattern, seed=0):
-    """(n_head, N, N) boolean masks of the paper's sparse baselines; True = query i sees key j.
-
-    longformer: a causal window of min(256, N//4) distances, plus the first min(16, N//32) positions
-                as global tokens (they see every earlier key, and every query sees them).
-    bigbird:    a causal window of min(128, N//8), min(8, N//64) global positions, and per query
-                block of 64 two random earlier key blocks, fixed by `seed` and different per head
-                (real random blocks, not the reference code's stride).
-    """
-    N = block_size
-    i = torch.arange(N)
-    d = i[:, None] - i[None, :]
-    causal = d >= 0
-    if pattern == "longformer":
-        w, g = min(256, N // 4), min(16, N // 32)
-        m = (d < w) | (i[:, None] < g) | (i[None, :] < g)
-        return (m & causal).expand(n_head, N, N).clone()
-    if pattern == "bigbird":
-        w, g, bs = min(128, N // 8), min(8, N // 64), 64
-        base = (d < w) | (i[:, None] < g) | (i[None, :] < g)
-        gen = torch.Generator().manual_seed(seed)
-        nb = (N + bs - 1) // bs
-        masks = []
-        for _ in range(n_head):
-            blocks = torch.zeros(nb, nb, dtype=torch.bool)
-            for qb in range(1, nb):
-                blocks[qb, torch.randperm(qb, generator=gen)[:2]] = True
-            rand = blocks.repeat_interleave(bs, 0).repeat_interleave(bs, 1)[:N, :N]
-            masks.append((base | rand) & causal)
-        return torch.stack(masks)
-    raise ConfigError(f"pattern_mask: unknown pattern {pattern!r}; choose one of {MASK_PATTERNS}")
-
-
-def flex_masked_attention(q, k, v, mask, scale, compiled=True):
-    """Attention restricted to the (H, N, N) mask's top-left (T, T) corner with FlexAttention."""
-    return kernel.flex_attention(q, k, v, lambda b, h, qi, kj: mask[h, qi, kj],
-                                 (mask.data_ptr(), q.size(2), str(q.device)), scale, compiled)
-
-
-def lsh_params(block_size):
-    """Reformer's LSH settings for context N: chunk c, n_buckets = 2N / c (the paper's choice), rounds."""
-    chunk = min(64, max(4, block_size // 16))
-    return dict(chunk=chunk, n_buckets=max(2, 2 * block_size // chunk // 2 * 2), n_rounds=2)
-
-
-def lsh_rotations(n_head, head_dim, block_size, seed):
-    """Random rotations of angular LSH, (H, D, rounds, n_buckets / 2): fixed by `seed` (one per layer)."""
-    p = lsh_params(block_size)
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(n_head, head_dim, p["n_rounds"], p["n_buckets"] // 2, generator=gen)
-
-
-def lsh_attention(qk, v, rotations, chunk, scale):
-    """Causal LSH attention (Reformer, Kitaev et al. 2020) with shared queries and keys.
-
-    Keys are the unit-length queries. Each round hashes every position by a random rotation R,
-    bucket = argmax([xR, -xR]), sorts positions by (bucket, position) and cuts the sorted order into
-    chunks of c; a query attends within its own and the previous chunk, to the earlier positions of
-    its own bucket at most c places back in the sorted order: the c most recent positions of its
-    bucket, a set that depends on earlier tokens only, so the result is exactly causal. A query sees
-    itself only when nothing else is visible. Rounds are combined by their log-sum-exp weights.
-    qk, v: (B, H, T, D); rotations: (H, D, rounds, n_buckets / 2). Returns (B, H, T, D) in qk's dtype.
-    """
-    B, H, T, D = qk.shape
-    R, c = rotations.size(2), chunk
-    q, v = qk.float(), v.float()
-    k = F.normalize(q, dim=-1)
-    rot = torch.einsum("bhtd,hdrn->bhrtn", k, rotations.to(q))
-    bucket = torch.cat([rot, -rot], dim=-1).argmax(dim=-1)                  # (B, H, R, T)
-    order = torch.argsort(bucket * T + torch.arange(T, device=q.device), dim=-1)  # slot -> position
-    nc = -(-T // c)
-    order = F.pad(order, (0, nc * c - T), value=T)                          # position T: padding
-
-    def chunks(x):  # (B, H, T + 1, D), position T a zero row -> sorted, (B, H, R, nc, c, D)
-        x = x.unsqueeze(2).expand(-1, -1, R, -1, -1)
-        return x.gather(3, order.unsqueeze(-1).expand(-1, -1, -1, -1, x.size(-1))).view(B, H, R, nc, c, -1)
-
-    def with_previous(x, fill):  # keys of chunk n: chunk n-1 then chunk n, (B, H, R, nc, 2c, ...)
-        prev = torch.cat([torch.full_like(x[:, :, :, :1], fill), x[:, :, :, :-1]], dim=3)
-        return torch.cat([prev, x], dim=4)
-
-    pad1 = lambda x: F.pad(x, (0, 0, 0, 1))  # noqa: E731  a zero row for the padding position
-    sq, sv = chunks(pad1(q)), with_previous(chunks(pad1(v)), 0)
-    sk = with_previous(chunks(pad1(k)), 0)
-    qpos = order.view(B, H, R, nc, c)
-    qbkt = torch.cat([bucket, bucket.new_full((B, H, R, 1), -1)], dim=-1).gather(-1, order).view(B, H, R, nc, c)
-    kpos, kbkt = with_previous(qpos, T), with_previous(qbkt, -1)
-    i = torch.arange(2 * c, device=q.device)
-    back = c + i[:c, None] - i[None, :]         # how many sorted places key j is behind query i
-    earlier = kpos.unsqueeze(-2) < qpos.unsqueeze(-1)
-    visible = earlier & (kbkt.unsqueeze(-2) == qbkt.unsqueeze(-1)) & (back <= c)
-    is_self = kpos.unsqueeze(-2) == qpos.unsqueeze(-1)
-    att = torch.einsum("bhrnid,bhrnjd->bhrnij", sq, sk) * scale
-    # Reformer's constants: -1e9 for the invisible, -1e5 for itself (chosen only when alone)
-    att = torch.where(visible, att, torch.where(is_self, att.new_tensor(-1e5), att.new_tensor(-1e9)))
-    lse = torch.logsumexp(att, dim=-1, keepdim=True)
-    out = torch.exp(att - lse) @ sv                                          # (B, H, R, nc, c, D)
-    # back to positions, then the rounds weighted by a softmax over their log-sum-exps
-    inv = torch.argsort(order, dim=-1)[..., :T]
-    out = out.view(B, H, R, nc * c, D).gather(3, inv.unsqueeze(-1).expand(-1, -1, -1, -1, D))
-    lse = lse.view(B, H, R, nc * c).gather(3, inv)
-    return (torch.softmax(lse, dim=2).unsqueeze(-1) * out).sum(dim=2).to(qk.dtype)
-
-
 # -----------------------------------------------------------------------------
-# The model
-
-@dataclass
-class GPTConfig:
-    block_size: int = 1024       # the training context N; the bands are laid out for it
-    vocab_size: int = 50304      # GPT-2's 50257 padded up to a multiple of 64 for speed
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    dropout: float = 0.0         # on embeddings, residual branches and MLP (not on attention weights)
-    bias: bool = True            # biases in Linears and LayerNorms, like GPT-2
-    attn: str = "sp"             # one of ATTN_PATTERNS
-    attn_backend: str = "auto"   # band patterns: kernel.band_attention's backend (auto, triton, flex, torch)
-
-    def __post_init__(self):
-        if self.attn not in ATTN_PATTERNS:
-            raise ConfigError(f"unknown attn={self.attn!r}; choose one of {', '.join(ATTN_PATTERNS)}")
-        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.n_embd % self.n_head != 0:
-            raise ConfigError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
-                              "pick n_embd as a multiple of n_head")
-        if self.block_size < self.n_head:
-            raise ConfigError(f"block_size={self.block_size} < n_head={self.n_head}: SPAttention gives "
-                              "each head its own band of distances, so it needs block_size >= n_head")
-        if self.attn_backend not in kernel.BACKENDS:
-            raise ConfigError(f"unknown attn_backend={self.attn_backend!r}; choose one of {', '.join(kernel.BACKENDS)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-
-
-class KVCache(nn.Module):
-    """Keys and values of the positions seen so far, preallocated for block_size positions."""
-
-    def __init__(self, batch_size, n_head, max_len, head_dim, dtype, device):
-        super().__init__()
-        shape = (batch_size, n_head, max_len, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-
-    def update(self, start, k, v):
-        """Store k, v (B, H, T, D) at positions start..start+T-1. start may be a 0-d tensor on the
-        cache's device: a decode step then never reads its value on the host (see GPT.generate)."""
-        positions = torch.arange(k.size(2), device=k.device) + start
-        self.k.index_copy_(2, positions, k)
-        self.v.index_copy_(2, positions, v)
-
+# The transformer
 
 class LayerNorm(nn.Module):
     """LayerNorm with an optional bias (PyTorch's has no bias=False before 2.1)."""
@@ -278,100 +163,28 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, config, layer=0):
         super().__init__()
-        self.n_head, self.n_embd, self.block_size = config.n_head, config.n_embd, config.block_size
-        self.backend = config.attn_backend
-        self.layer = layer
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.n_head, self.n_embd, self.layer, self.config = config.n_head, config.n_embd, layer, config
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
-        self.kv_cache = None
+        self.kv_cache = None  # set by GPT.setup_kv_cache for generation
         self.set_pattern(config.attn)
 
     def set_pattern(self, attn):
-        """Use pattern `attn` from now on (same weights); train.py's attn_switch_frac switches to dense."""
-        if attn not in ATTN_PATTERNS:
-            raise ConfigError(f"unknown attn={attn!r}; choose one of {', '.join(ATTN_PATTERNS)}")
-        self.attn, device = attn, self.c_attn.weight.device
-        if attn in BAND_PATTERNS:
-            # A tuple of Python ints: torch.compile treats it as a constant.
-            self.bands = kernel.normalize_bands(head_bands(self.n_head, self.block_size, attn), self.n_head)
-        elif attn in MASK_PATTERNS:
-            self.register_buffer("mask", pattern_mask(self.n_head, self.block_size, attn).to(device),
-                                 persistent=False)
-        else:  # reformer: fixed random rotations, a different seed in every layer
-            self.register_buffer("rotations", lsh_rotations(self.n_head, self.n_embd // self.n_head,
-                                                            self.block_size, seed=self.layer).to(device),
-                                 persistent=False)
-
-    def visible(self, T, Tk, q_start):
-        """(H, T, Tk) mask of which key each query sees, queries at positions q_start.."""
-        if self.attn in BAND_PATTERNS:
-            return kernel.band_mask(self.bands, T, self.c_attn.weight.device, Tk=Tk, q_start=q_start)
-        if self.attn in MASK_PATTERNS:
-            return self.mask[:, q_start:q_start + T, :Tk]
-        raise ValueError("reformer's LSH attention has no fixed mask: which keys a query sees depends on the tokens")
-
-    def pairs(self, T):
-        """Query-key scores this layer computes at length T, all heads (for reformer: the chunk scores)."""
-        if self.attn in BAND_PATTERNS:
-            return band_pairs(self.bands, T)
-        if self.attn in MASK_PATTERNS:
-            return int(self.mask[:, :T, :T].sum())
-        p = lsh_params(self.block_size)
-        nc = -(-T // p["chunk"])
-        return self.n_head * p["n_rounds"] * (nc * 2 - 1) * p["chunk"] ** 2  # the first chunk has no previous
+        """Attend with pattern `attn` from now on (same weights); train.py's attn_switch_frac uses it."""
+        self.pattern = make_pattern(attn, self.config, self.layer).to(self.c_attn.weight.device)
 
     def forward(self, x, start_pos=None):
-        B, T, C = x.size()
+        B, T, C = x.size()  # batch, sequence length, embedding dim (n_embd)
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        # (B, T, C) -> (B, H, T, D): views of the fused projection, which the band kernel reads as is
+        # (B, T, C) -> (B, H, T, D): one (T, D) slice per head, views of the fused projection
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        scale = 1.0 / math.sqrt(q.size(-1))
-        if self.attn == "reformer" and start_pos is not None:
-            raise ValueError("reformer has no KV cache (its buckets depend on every token): "
-                             "GPT.generate recomputes the whole context at each step instead")
-        if start_pos is not None:  # generation: keys and values so far come from the cache
-            self.kv_cache.update(start_pos, k, v)
-            if T > 1:
-                k, v = self.kv_cache.k[:, :, :start_pos + T], self.kv_cache.v[:, :, :start_pos + T]
-        if self.attn == "reformer":
-            # Keys are the normalized queries: the k third of c_attn is unused (shared-QK attention).
-            y = lsh_attention(q, v, self.rotations, lsh_params(self.block_size)["chunk"], scale)
-        elif start_pos is not None and T == 1:  # one new token: over the whole cache (see decode_step)
-            y = self.decode_step(q, start_pos, scale)
-        elif start_pos:  # queries after a prefix: the last rows of the full pattern
-            y = kernel.masked_attention(q, k, v, self.visible(T, k.size(2), start_pos), scale)
-        elif self.attn == "dense":
-            # The band [0, N) is plain causal attention for T <= N: SDPA's fused kernels (cuDNN,
-            # FlashAttention) are the fastest way to run it, and the baseline the sparse patterns race.
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        elif self.attn in BAND_PATTERNS:
-            y = kernel.band_attention(q, k, v, self.bands, scale, backend=self.backend)
-        elif q.is_cuda:  # longformer, bigbird: FlexAttention skips the blocks the mask leaves empty
-            y = flex_masked_attention(q, k, v, self.mask, scale)
-        else:
-            y = kernel.masked_attention(q, k, v, self.visible(T, T, 0), scale)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        if start_pos is None:
+            y = self.pattern(q, k, v)  # each head attends to the keys its pattern lets it see
+        else:  # generation: store k, v at positions start_pos.. and attend over the cache
+            y = self.pattern.cached(q, k, v, self.kv_cache, start_pos)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y))
-
-    def decode_step(self, q, pos, scale):
-        """Attention of one new token per sequence (q: (B, H, 1, D)) at position pos over the whole
-        cache. Its shapes do not depend on pos, an int or a 0-d tensor, so generate can record it once
-        as a CUDA graph and replay it at every position."""
-        k, v = self.kv_cache.k, self.kv_cache.v
-        if self.attn in BAND_PATTERNS and self.attn != "dense":  # read only the keys in each head's bands
-            return kernel.band_decode_attention(q, k, v, self.bands, pos, scale)
-        pos = torch.as_tensor(pos, device=q.device).view(1)
-        if self.attn == "dense":
-            visible = (torch.arange(k.size(2), device=q.device) <= pos).view(1, 1, 1, k.size(2))
-            # cuDNN first: with the shapes fixed it plans once, then it was 4-15x faster than the
-            # other SDPA backends for one query over a masked cache on an H200 (results/bench/README.md).
-            backends = [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-            with sdpa_kernel(backends, set_priority=True):
-                return F.scaled_dot_product_attention(q, k, v, attn_mask=visible, scale=scale)
-        if self.attn in MASK_PATTERNS:
-            return kernel.masked_attention(q, k, v, self.mask.index_select(1, pos), scale)
-        raise ValueError("reformer has no KV cache (its buckets depend on every token)")
 
 
 class MLP(nn.Module):
@@ -467,48 +280,6 @@ class GPT(nn.Module):
         fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))
 
-    def attention_pairs(self, T=None):
-        """Query-key pairs the attention computes per layer at length T (default block_size), all heads."""
-        return self.transformer.h[0].attn.pairs(T or self.config.block_size)
-
-    @property
-    def attn(self):
-        """The attention pattern in use: config.attn unless set_attn changed it."""
-        return self.transformer.h[0].attn.attn
-
-    def set_attn(self, attn):
-        """Switch every layer to pattern `attn`, keeping the weights (config.attn keeps the original)."""
-        for block in self.transformer.h:
-            block.attn.set_pattern(attn)
-
-    def flops_per_token(self, T=None):
-        """Training FLOPs per token (forward + backward): 6 per weight (PaLM's appendix B) plus the
-        attention scores and values, counting only the pairs this pattern computes."""
-        cfg, T = self.config, T or self.config.block_size
-        head_dim = cfg.n_embd // cfg.n_head
-        return 6 * self.get_num_params() + 12 * cfg.n_layer * head_dim * self.attention_pairs(T) / T
-
-    def estimate_mfu(self, fwdbwd_per_iter, dt, T=None, peak_flops=None):
-        """Model FLOPs utilization: achieved FLOP/s over the device's peak. The peak comes from
-        `peak_flops` or from the CUDA GPU's name (bf16 dense tensor-core rate); None if unknown."""
-        peak = peak_flops or gpu_peak_flops()
-        if not peak:
-            return None
-        T = T or self.config.block_size
-        return self.flops_per_token(T) * T * fwdbwd_per_iter / dt / peak
-
-    def setup_kv_cache(self, batch_size, device=None, dtype=None):
-        """One cache per layer, in the dtype the keys will have: autocast's when it is on."""
-        p = next(self.parameters())
-        device = torch.device(device or p.device)
-        if dtype is None:
-            autocast = torch.is_autocast_enabled(device.type)
-            dtype = torch.get_autocast_dtype(device.type) if autocast else p.dtype
-        cfg = self.config
-        for block in self.transformer.h:
-            block.attn.kv_cache = KVCache(batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head,
-                                          dtype, device)
-
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_cache=True, cuda_graph=True):
         """Continue the token ids idx (B, T) by max_new_tokens sampled tokens.
@@ -518,12 +289,10 @@ class GPT(nn.Module):
         slides and every position embedding shifts, so each step re-encodes the last block_size
         tokens, exactly what nanoGPT does at every step without a cache. Reformer runs without the
         cache: its LSH buckets and chunks are rebuilt from the whole context at every step.
-        On a GPU the one-token step, sampling included, is recorded once as a CUDA graph (gpt-fast
-        does the same with torch.compile): a small model's step is otherwise bound by the host
-        launching its kernels one by one.
+        On a GPU the one-token step, sampling included, is recorded once as a CUDA graph (see graphed).
         """
         N = self.config.block_size
-        use_cache = use_cache and self.attn != "reformer"  # LSH buckets move with every token: recompute
+        use_cache = use_cache and self.attn != "reformer"
 
         def next_token(logits):
             logits = logits[:, -1, :] / max(temperature, 1e-8)
@@ -542,7 +311,7 @@ class GPT(nn.Module):
         for _ in range(max_new_tokens):
             if not use_cache:
                 idx_next = next_token(self(idx[:, -N:])[0])
-            elif filled == 0 or filled >= N:
+            elif filled == 0 or filled >= N:  # a new prompt, or a full window that slides: re-encode it
                 ctx = idx[:, -N:]
                 idx_next = next_token(self(ctx, start_pos=0)[0])
                 filled = ctx.size(1)
@@ -556,11 +325,211 @@ class GPT(nn.Module):
             block.attn.kv_cache = None
         return idx
 
+    def setup_kv_cache(self, batch_size, device=None, dtype=None):
+        """One cache per layer, in the dtype the keys will have: autocast's when it is on."""
+        p = next(self.parameters())
+        device = torch.device(device or p.device)
+        if dtype is None:
+            autocast = torch.is_autocast_enabled(device.type)
+            dtype = torch.get_autocast_dtype(device.type) if autocast else p.dtype
+        cfg = self.config
+        for block in self.transformer.h:
+            block.attn.kv_cache = KVCache(batch_size, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head,
+                                          dtype, device)
+
+    @property
+    def attn(self):
+        """The attention pattern in use: config.attn unless set_attn changed it."""
+        return self.transformer.h[0].attn.pattern.name
+
+    def set_attn(self, attn):
+        """Switch every layer to pattern `attn`, keeping the weights (config.attn keeps the original)."""
+        for block in self.transformer.h:
+            block.attn.set_pattern(attn)
+
+    def attention_pairs(self, T=None):
+        """Query-key pairs the attention computes per layer at length T (default block_size), all heads."""
+        return self.transformer.h[0].attn.pattern.pairs(T or self.config.block_size)
+
+    def flops_per_token(self, T=None):
+        """Training FLOPs per token (forward + backward): 6 per weight (PaLM's appendix B) plus the
+        attention scores and values, counting only the pairs this pattern computes."""
+        cfg, T = self.config, T or self.config.block_size
+        head_dim = cfg.n_embd // cfg.n_head
+        return 6 * self.get_num_params() + 12 * cfg.n_layer * head_dim * self.attention_pairs(T) / T
+
+    def estimate_mfu(self, fwdbwd_per_iter, dt, T=None, peak_flops=None):
+        """Model FLOPs utilization: achieved FLOP/s over the device's peak. The peak comes from
+        `peak_flops` or from the CUDA GPU's name (bf16 dense tensor-core rate); None if unknown."""
+        peak = peak_flops or gpu_peak_flops()
+        if not peak:
+            return None
+        T = T or self.config.block_size
+        return self.flops_per_token(T) * T * fwdbwd_per_iter / dt / peak
+
+
+# -----------------------------------------------------------------------------
+# How each pattern attends. This is the one place that chooses: make_pattern builds one of three
+# kinds, and each takes q, k, v (B, H, T, D) and returns the heads' outputs in the same shape.
+
+def make_pattern(attn, config, layer=0):
+    """The attention of pattern `attn` for one layer of a model with `config`."""
+    if attn in BAND_PATTERNS:
+        return BandPattern(attn, config)
+    if attn in MASK_PATTERNS:
+        return MaskPattern(attn, config)
+    if attn == "reformer":
+        return LSHPattern(config, seed=layer)  # different random rotations in every layer
+    raise ConfigError(f"unknown attn={attn!r}; choose one of {', '.join(ATTN_PATTERNS)}")
+
+
+class Pattern(nn.Module):
+    """What every pattern shares: generation over a KV cache, from the pattern's visibility mask."""
+
+    def __init__(self, name, config):
+        super().__init__()
+        self.name, self.n_head, self.block_size = name, config.n_head, config.block_size
+
+    def visible(self, T, Tk, q_start, device=None):
+        """(H, T, Tk) boolean mask: which of keys 0..Tk-1 each query at positions q_start.. sees."""
+        raise NotImplementedError
+
+    def pairs(self, T):
+        """Query-key scores this pattern computes at length T, all heads."""
+        return int(self.visible(T, T, 0).sum())
+
+    def cached(self, q, k, v, cache, start_pos):
+        """Generation: q, k, v of new tokens at positions start_pos..; keys and values so far come
+        from the cache."""
+        cache.update(start_pos, k, v)
+        T = q.size(2)
+        if T == 1:  # one new token: over the whole cache (see decode)
+            return self.decode(q, cache.k, cache.v, start_pos)
+        if not start_pos:  # a prompt from position 0: exactly a forward pass
+            return self(q, k, v)
+        # a prompt after a prefix: the last rows of the full pattern
+        Tk = start_pos + T
+        return kernel.masked_attention(q, cache.k[:, :, :Tk], cache.v[:, :, :Tk],
+                                       self.visible(T, Tk, start_pos, q.device), q.size(-1) ** -0.5)
+
+    def decode(self, q, k, v, pos):
+        """One new token per sequence (q: (B, H, 1, D)) at position pos over the whole cache k, v
+        (B, H, N, D). Its shapes do not depend on pos, an int or a 0-d tensor, so GPT.generate can
+        record it once as a CUDA graph and replay it at every position."""
+        raise NotImplementedError
+
+
+class BandPattern(Pattern):
+    """SPAttention and its relatives: head h sees the keys at distances in its bands (head_bands)."""
+
+    def __init__(self, name, config):
+        super().__init__(name, config)
+        self.backend = config.attn_backend
+        # the one form of the bands from here to the kernel's launch: a tuple per head of (lo, hi)
+        self.bands = kernel.normalize_bands(head_bands(config.n_head, config.block_size, name), config.n_head)
+
+    def forward(self, q, k, v):
+        if self.name == "dense":
+            # The band [0, N) is plain causal attention for T <= N: SDPA's fused kernels (cuDNN,
+            # FlashAttention) are the fastest way to run it, and the baseline the sparse patterns race.
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return kernel.band_attention(q, k, v, self.bands, backend=self.backend)
+
+    def visible(self, T, Tk, q_start, device=None):
+        return kernel.band_mask(self.bands, T, device, Tk=Tk, q_start=q_start)
+
+    def pairs(self, T):
+        return band_pairs(self.bands, T)
+
+    def decode(self, q, k, v, pos):
+        scale = q.size(-1) ** -0.5
+        if self.name != "dense":  # read only the keys in each head's bands (about 2/H of the cache for sp)
+            return kernel.band_decode_attention(q, k, v, self.bands, pos, scale)
+        visible = (torch.arange(k.size(2), device=q.device) <= pos).view(1, 1, 1, k.size(2))
+        # cuDNN first: with the shapes fixed it plans once, and is the fastest SDPA backend for one
+        # query over a masked cache (results/bench/README.md)
+        backends = [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+        with sdpa_kernel(backends, set_priority=True):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=visible, scale=scale)
+
+
+class MaskPattern(Pattern):
+    """Longformer and BigBird: a fixed (H, N, N) mask of local window, global tokens (and BigBird's
+    random blocks), baselines.pattern_mask."""
+
+    def __init__(self, name, config):
+        super().__init__(name, config)
+        self.register_buffer("mask", baselines.pattern_mask(config.n_head, config.block_size, name),
+                             persistent=False)
+
+    def forward(self, q, k, v):
+        scale = q.size(-1) ** -0.5
+        if q.is_cuda:  # FlexAttention skips the blocks the mask leaves empty
+            return baselines.flex_masked_attention(q, k, v, self.mask, scale)
+        T = q.size(2)
+        return kernel.masked_attention(q, k, v, self.visible(T, T, 0, q.device), scale)
+
+    def visible(self, T, Tk, q_start, device=None):
+        return self.mask[:, q_start:q_start + T, :Tk]
+
+    def decode(self, q, k, v, pos):
+        pos = torch.as_tensor(pos, device=q.device).view(1)
+        return kernel.masked_attention(q, k, v, self.mask.index_select(1, pos), q.size(-1) ** -0.5)
+
+
+class LSHPattern(Pattern):
+    """Reformer: which keys a query sees depends on the tokens (hash buckets), so there is no fixed
+    mask and no KV cache; baselines.lsh_attention."""
+
+    def __init__(self, config, seed):
+        super().__init__("reformer", config)
+        self.chunk = baselines.lsh_params(config.block_size)["chunk"]
+        self.register_buffer("rotations", baselines.lsh_rotations(
+            config.n_head, config.n_embd // config.n_head, config.block_size, seed=seed), persistent=False)
+
+    def forward(self, q, k, v):
+        # Keys are the normalized queries: the k third of c_attn is unused (shared-QK attention).
+        return baselines.lsh_attention(q, v, self.rotations, self.chunk, q.size(-1) ** -0.5)
+
+    def visible(self, T, Tk, q_start, device=None):
+        raise ValueError("reformer's LSH attention has no fixed mask: which keys a query sees depends on the tokens")
+
+    def pairs(self, T):
+        p = baselines.lsh_params(self.block_size)
+        nc = -(-T // p["chunk"])
+        return self.n_head * p["n_rounds"] * (nc * 2 - 1) * p["chunk"] ** 2  # the first chunk has no previous
+
+    def cached(self, q, k, v, cache, start_pos):
+        raise ValueError("reformer has no KV cache (its buckets depend on every token): "
+                         "GPT.generate recomputes the whole context at each step instead")
+
+
+# -----------------------------------------------------------------------------
+# Generation's machinery
+
+class KVCache(nn.Module):
+    """Keys and values of the positions seen so far, preallocated for block_size positions."""
+
+    def __init__(self, batch_size, n_head, max_len, head_dim, dtype, device):
+        super().__init__()
+        shape = (batch_size, n_head, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, start, k, v):
+        """Store k, v (B, H, T, D) at positions start..start+T-1. start may be a 0-d tensor on the
+        cache's device: a decode step then never reads its value on the host (see GPT.generate)."""
+        positions = torch.arange(k.size(2), device=k.device) + start
+        self.k.index_copy_(2, positions, k)
+        self.v.index_copy_(2, positions, v)
+
 
 def graphed(step, token, pos):
     """step(token, pos) -> tensor, recorded once as a CUDA graph and returned as a function of the same
-    arguments that replays it. The graph reads token and pos from its own input tensors, so one
-    recording serves every position; what step writes in place (the KV cache) it writes at each replay."""
+    arguments that replays it. A small model's decode step is otherwise bound by the host launching its
+    kernels one by one (gpt-fast does the same with torch.compile). The graph reads token and pos from
+    its own input tensors, so one recording serves every position; what step writes in place (the KV
+    cache) it writes at each replay."""
     token_in, pos_in = token.clone(), torch.tensor(pos, device=token.device)
     side = torch.cuda.Stream()  # warm-up (lazy initializations) off the capturing stream
     side.wait_stream(torch.cuda.current_stream())

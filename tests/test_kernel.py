@@ -265,18 +265,17 @@ def test_schedule_covers_every_row_once(side, seed):
     H, T = rng.randint(1, 6), rng.choice([1, 15, 16, 47, 200])
     BM, BN = rng.choice([(16, 16), (64, 64), (32, 64), (64, 32)])
     bands = kernel.normalize_bands(random_bands(H, T + 20, rng) if seed else sp_bands(H, T, "sp_exclusive"), H)
-    flat = kernel._flat_bands(bands)
     rows = (BM if side == "q" else BN)
-    jobs = kernel._schedule(flat, H, T, BM, BN, side, "cpu").tolist()
+    jobs = kernel._schedule(bands, T, BM, BN, side, "cpu").tolist()
     mask = kernel.band_mask(bands, T)                                   # (H, T, T), [h, query, key]
     seen = mask.any(-1) if side == "q" else mask.any(-2)                # rows of this side with a pair
     owned = torch.zeros(H, T, dtype=torch.long)
-    K = len(flat) // (2 * H)  # each row carries its head's intervals, clipped to [0, T] ([0, 0) if empty)
-    clip = [[min(x, T) for x in flat[i:i + 2]] for i in range(0, len(flat), 2)]
-    flat_clipped = [[x for lo, hi in clip[h * K:(h + 1) * K] for x in ((lo, hi) if hi > lo else (0, 0))]
-                    for h in range(H)]
+    # each row carries its head's intervals clipped to [0, T], padded with [0, 0) to the widest head
+    clipped = [[(lo, min(hi, T)) for lo, hi in head if lo < min(hi, T)] for head in bands]
+    K = max(1, max(len(c) for c in clipped))
+    padded = [[x for pair in c + [(0, 0)] * (K - len(c)) for x in pair] for c in clipped]
     for h, r0, z0, z1, *intervals in jobs:
-        assert intervals == flat_clipped[h]
+        assert intervals == padded[h]
         owned[h, r0:r0 + rows] += 1
         owned[h, z0:z1] += 1
     assert (owned == 1).all()
@@ -285,7 +284,7 @@ def test_schedule_covers_every_row_once(side, seed):
         for r0 in range(0, T, rows):
             if seen[h, r0:r0 + rows].any():
                 assert (h, r0) in launched
-    lengths = [kernel._block_tiles(flat, H, T, BM, BN, side, h, r0) + -(-(z1 - z0) // rows)
+    lengths = [kernel._block_tiles(bands[h], T, BM, BN, side, r0) + -(-(z1 - z0) // rows)
                for h, r0, z0, z1, *_ in jobs]  # a block of zero-filled rows counts as a tile
     assert lengths == sorted(lengths, reverse=True)
 

@@ -75,16 +75,16 @@ def test_pair_counts_match_the_masks(pattern):
     m = GPT(GPTConfig(block_size=100, vocab_size=16, n_layer=1, n_head=6, n_embd=24, attn=pattern))
     attn = m.transformer.h[0].attn
     for T in (1, 7, 64, 100):
-        assert m.attention_pairs(T) == int(attn.visible(T, T, 0).sum())
+        assert m.attention_pairs(T) == int(attn.pattern.visible(T, T, 0).sum())
 
 
 def test_bands_anchor_to_block_size_not_batch_length():
     # a short batch sees the top-left corner of the block_size pattern, not a pattern of its own
     m = GPT(GPTConfig(block_size=64, vocab_size=16, n_layer=1, n_head=4, n_embd=16, attn="sp_exclusive"))
     attn = m.transformer.h[0].attn
-    full = attn.visible(64, 64, 0)
-    assert torch.equal(attn.visible(10, 10, 0), full[:, :10, :10])
-    assert not attn.visible(10, 10, 0)[3].any()  # head 3's band starts at distance 48
+    full = attn.pattern.visible(64, 64, 0)
+    assert torch.equal(attn.pattern.visible(10, 10, 0), full[:, :10, :10])
+    assert not attn.pattern.visible(10, 10, 0)[3].any()  # head 3's band starts at distance 48
 
 
 def tiny(attn="sp", **kw):
@@ -125,19 +125,16 @@ def test_band_patterns_use_band_attention():
     attn = m.transformer.h[0].attn
     q, k, v = (torch.randn(2, 4, 9, 8) for _ in range(3))
     bands = head_bands(4, 32, "sp")
-    ref = kernel.masked_attention(q, k, v, attn.visible(9, 9, 0), 8 ** -0.5)
+    ref = kernel.masked_attention(q, k, v, attn.pattern.visible(9, 9, 0), 8 ** -0.5)
     torch.testing.assert_close(kernel.band_attention(q, k, v, bands), ref)
 
 
 def test_dense_is_band_zero_to_n():
     # the dense pattern runs through SDPA; it must be the same function as the band [0, N)
-    m = tiny("dense")
-    x = torch.randn(2, 11, 32)
-    attn = m.transformer.h[0].attn
-    y = attn(x)
-    attn.attn = "sp"  # route through band_attention with dense bands
-    attn.bands = kernel.normalize_bands(head_bands(4, 32, "dense"), 4)
-    torch.testing.assert_close(attn(x), y, rtol=1e-5, atol=1e-6)
+    pattern = tiny("dense").transformer.h[0].attn.pattern
+    assert pattern.bands == kernel.normalize_bands(head_bands(4, 32, "dense"), 4)
+    q, k, v = (torch.randn(2, 4, 11, 8) for _ in range(3))
+    torch.testing.assert_close(pattern(q, k, v), kernel.band_attention(q, k, v, pattern.bands), rtol=1e-5, atol=1e-6)
 
 
 def test_forward_loss_and_shapes():

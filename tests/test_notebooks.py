@@ -51,7 +51,7 @@ def test_attention_probs_reproduce_the_model(attn):
             torch.testing.assert_close(block.attn.c_proj(y), block.attn(h_in), atol=1e-5, rtol=1e-4)
             x = block(x)
     # a row sums to 1 when the query sees a key, to 0 otherwise; nothing outside the mask
-    mask = tr.h[0].attn.visible(T, T, 0)
+    mask = tr.h[0].attn.pattern.visible(T, T, 0)
     assert (probs * ~mask).abs().max() == 0
     sums = probs.sum(-1)
     assert torch.allclose(sums, mask.any(-1).float().expand_as(sums), atol=1e-5)

@@ -9,6 +9,7 @@ import signal
 import pytest
 import torch
 
+import baselines
 import model
 import train
 from model import ATTN_PATTERNS, GPT, GPTConfig
@@ -62,7 +63,7 @@ def reference_attention(q, k, v, mask, scale):
 @pytest.mark.parametrize("pattern", ["longformer", "bigbird"])
 def test_mask_patterns_match_the_spec(pattern):
     H, N = 4, 256
-    got = model.pattern_mask(H, N, pattern)
+    got = baselines.pattern_mask(H, N, pattern)
     want = spec_mask(pattern, N, H)
     if pattern == "longformer":
         assert torch.equal(got, want)
@@ -87,13 +88,13 @@ def test_mask_attention_matches_reference(pattern, T):
     x = torch.randn(2, T, 64, dtype=torch.float64)
     B, C, H = 2, 64, 4
     q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in attn.c_attn(x).split(C, dim=2))
-    mask = model.pattern_mask(H, 256, pattern)[:, :T, :T]
+    mask = baselines.pattern_mask(H, 256, pattern)[:, :T, :T]
     if pattern == "longformer":
         assert torch.equal(mask, spec_mask(pattern, 256, H)[:, :T, :T])
     y_ref = reference_attention(q, k, v, mask, 1 / math.sqrt(C // H)).transpose(1, 2).reshape(B, T, C)
     torch.testing.assert_close(attn(x), attn.c_proj(y_ref), rtol=1e-10, atol=1e-10)
     # the CUDA path's FlexAttention block mask, run eagerly on CPU, gives the same (float32)
-    y_flex = model.flex_masked_attention(q.detach().float(), k.detach().float(), v.detach().float(), attn.mask, 1 / math.sqrt(C // H),
+    y_flex = baselines.flex_masked_attention(q.detach().float(), k.detach().float(), v.detach().float(), attn.pattern.mask, 1 / math.sqrt(C // H),
                                          compiled=False)
     torch.testing.assert_close(y_flex.transpose(1, 2).reshape(B, T, C).double(), y_ref, rtol=1e-4, atol=1e-4)
 
@@ -138,8 +139,8 @@ def test_lsh_attention_matches_reference(T, chunk):
     torch.manual_seed(T)
     H, D = 2, 8
     qk, v = torch.randn(2, H, T, D), torch.randn(2, H, T, D)
-    rot = model.lsh_rotations(H, D, 64, seed=3)
-    y = model.lsh_attention(qk, v, rot, chunk, 0.3)
+    rot = baselines.lsh_rotations(H, D, 64, seed=3)
+    y = baselines.lsh_attention(qk, v, rot, chunk, 0.3)
     torch.testing.assert_close(y.double(), reference_lsh(qk, v, rot, chunk, 0.3), rtol=1e-4, atol=1e-4)
 
 
@@ -149,8 +150,8 @@ def test_lsh_attention_never_looks_ahead():
     H, T, D = 2, 48, 8
     qk = torch.randn(1, H, T, D, requires_grad=True)
     v = torch.randn(1, H, T, D, requires_grad=True)
-    rot = model.lsh_rotations(H, D, 64, seed=1)
-    y = model.lsh_attention(qk, v, rot, 4, 0.3)
+    rot = baselines.lsh_rotations(H, D, 64, seed=1)
+    y = baselines.lsh_attention(qk, v, rot, 4, 0.3)
     for i in range(T):
         gq, gv = torch.autograd.grad(y[:, :, i].sum(), (qk, v), retain_graph=True)
         assert gq[:, :, i + 1:].abs().max() == 0 if i + 1 < T else True
