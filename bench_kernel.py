@@ -213,6 +213,7 @@ def sweep():
             for variant in variants:
                 cfg = dict(zip(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "maxnreg"), variant))
                 kernel.KERNEL_CONFIGS[kind][dkey] = {kernel.BIG: cfg}
+                kernel._plan.cache_clear()  # the launch plans hold the configs
                 try:  # a variant must give the default's results (up to bf16 rounding) to be listed
                     o2, lse2 = kernel._fwd_impl(q, k, v, bands, scale)
                     got = (o2,) + kernel._bwd_impl(do, q, k, v, o2, lse2, bands, scale)
@@ -226,6 +227,7 @@ def sweep():
                 except Exception as e:  # noqa: BLE001 - e.g. out of shared memory
                     res.append((float("inf"), variant + (type(e).__name__,)))
             kernel.KERNEL_CONFIGS[kind][dkey] = saved
+            kernel._plan.cache_clear()
             res.sort(key=lambda r: r[0])
             print(f"sweep {(B, H, T, D)} {pattern} {kind}: "
                   + ", ".join(f"{c}={ms:.4f}" for ms, c in res), flush=True)

@@ -31,6 +31,7 @@ import functools
 import math
 import os
 import weakref
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -588,16 +589,10 @@ def _fwd_impl(q, k, v, bands, scale):
     q, k, v = (_kernel_ready(t) for t in (q, k, v))
     o = _bthd_empty(B, H, T, D, q)
     lse = _stats_empty(B, H, T, q.device)
-    tma = _tma_on(q.device)
-    cfg = _launch_config("fwd", D, q.dtype, T, tma)
-    sched = _schedule(bands, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "q", q.device)
-    _band_fwd_kernel[(sched.shape[0] * B,)](
-        q, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, lse, sched, scale * LOG2E,
-        q.stride(0), q.stride(1), q.stride(2),
-        k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2),
-        o.stride(0), o.stride(1), o.stride(2), lse.stride(1),
-        B, H, T, NI=_intervals(sched), HEAD_DIM=D, DOT_PREC=_dot_precision(q.dtype), TMA=tma, **cfg)
+    plan = _plan("fwd", bands, B, T, D, q.dtype, q.device)
+    _launch(_band_fwd_kernel, plan,
+            (q, _tiles(k, plan), _tiles(v, plan), o, lse, plan.schedule, scale * LOG2E),
+            (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3], lse.stride(1), B, H, T))
     return o, lse
 
 
@@ -606,7 +601,6 @@ def _bwd_impl(do, q, k, v, o, lse, bands, scale):
     which the dK/dV kernel reads (same stream, so ordered)."""
     B, H, T, D = q.shape
     q, k, v, do = (_kernel_ready(t) for t in (q, k, v, do))
-    prec = _dot_precision(q.dtype)
     dq = _bthd_empty(B, H, T, D, q)
     if o.stride() != dq.stride():  # the dQ kernel reads O with DQ's strides
         o = _bthd_empty(B, H, T, D, q).copy_(o)
@@ -615,23 +609,68 @@ def _bwd_impl(do, q, k, v, o, lse, bands, scale):
     delta = _stats_empty(B, H, T, q.device)
     if lse.stride() != delta.stride():  # both are read with one row stride
         lse = _stats_empty(B, H, T, q.device).copy_(lse)
-    tma = _tma_on(q.device)
-    qs, ks, vs, dos = (t.stride()[:3] for t in (q, k, v, do))
-    cfg = _launch_config("dq", D, q.dtype, T, tma)
-    sched = _schedule(bands, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "q", q.device)
-    _band_bwd_dq_kernel[(sched.shape[0] * B,)](
-        q, do, _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), o, dq, lse, delta, sched,
-        scale, scale * LOG2E, *qs, *dos, *ks, *vs, *dq.stride()[:3], delta.stride(1),
-        B, H, T, NI=_intervals(sched), HEAD_DIM=D, DOT_PREC=prec, TMA=tma, **cfg)
-    cfg = _launch_config("dkdv", D, q.dtype, T, tma)
-    sched = _schedule(bands, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "k", q.device)
-    _band_bwd_dkdv_kernel[(sched.shape[0] * B,)](
-        _tiles(q, cfg["BLOCK_M"], tma), _tiles(do, cfg["BLOCK_M"], tma),
-        _tiles(k, cfg["BLOCK_N"], tma), _tiles(v, cfg["BLOCK_N"], tma), dk, dv,
-        _stat_tiles(lse, cfg["BLOCK_M"], tma), _stat_tiles(delta, cfg["BLOCK_M"], tma), sched,
-        scale, scale * LOG2E, *qs, *dos, *ks, *vs, *dk.stride()[:3], delta.stride(1),
-        B, H, T, NI=_intervals(sched), HEAD_DIM=D, DOT_PREC=prec, TMA=tma, **cfg)
+    ints = (*q.stride()[:3], *do.stride()[:3], *k.stride()[:3], *v.stride()[:3], *dq.stride()[:3],
+            delta.stride(1), B, H, T)
+    plan = _plan("dq", bands, B, T, D, q.dtype, q.device)
+    _launch(_band_bwd_dq_kernel, plan,
+            (q, do, _tiles(k, plan), _tiles(v, plan), o, dq, lse, delta, plan.schedule, scale, scale * LOG2E), ints)
+    plan = _plan("dkdv", bands, B, T, D, q.dtype, q.device)
+    _launch(_band_bwd_dkdv_kernel, plan,
+            (_tiles(q, plan, "BLOCK_M"), _tiles(do, plan, "BLOCK_M"), _tiles(k, plan), _tiles(v, plan), dk, dv,
+             _stat_tiles(lse, plan), _stat_tiles(delta, plan), plan.schedule, scale, scale * LOG2E), ints)
     return dq, dk, dv
+
+
+class _Plan(NamedTuple):
+    schedule: torch.Tensor  # the programs' rows (section 5a)
+    meta: dict              # the kernel's constexprs and launch options (warps, stages, register cap)
+    launchers: dict         # compiled binaries' launchers, by the launch's integer arguments (_launch)
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(kind, bands, B, T, D, dtype, device):
+    """What one pass's launch needs besides the tensors, made once per (pass, bands, B, T, D, dtype,
+    device). kind: "fwd", "dq" or "dkdv". Call _plan.cache_clear() after changing KERNEL_CONFIGS.
+
+    Whether the loops stream their tiles through TMA descriptors is decided here: a descriptor costs
+    the host more than a pointer at every call (made in Python, then encoded for the copy engine at
+    the launch), and saves GPU time on every tile. So descriptors are used when the pass visits at
+    least TMA_MIN_TILES tiles, where the GPU work outweighs the host's (docs/kernel.md measures both).
+    """
+    cfg = _launch_config(kind, D, dtype, T, tma=True)
+    schedule, tiles = _schedule(bands, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "k" if kind == "dkdv" else "q", device)
+    tma = _tma_on(device) and (B * tiles >= TMA_MIN_TILES or _interpreting())
+    if not tma:
+        cfg = _launch_config(kind, D, dtype, T, tma=False)  # the same tiles, without the register cap
+    meta = dict(NI=_intervals(schedule), HEAD_DIM=D, DOT_PREC=_dot_precision(dtype), TMA=tma, **cfg)
+    return _Plan(schedule, meta, {})
+
+
+TMA_MIN_TILES = 1 << 16
+
+
+def _launch(kernel, plan, args, ints):
+    """kernel[(programs,)](*args, *ints, **plan.meta), with the host's work cut to the launch itself.
+
+    args are the tensors and floats, ints the integer arguments (strides and sizes), in the kernel's
+    order. Called through its [grid], Triton's JIT works out at every call how each argument
+    specializes the compiled code (a tensor's dtype and 16-byte alignment, an integer being 1 or a
+    multiple of 16) to find the binary; for a short kernel that costs the host more than the launch.
+    Here every tensor is 16-byte aligned (_kernel_ready copies one that is not; fresh allocations
+    are) and its dtype is fixed by the plan, so the integers decide the binary: the first call with
+    given integers goes through the JIT, which compiles or finds the binary, and later calls hand
+    their arguments straight to that binary's launcher.
+    """
+    programs = plan.schedule.shape[0] * ints[-3]  # schedule rows x batch
+    hit = plan.launchers.get(ints)
+    if hit is None:
+        compiled = kernel[(programs,)](*args, *ints, **plan.meta)
+        if not _interpreting():  # the interpreter runs the Python function: there is no binary to keep
+            constexprs = tuple(plan.meta[name] for name in kernel.arg_names[len(args) + len(ints):])
+            plan.launchers[ints] = (compiled[(programs, 1, 1)], constexprs)  # a launcher wants all three grid dims
+    else:
+        launcher, constexprs = hit
+        launcher(*args, *ints, *constexprs)
 
 
 # 5a. The schedule. Each program reads one row (h, r0, z0, z1, lo0, hi0, ...): its head, the first
@@ -641,8 +680,8 @@ def _bwd_impl(do, q, k, v, o, lse, bands, scale):
 @functools.lru_cache(maxsize=256)
 def _schedule(bands, T, BLOCK_M, BLOCK_N, side, device):
     """The programs of one pass as the kernels' (n, 4 + 2K) int32 schedule rows (h, r0, z0, z1, lo0,
-    hi0, ..., lo(K-1), hi(K-1)), the head's K intervals clipped to [0, T] ([0, 0) when empty); made
-    once per (bands, T, tiles, side, device).
+    hi0, ..., lo(K-1), hi(K-1)), the head's K intervals clipped to [0, T] ([0, 0) when empty), and the
+    tiles they visit for one batch element; made once per (bands, T, tiles, side, device).
 
     side "q" (forward, dQ): r0 starts a query block of BLOCK_M rows, which visits BLOCK_N-key tiles;
     side "k" (dK/dV): r0 starts a key block of BLOCK_N rows, which visits BLOCK_M-query tiles.
@@ -675,7 +714,8 @@ def _schedule(bands, T, BLOCK_M, BLOCK_N, side, device):
         jobs.sort(key=lambda j: (j[1], -j[2]))
     jobs.sort(key=lambda j: -j[0])  # stable
     K = len(clipped[0]) // 2
-    return torch.tensor([j[1:] for j in jobs], dtype=torch.int32).view(-1, 4 + 2 * K).to(device)
+    rows = torch.tensor([j[1:] for j in jobs], dtype=torch.int32).view(-1, 4 + 2 * K).to(device)
+    return rows, sum(j[0] for j in jobs)
 
 
 def _intervals(sched):
@@ -735,22 +775,22 @@ def _tma_on(device):
     return _interpreting() or torch.cuda.get_device_capability(device)[0] >= 9
 
 
-def _tiles(t, rows, tma):
+def _tiles(t, plan, rows="BLOCK_N"):
     """What a loop streams [rows, D] tiles of one (batch, head) of t (B, H, T, D) from: a tensor
     descriptor (the copy engine then does the address arithmetic and the bounds), or t itself."""
-    if not tma:
+    if not plan.meta["TMA"]:
         return t
     strides = [st if n > 1 else t.shape[-1] for n, st in zip(t.shape, t.stride())]  # any aligned one for size 1
-    return TensorDescriptor(t, list(t.shape), strides, [1, 1, rows, t.shape[-1]])
+    return TensorDescriptor(t, list(t.shape), strides, [1, 1, plan.meta[rows], t.shape[-1]])
 
 
-def _stat_tiles(t, rows, tma):
-    """What the dK/dV loop streams [rows] of one (batch, head)'s statistics from: a (B*H, T) descriptor
-    (zeros past T), or t itself."""
-    if not tma:
+def _stat_tiles(t, plan):
+    """What the dK/dV loop streams [BLOCK_M] of one (batch, head)'s statistics from: a (B*H, T)
+    descriptor (zeros past T), or t itself."""
+    if not plan.meta["TMA"]:
         return t
     B, H, T = t.shape
-    return TensorDescriptor(t, [B * H, T], [t.stride(1), 1], [1, rows])
+    return TensorDescriptor(t, [B * H, T], [t.stride(1), 1], [1, plan.meta["BLOCK_M"]])
 
 
 # 5c. Memory layouts

@@ -176,6 +176,21 @@ def test_bands_tensor_padding_and_tensor_input():
     assert kernel.normalize_bands(t, 3) == bands
 
 
+def test_tensor_bands_are_read_once_until_changed(monkeypatch):
+    # A bands tensor (on a GPU, reading it waits for the GPU) is read on the host at its first call
+    # only, and again after an in-place change.
+    t = kernel.bands_tensor((((0, 2),), ((1, 3),)))
+    assert kernel.normalize_bands(t, 2) == (((0, 2),), ((1, 3),))
+    real_tolist = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: pytest.fail("read the bands again"))
+    assert kernel.normalize_bands(t, 2) == (((0, 2),), ((1, 3),))
+    monkeypatch.setattr(torch.Tensor, "tolist", real_tolist)
+    t[1, 0, 1] = 5
+    assert kernel.normalize_bands(t, 2) == (((0, 2),), ((1, 5),))
+    with pytest.raises(ValueError, match="bands has 2 heads but q has 3"):
+        kernel.normalize_bands(t, 3)
+
+
 def test_auto_picks_torch_on_cpu(monkeypatch):
     def boom(*args):
         raise AssertionError("auto must not pick the Triton kernel for CPU tensors")
@@ -266,7 +281,8 @@ def test_schedule_covers_every_row_once(side, seed):
     BM, BN = rng.choice([(16, 16), (64, 64), (32, 64), (64, 32)])
     bands = kernel.normalize_bands(random_bands(H, T + 20, rng) if seed else sp_bands(H, T, "sp_exclusive"), H)
     rows = (BM if side == "q" else BN)
-    jobs = kernel._schedule(bands, T, BM, BN, side, "cpu").tolist()
+    schedule, tiles = kernel._schedule(bands, T, BM, BN, side, "cpu")
+    jobs = schedule.tolist()
     mask = kernel.band_mask(bands, T)                                   # (H, T, T), [h, query, key]
     seen = mask.any(-1) if side == "q" else mask.any(-2)                # rows of this side with a pair
     owned = torch.zeros(H, T, dtype=torch.long)
@@ -286,7 +302,7 @@ def test_schedule_covers_every_row_once(side, seed):
                 assert (h, r0) in launched
     lengths = [kernel._block_tiles(bands[h], T, BM, BN, side, r0) + -(-(z1 - z0) // rows)
                for h, r0, z0, z1, *_ in jobs]  # a block of zero-filled rows counts as a tile
-    assert lengths == sorted(lengths, reverse=True)
+    assert lengths == sorted(lengths, reverse=True) and sum(lengths) == tiles
 
 
 @needs_interpreter
@@ -309,10 +325,19 @@ def test_triton_non_contiguous_fused_qkv():
     assert_close_to_reference(triton_fn(bands), q1, k1, v1, bands, tol=1e-4)
 
 
+@pytest.fixture
+def fresh_plans():
+    """Launch plans remember their tile path (TMA or pointers): a test that forces one gets new plans."""
+    kernel._plan.cache_clear()
+    yield
+    kernel._plan.cache_clear()
+
+
 @needs_interpreter
 @pytest.mark.parametrize("fused", [False, True])
-def test_triton_pointer_loads_without_tma(monkeypatch, fused):
-    # GPUs before Hopper stream the tiles through strided pointers instead of TMA descriptors
+def test_triton_pointer_loads_without_tma(monkeypatch, fresh_plans, fused):
+    # GPUs before Hopper, and short calls on Hopper, stream the tiles through strided pointers
+    # instead of TMA descriptors
     monkeypatch.setattr(kernel, "_tma_on", lambda device: False)
     torch.manual_seed(7)
     H = 4

@@ -22,7 +22,7 @@ def triton_fn(bands, scale=None):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("D", [16, 32, 64, 128])
 @pytest.mark.parametrize("pattern", ["sp", "sp_exclusive"])
-def test_gpu_dtypes_head_dims(dtype, D, pattern):
+def test_gpu_dtypes_head_dims(tile_path, dtype, D, pattern):
     torch.manual_seed(D)
     H, N, T = 6, 1000, 777  # T ragged against every block size, N % H != 0, bands clipped at T
     bands = sp_bands(H, N, pattern)
@@ -31,7 +31,7 @@ def test_gpu_dtypes_head_dims(dtype, D, pattern):
 
 
 @pytest.mark.parametrize("T", [1, 2, 15, 129, 2048])
-def test_gpu_lengths_bf16(T):
+def test_gpu_lengths_bf16(tile_path, T):
     torch.manual_seed(T)
     H = 12
     bands = sp_bands(H, 2048, "sp_exclusive")  # most rows at short T see nothing
@@ -77,10 +77,22 @@ def test_gpu_strides_a_descriptor_cannot_take():
     assert_close_to_reference(triton_fn(bands), q1, k1, v1, bands, TOL[torch.bfloat16])
 
 
+@pytest.fixture(params=["tma", "pointers"])
+def tile_path(request, monkeypatch):
+    """Each way the loops can stream their tiles, forced whatever the call's size: TMA descriptors,
+    or pointers (GPUs before Hopper, and small calls). The launch plans are made again around the test."""
+    kernel._plan.cache_clear()
+    if request.param == "tma":
+        monkeypatch.setattr(kernel, "TMA_MIN_TILES", 0)
+    else:
+        monkeypatch.setattr(kernel, "_tma_on", lambda device: False)
+    yield request.param
+    kernel._plan.cache_clear()
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_gpu_pointer_loads_without_tma(monkeypatch, dtype):
-    # the loads that GPUs before Hopper take (strided pointers, no TMA descriptors), forced on this card
-    monkeypatch.setattr(kernel, "_tma_on", lambda device: False)
+def test_gpu_tile_paths_on_fused_qkv(tile_path, dtype):
+    # TMA descriptors and pointer loads (GPUs before Hopper, small calls) on views of a fused qkv
     torch.manual_seed(6)
     H, T = 12, 1000
     for pattern in ("sp", "sp_exclusive"):
@@ -175,3 +187,62 @@ def test_gpu_band_decode_kernel(dtype, D, pattern):
     q, k, v = make_qkv(3, H, T, D, dtype, "cuda")
     for backend in ("triton", "torch"):
         check_decode_step(kernel.normalize_bands(bands, H), q, k, v, backend, 2e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gpu_direct_launches_equal_the_jit(tile_path, dtype):
+    # The first call of a shape goes through Triton's JIT, the next ones straight to the compiled
+    # binary (kernel._launch): the results are bitwise the same, and an input that specializes
+    # differently (a start that is not 16-byte aligned, another T) gets its own binary, not a wrong one.
+    torch.manual_seed(7)
+    H, T = 6, 333
+    bands = sp_bands(H, 400, "sp")
+    q, k, v = make_qkv(2, H, T, 64, dtype, "cuda")
+    do = torch.randn_like(q)
+    first = run_with_grads(triton_fn(bands), q, k, v, do)
+    plans = [kernel._plan(kind, kernel.normalize_bands(bands, H), 2, T, 64, dtype, q.device)
+             for kind in ("fwd", "dq", "dkdv")]
+    assert all(len(p.launchers) == 1 and p.meta["TMA"] == (tile_path == "tma") for p in plans)
+    again = run_with_grads(triton_fn(bands), q, k, v, do)
+    assert all(len(p.launchers) == 1 for p in plans)  # served by the kept launchers
+    for x, y in zip(first, again):
+        assert torch.equal(x, y)
+    for T2, offset in ((333, 8), (200, 0)):  # misaligned by 16 bytes (8 bf16), and a new length
+        q2, k2, v2 = (torch.randn(2 * H * T2 * 64 + offset, dtype=dtype, device="cuda")[offset:].view(2, H, T2, 64)
+                      for _ in range(3))
+        assert_close_to_reference(triton_fn(bands), q2, k2, v2, bands, TOL[dtype])
+        assert_close_to_reference(triton_fn(bands), q2, k2, v2, bands, TOL[dtype])  # the direct launch
+
+
+@pytest.mark.parametrize("pattern", ["sp", "sp_exclusive", "dense"])
+def test_gpu_cuda_graph_capture_and_tensor_bands(pattern):
+    # band_attention forward + backward captured in a CUDA graph, with bands as a CUDA tensor, a CPU
+    # tensor or the normalized tuple: no host sync per call (after the first), replay equals eager.
+    torch.manual_seed(8)
+    H, T = 8, 512
+    nested = sp_bands(H, T, pattern)
+    as_tuple = kernel.normalize_bands(nested, H)
+    for bands in (kernel.bands_tensor(as_tuple).cuda(), kernel.bands_tensor(as_tuple), as_tuple):
+        q, k, v = (t.requires_grad_() for t in make_qkv(2, H, T, 64, torch.bfloat16, "cuda"))
+        do = torch.randn_like(q)
+
+        def step():
+            o = kernel.band_attention(q, k, v, bands)
+            return (o, *torch.autograd.grad(o, (q, k, v), do))
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            eager = [t.clone() for t in step()]  # the first call reads a bands tensor on the host
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                step()  # no synchronizing call any more
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, stream=stream):
+                    captured = step()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+            graph.replay()
+        torch.cuda.current_stream().wait_stream(stream)
+        torch.cuda.synchronize()
+        for x, y in zip(captured, eager):
+            assert torch.equal(x, y)
