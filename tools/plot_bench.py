@@ -1,32 +1,27 @@
-"""Training tokens/s against context length from bench.py's printed tables (the *.log files here).
+"""Training tokens/s against context length, drawn from bench.py's printed tables (results/bench/*.log).
 
-    python results/bench/plot.py        # writes results/bench/tokens_vs_T.png (H100) and tokens_vs_T_h200.png
+    python tools/plot_bench.py        # writes results/bench/tokens_vs_T_h200.png
 """
-import glob
 import os
 
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "bench")
 STYLE = {"dense": ("k", "o", "-"), "no_attention": ("0.6", "s", ":"),
          "flex_sp": ("tab:blue", "^", "--"), "flex_sp_exclusive": ("tab:blue", "v", "-"),
          "triton_sp": ("tab:red", "^", "--"), "triton_sp_exclusive": ("tab:red", "v", "-")}
 
 
-# Each card's logs, in order: a later log's row replaces an earlier one's (same T and variant).
-# H200 (run letters of results/bench/README.md): T = 1024 from run E (the current kernel) except
-# Flex (run 3); T = 16384 from run B, all six variants; T = 4096 from runs B and C on the same warm
-# machine (dense 407,982 and 406,464 tokens/s), C giving dense, triton_sp_exclusive and the ceiling;
-# T = 32768 from run D, Flex from run F on another machine (dense 151,795 there, 152,112 in D).
+# The logs, in order: a later log's row replaces an earlier one's (same T and variant); which run
+# each row comes from is in results/bench/README.md.
 LOGS = {
-    "H100": lambda: sorted(glob.glob(os.path.join(HERE, "train_*.log"))),
     "H200": lambda: [os.path.join(HERE, name) for name in (
         "h200_train_T1024.log", "h200_train_T1024_run2.log", "h200_train_T16384_4096.log",
         "h200_train_T4096.log", "h200_train_T32768_flex.log", "h200_train_T32768.log")],
 }
-PNG = {"H100": "tokens_vs_T.png", "H200": "tokens_vs_T_h200.png"}
+PNG = {"H200": "tokens_vs_T_h200.png"}
 
 
 def rows(paths):

@@ -8,7 +8,7 @@ sustained load of a GPU-bound loop. This times each method at (1, 16, 16384, 64)
              leaf tensors that only the capture's stream touches), median of 10 replays: no host time and
              no idle GPU between calls, so every method runs under the same sustained load
 and prints the SM clock (nvidia-smi, sampled every 20 ms in the background) over each measurement.
-Run from the repository root: python3 results/kernel_clock_check.py   (results/kernel_clock_check_h200.log;
+Run from the repository root: python3 tools/kernel_clock_check.py   (results/kernel/clock_check_h200.log;
 the logged run had its own copy of bench_kernel.bench_graph, whose median of the 10 replays averaged
 the middle two)
 """

@@ -10,7 +10,7 @@ shapes where the targets are tightest, and prints for each kernel:
 - a least-squares fit of a program's duration against its tiles (us and kilocycles): the intercept is
   what a program costs besides its tiles while the SM is shared (prologue, first loads, epilogue).
 At the end, the CUDA-graph time of the plain and the instrumented kernels (what the stamps cost).
-Run from the repository root: python3 results/kernel_timeline.py   (results/kernel_timeline_h200.log)
+Run from the repository root: python3 tools/kernel_timeline.py   (results/kernel/timeline_h200.log)
 """
 import importlib.util
 import os
@@ -72,12 +72,12 @@ def timed_kernel_source():
                  '_fill_rows(DV, stride_gt, z0, z1, 0.0, BLOCK_N, HEAD_DIM)',
                  '_fill_rows(DELTA + bh.to(tl.int64) * stride_l, 1, z0, z1, 0.0, BLOCK_M, 1)'):
         src = _replace(src, last, last + "\n        _stamp(TIMES, 1)")
-    src = _replace(src, "o, lse, sched, scale * LOG2E,",
-                   "o, lse, sched, _tbuf('fwd', sched.shape[0] * B, q.device), scale * LOG2E,")
-    src = _replace(src, "o, dq, lse, delta, sched,\n",
-                   "o, dq, lse, delta, sched, _tbuf('dq', sched.shape[0] * B, q.device),\n")
-    src = _replace(src, '_stat_tiles(delta, cfg["BLOCK_M"], tma), sched,',
-                   '_stat_tiles(delta, cfg["BLOCK_M"], tma), sched, _tbuf(\'dkdv\', sched.shape[0] * B, q.device),')
+    src = _replace(src, "o, lse, plan.schedule, scale * LOG2E)",
+                   "o, lse, plan.schedule, _tbuf('fwd', plan.schedule.shape[0] * B, q.device), scale * LOG2E)")
+    src = _replace(src, "o, dq, lse, delta, plan.schedule, scale,",
+                   "o, dq, lse, delta, plan.schedule, _tbuf('dq', plan.schedule.shape[0] * B, q.device), scale,")
+    src = _replace(src, "_stat_tiles(delta, plan), plan.schedule, scale,",
+                   "_stat_tiles(delta, plan), plan.schedule, _tbuf('dkdv', plan.schedule.shape[0] * B, q.device), scale,")
     return src.replace('"band_attention::', '"band_attention_timed::') + BUFFERS
 
 
@@ -124,22 +124,23 @@ def analyse(kind, times, tiles):
           f"{100 * tail:.0f} % busy", flush=True)
 
 
-def program_tiles(mod, kind, side, flat, B, H, T, D, device):
+def program_tiles(mod, kind, side, bands, B, H, T, D, device):
     """Tiles each program of one launch visits (program p runs schedule row p // B)."""
-    cfg = mod._launch_config(kind, D, torch.bfloat16, T, mod._tma_on(device))
-    sched = mod._schedule(flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], side, device).cpu().tolist()
-    per_row = [mod._block_tiles(flat, H, T, cfg["BLOCK_M"], cfg["BLOCK_N"], side, r[0], r[1]) for r in sched]
+    plan = mod._plan(kind, bands, B, T, D, torch.bfloat16, device)
+    sched = plan.schedule.cpu().tolist()
+    BM, BN = plan.meta["BLOCK_M"], plan.meta["BLOCK_N"]
+    per_row = [mod._block_tiles(bands[r[0]], T, BM, BN, side, r[1]) for r in sched]
     return torch.tensor([per_row[p // B] for p in range(len(sched) * B)], dtype=torch.float64)
 
 
 def run(mod, B, H, T, D, pattern, reps=2):
     torch.manual_seed(0)
     q, k, v, do = (torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16) for _ in range(4))
-    flat, scale = mod._flat_bands(mod.normalize_bands(head_bands(H, T, pattern), H)), D ** -0.5
+    bands, scale = mod.normalize_bands(head_bands(H, T, pattern), H), D ** -0.5
 
     def step(m):
-        o, lse = m._fwd_impl(q, k, v, flat, scale)
-        m._bwd_impl(do, q, k, v, o, lse, flat, scale)
+        o, lse = m._fwd_impl(q, k, v, bands, scale)
+        m._bwd_impl(do, q, k, v, o, lse, bands, scale)
     for _ in range(3):
         step(mod)
     torch.cuda.synchronize()
@@ -150,7 +151,7 @@ def run(mod, B, H, T, D, pattern, reps=2):
         torch.cuda.synchronize()
         print(f"({B}, {H}, {T}, {D}) {pattern}, run {rep + 1}", flush=True)
         for kind, side in (("fwd", "q"), ("dq", "q"), ("dkdv", "k")):
-            analyse(kind, mod.TIMES[kind], program_tiles(mod, kind, side, flat, B, H, T, D, q.device))
+            analyse(kind, mod.TIMES[kind], program_tiles(mod, kind, side, bands, B, H, T, D, q.device))
     for name, m in (("plain", kernel), ("instrumented", mod)):
         ms = triton.testing.do_bench_cudagraph(lambda m=m: step(m), rep=100, return_mode="median")
         print(f"  {name} kernels, forward + backward as a CUDA graph: {ms:.4f} ms", flush=True)
