@@ -13,9 +13,9 @@ import kernel
 def pattern_mask(n_head, block_size, pattern, seed=0):
     """(n_head, N, N) boolean masks of the paper's sparse baselines; True = query i sees key j.
 
-    longformer: a causal window of min(256, N//4) distances, plus the first min(16, N//32) positions
-                as global tokens (they see every earlier key, and every query sees them).
-    bigbird:    a causal window of min(128, N//8), min(8, N//64) global positions, and per query
+    longformer: a causal window of distances 0..w, w = min(256, N//4), plus the first min(16, N//32)
+                positions as global tokens (they see every earlier key, and every query sees them).
+    bigbird:    a causal window of distances 0..min(128, N//8), min(8, N//64) global positions, and per query
                 block of 64 two random earlier key blocks, fixed by `seed` and different per head
                 (real random blocks, not the reference code's stride).
     """
@@ -25,11 +25,11 @@ def pattern_mask(n_head, block_size, pattern, seed=0):
     causal = d >= 0
     if pattern == "longformer":
         w, g = min(256, N // 4), min(16, N // 32)
-        m = (d < w) | (i[:, None] < g) | (i[None, :] < g)
+        m = (d <= w) | (i[:, None] < g) | (i[None, :] < g)
         return (m & causal).expand(n_head, N, N).clone()
     if pattern == "bigbird":
         w, g, bs = min(128, N // 8), min(8, N // 64), 64
-        base = (d < w) | (i[:, None] < g) | (i[None, :] < g)
+        base = (d <= w) | (i[:, None] < g) | (i[None, :] < g)
         gen = torch.Generator().manual_seed(seed)
         nb = (N + bs - 1) // bs
         masks = []

@@ -82,7 +82,7 @@ def head_bands(n_head, block_size, pattern):
       sp_exclusive  its own band only
       sp            its own band plus the shared local window [0, W_h] (the reference code's default)
       sp_balanced   disjoint bands cut so that every head gets the same number of causal pairs
-      window        [0, N // H] for every head (the paper's sliding-window ablation)
+      window        [0, W_h]: sp's shared local window alone (the paper's sliding-window ablation)
       dense         [0, N): ordinary causal attention
     """
     N, H = block_size, n_head
@@ -96,7 +96,7 @@ def head_bands(n_head, block_size, pattern):
     if pattern == "dense":
         bands = [[(0, N)] for _ in range(H)]
     elif pattern == "window":
-        bands = [[(0, min(N, W + 1))] for _ in range(H)]
+        bands = [[(0, min(N, width[h] + 1))] for h in range(H)]
     elif pattern == "sp_exclusive":
         bands = [[(start[h], start[h] + width[h])] for h in range(H)]
     elif pattern == "sp":

@@ -35,7 +35,7 @@ def sp_bands(n_head, N, pattern):
             local = (0, Wh + 1)
             out.append([(0, max(local[1], own[1]))] if own[0] <= local[1] else [local, own])
         elif pattern == "window":
-            out.append([(0, N // n_head + 1)])
+            out.append([(0, Wh + 1)])
         elif pattern == "dense":
             out.append([(0, N)])
         else:

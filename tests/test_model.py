@@ -20,8 +20,8 @@ def spec_visible(H, N, pattern):
             s = own
         elif pattern == "sp":
             s = own | set(range(0, Wh + 1))
-        elif pattern == "window":
-            s = set(range(0, N // H + 1))
+        elif pattern == "window":  # the reference code's: distance <= W_h
+            s = set(range(0, Wh + 1))
         else:  # dense
             s = set(range(N))
         out.append({d for d in s if d < N})
@@ -204,3 +204,28 @@ def test_sample_never_draws_a_zero_probability_id(monkeypatch):
     # a uniform draw of exactly 0 (1 in 2**24 for float32) makes E = inf and every p / E zero
     monkeypatch.setattr(torch, "rand_like", lambda t: torch.zeros_like(t))
     assert model.sample(torch.tensor([[0.0, 0.0, 0.3, 0.7]])).item() == 2
+
+
+@pytest.mark.parametrize("attn", ATTN_PATTERNS)
+def test_information_flows_across_tokens_as_the_bands_say(attn):
+    # In a one-layer model, token 0 reaches the logits at position i > 0 only through attention, so
+    # changing token 0 must change them exactly where some head sees key 0 from query i (distance i).
+    # This is what attention across heads instead of across tokens (q, k, v passed in the wrong
+    # layout) would break: then no later position would change at all.
+    torch.manual_seed(0)
+    T = 64
+    m = GPT(GPTConfig(block_size=T, vocab_size=32, n_layer=1, n_head=4, n_embd=32, attn=attn)).double().eval()
+    idx = torch.randint(1, 32, (1, T))
+    other = idx.clone()
+    other[0, 0] = 0
+    changed = (m(idx, idx)[0] - m(other, other)[0]).abs().amax(-1)[0] > 0       # (T,) per position
+    assert changed[0]
+    if attn == "reformer":  # which keys a query sees depends on the tokens: it must reach some
+        assert changed[1:].any()
+        return
+    sees_first = m.transformer.h[0].attn.pattern.visible(T, T, 0)[:, :, 0].any(0)  # (T,): some head sees key 0
+    assert torch.equal(changed[1:], sees_first[1:])
+    if attn in BAND_PATTERNS:  # and that is: distance i lies in some head's bands
+        distances = {d for head in kernel.normalize_bands(head_bands(4, T, attn), 4) for lo, hi in head
+                     for d in range(lo, hi)}
+        assert changed[1:].tolist() == [i in distances for i in range(1, T)]

@@ -50,7 +50,7 @@ def spec_mask(pattern, N, H):
         w, g = min(256, N // 4), min(16, N // 32)
     else:
         w, g = min(128, N // 8), min(8, N // 64)
-    m = (d >= 0) & ((d < w) | (i[:, None] < g) | (i[None, :] < g))
+    m = (d >= 0) & ((d <= w) | (i[:, None] < g) | (i[None, :] < g))  # the reference's distance <= window
     return m.expand(H, N, N)
 
 
