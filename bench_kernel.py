@@ -9,10 +9,10 @@ with the same band mask, bf16, forward and forward + backward, on one CUDA card.
 Times: median of triton.testing.do_bench (ms) after a warm-up: each call launched from Python, host
 overhead included, as an eager training loop sees it. The GPU-only columns sum the durations of the
 kernels a call runs (torch.profiler): GPU time alone, but when a call's host time is near or above its
-GPU time (the band kernel's, here) the GPU idles between calls and keeps a higher clock than under a
-sustained load (results/kernel_clock_check_h200.log: the band kernel at 1980 MHz in its eager loop,
-1725 MHz in a graph). The graph columns replay forward + backward from a CUDA graph: no host time,
-every method under the same sustained load.
+GPU time the GPU idles between calls and keeps a higher clock than under a sustained load, so this
+column flatters short kernels (docs/kernel.md, "Host time and CUDA graphs"). The graph columns replay
+forward + backward from a CUDA graph: no host time, every method under the same sustained load; judge
+by them.
 TFLOP/s count only visible (query, key) pairs: 4*D FLOPs a pair forward (QK^T and PV), 10*D
 backward (QK^T recomputed, dV, dP, dS K, dS^T Q), so 14*D forward + backward; dense causal counts
 T(T+1)/2 pairs a head.
@@ -336,9 +336,9 @@ def main():
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--inspect", action="store_true", help="compile for sm_90 and sm_80 and summarize the code (no GPU)")
     ap.add_argument("--no-table", action="store_true")
-    ap.add_argument("--out", default="results/kernel_bench_table.md")
+    ap.add_argument("--out", default="out-bench/kernel_table.md", help="where the markdown table is written too")
     ap.add_argument("--shapes", type=parse_shapes, default=SHAPES,
-                    help="rows of the table as B,H,T,D;B,H,T,D;... (default: the five of issue 3)")
+                    help="rows of the table as B,H,T,D;B,H,T,D;... (default: SHAPES)")
     args = ap.parse_args()
     if args.inspect:
         return inspect_kernels()
