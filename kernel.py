@@ -646,7 +646,7 @@ def _plan(kind, bands, B, T, D, dtype, device):
     return _Plan(schedule, meta, {})
 
 
-TMA_MIN_TILES = 1 << 16
+TMA_MIN_TILES = 1 << 14
 
 
 def _launch(kernel, plan, args, ints):
