@@ -1,13 +1,18 @@
 #!/bin/bash
-# bash results/ddp/run.sh (from the repository root, 2 GPUs): 1 GPU vs torchrun 2 GPUs, the same global batch (8 micro-batches of 64 x 256 per step)
+# bash tools/ddp_check.sh (from the repository root, 2 GPUs): 1 GPU vs torchrun 2 GPUs, the same global
+# batch (8 micro-batches of 64 x 256 per step). Writes results/ddp/ddp_{one,two}.log (each run's last
+# lines), ddp_{one,two}_log.csv (train.py's log.csv) and ddp_summary.log (the comparison); see
+# results/ddp/README.md. OUT=DIR (relative to the repository root, or absolute) writes them to DIR.
 set -o pipefail
-OUT=${OUT:-results/ddp}  # the device tool sets OUT; by hand the logs land here
+cd "$(dirname "$0")/.."
+OUT=${OUT:-results/ddp}
+mkdir -p "$OUT"
 A="config/train_shakespeare_char.py --compile=False --dropout=0.0 --max_iters=150 --gradient_accumulation_steps=8 --eval_interval=1000 --eval_iters=20 --log_interval=1 --lr_decay_iters=150 --warmup_iters=20"
-nvidia-smi --query-gpu=name --format=csv,noheader
-python3 train.py $A --out_dir=/tmp/one 2>&1 | tail -4 | tee $OUT/ddp_one.log
-torchrun --standalone --nproc_per_node=2 train.py $A --out_dir=/tmp/two 2>&1 | tail -4 | tee $OUT/ddp_two.log
-cp /tmp/one/log.csv $OUT/ddp_one_log.csv; cp /tmp/two/log.csv $OUT/ddp_two_log.csv
-python3 - <<'PY'
+nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/ddp_summary.log"
+python3 train.py $A --out_dir=/tmp/one 2>&1 | tail -4 | tee "$OUT/ddp_one.log"
+torchrun --standalone --nproc_per_node=2 train.py $A --out_dir=/tmp/two 2>&1 | tail -4 | tee "$OUT/ddp_two.log"
+cp /tmp/one/log.csv "$OUT/ddp_one_log.csv"; cp /tmp/two/log.csv "$OUT/ddp_two_log.csv"
+python3 - <<'PY' | tee -a "$OUT/ddp_summary.log"
 import csv, statistics
 def rows(p):
     return [r for r in csv.DictReader(open(p)) if not r["val_loss"]]
