@@ -167,7 +167,7 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--compile", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
     ap.add_argument("--tiny", action="store_true", help="a 2-layer toy model and small sizes (smoke test)")
-    ap.add_argument("--out", default="results/bench.json")
+    ap.add_argument("--out", default="out-bench/bench.json")
     args = ap.parse_args()
     if args.new_tokens < 3:
         ap.error("--new_tokens must be at least 3: the timing subtracts a 2-token generate")
