@@ -1,15 +1,19 @@
 """
 Train a GPT with SPAttention, nanoGPT style.
 
-    python train.py                                   # defaults below (GPT-2 small shape)
-    python train.py config/train_shakespeare_char.py  # a config file: plain Python assignments
+    python train.py config/train_shakespeare_char.py      # start here: the baby GPT on Tiny Shakespeare
+    python train.py config/train_shakespeare_char_cpu.py  # the same idea, small enough for a laptop CPU
     python train.py config/train_shakespeare_char.py --attn=dense --max_iters=2000
+    python train.py                                       # the defaults below (GPT-2 small shape)
     torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char.py   # 2 GPUs, DDP
 
 Every setting is a field of TrainConfig; a config file or --key=value may set any of them, and an
-unknown key or a value of the wrong type stops with a message saying so. The checkpoint
+unknown key or a value of the wrong type stops with one line saying so. The checkpoint
 out_dir/ckpt.pt always holds the latest state (written atomically), so --init_from=resume continues
-exactly where a run stopped, after the last iteration, an evaluation, or Ctrl-C.
+exactly where a run stopped: after the last iteration, an evaluation, or Ctrl-C.
+
+Reading order: TrainConfig, then train() (the whole run on one screen), then the helpers it calls,
+in the order it calls them, then the command line.
 
 Under torchrun every process takes its share of each step's micro-batches (gradient_accumulation_steps
 must divide by the number of processes), so N processes train on the same global batches, in the
@@ -39,6 +43,7 @@ from model import GPT, GPTConfig, ConfigError
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Datasets whose prepare.py needs no download: train.py prepares these by itself when needed.
 OFFLINE_DATASETS = ("shakespeare_char", "shakespeare", "pystdlib")
+GPT2_VOCAB_SIZE = 50304  # GPT-2's 50257 tokens padded to a multiple of 64: BPE datasets have no meta.pkl
 
 
 @dataclass
@@ -82,6 +87,456 @@ class TrainConfig:
     compile: bool = True               # torch.compile the model (CUDA only; ignored elsewhere)
     seed: int = 1337
     peak_flops: float = 0.0            # for MFU; 0 = look the GPU up by name
+
+
+# -----------------------------------------------------------------------------
+# The run
+
+def train(cfg):
+    """Run the training loop of `cfg`; returns the list of (iter, train loss) it logged."""
+    env = setup_process(cfg)           # device, precision, DDP
+    console = Console(enabled=env.master)
+    if env.master:
+        os.makedirs(cfg.out_dir, exist_ok=True)
+    ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
+    splits, meta = load_data(cfg, env)
+    run = build_run(cfg, env, meta, ckpt_path)  # model and optimizer: fresh, or resumed from ckpt_path
+    raw_model, block_size = run.model, run.model.config.block_size
+    dense_pairs = block_size * (block_size + 1) / 2 * raw_model.config.n_head
+    console.say(f"model: {raw_model.get_num_params() / 1e6:.2f}M parameters, attn={raw_model.config.attn}, "
+                f"{raw_model.attention_pairs() / dense_pairs:.1%} of dense causal attention pairs; "
+                f"device {env.device}, {env.dtype}")
+    model = wrap_model(raw_model, cfg, env, console)  # what the loop calls: compiled, DDP
+    scaler = torch.amp.GradScaler(env.device_type, enabled=(env.dtype == "float16"))
+    # attn_switch_frac: from this iteration on the model attends densely. Decided from iter_num alone,
+    # so a resumed run switches at the same point (model_args keep the pattern it was built with).
+    switch_iter = cfg.max_iters - round(cfg.attn_switch_frac * cfg.max_iters) if cfg.attn_switch_frac > 0 else None
+    tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * block_size
+    history, t_start = [], time.time()
+    try:
+        with CtrlC(env) as ctrl_c, CsvLog(os.path.join(cfg.out_dir, "log.csv") if env.master else None) as log:
+            while True:
+                lr = get_lr(run.iter_num, cfg)
+                for group in run.optimizer.param_groups:
+                    group["lr"] = lr
+                if switch_iter is not None and run.iter_num >= switch_iter and raw_model.attn != "dense":
+                    console.say(f"iter {run.iter_num}: attn_switch_frac={cfg.attn_switch_frac}: switching attention "
+                                f"{raw_model.attn} -> dense for the last {cfg.max_iters - run.iter_num} iterations")
+                    raw_model.set_attn("dense")
+                    model = wrap_model(raw_model, cfg, env, console)  # a fresh compile for the new attention
+                if ctrl_c.stop():  # here, between iterations, the state is whole
+                    checkpoint(run, cfg, env, ckpt_path)
+                    console.say(f"saved {ckpt_path} at iter {run.iter_num}; continue with --init_from=resume")
+                    break
+                if run.iter_num % cfg.eval_interval == 0 or run.iter_num >= cfg.max_iters:
+                    losses = evaluate(model, splits, block_size, cfg, env)
+                    console.say(f"step {run.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                    log.row(iter=run.iter_num, train_loss=f"{losses['train']:.5f}", val_loss=f"{losses['val']:.5f}",
+                            lr=lr, elapsed_s=f"{time.time() - t_start:.1f}")
+                    for split, loss in losses.items():
+                        check_finite(f"evaluation {split} loss", loss, run.iter_num, ckpt_path)
+                    run.best_val_loss = min(run.best_val_loss, losses["val"])
+                    if not cfg.eval_only:
+                        checkpoint(run, cfg, env, ckpt_path)
+                if cfg.eval_only or run.iter_num >= cfg.max_iters:
+                    break
+
+                t0 = time.time()
+                loss, grad_norm = train_step(model, run, scaler, splits["train"], cfg, env)
+                check_finite("loss", loss, run.iter_num, ckpt_path)  # before any checkpoint keeps the weights
+                dt = time.time() - t0
+                history.append((run.iter_num, loss))
+                if run.iter_num % cfg.log_interval == 0:
+                    mfu = raw_model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps // env.world, dt,
+                                                 peak_flops=cfg.peak_flops or None)
+                    console.say(f"iter {run.iter_num}: loss {loss:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
+                                f"{tokens_per_iter / dt:,.0f} tok/s, mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, "
+                                f"grad norm {float(grad_norm):.3f}")
+                    log.row(iter=run.iter_num, train_loss=f"{loss:.5f}", lr=lr, ms_per_iter=f"{dt * 1000:.2f}",
+                            tokens_per_s=f"{tokens_per_iter / dt:.0f}", mfu="" if mfu is None else f"{mfu:.4f}",
+                            elapsed_s=f"{time.time() - t_start:.1f}", grad_norm=f"{float(grad_norm):.6g}")
+                run.iter_num += 1
+    finally:
+        if env.ddp:
+            # DDP's reference cycles keep the process group, and gloo's threads, alive past
+            # destroy_process_group. Collecting them first means no gloo thread is still running
+            # while the interpreter shuts down, which can abort the process.
+            model = None
+            gc.collect()
+            dist.destroy_process_group()
+    console.say(f"done: {run.iter_num} iterations, best val loss {run.best_val_loss:.4f}, "
+                f"{time.time() - t_start:.0f} s; checkpoint in {ckpt_path}")
+    return history
+
+
+# -----------------------------------------------------------------------------
+# Set-up: settings, device, data, model
+
+def model_args_of(cfg, vocab_size):
+    """The model's settings (the fields of model.GPTConfig) in the training config."""
+    return dict(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
+                n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias, attn=cfg.attn, attn_backend=cfg.attn_backend)
+
+
+@dataclass
+class Env:
+    """Where this process computes: its device and precision, and its place among DDP processes."""
+    device: str                        # 'cpu', 'cuda:0', 'mps'
+    device_type: str                   # 'cpu', 'cuda' or 'mps': what autocast and GradScaler take
+    dtype: str                         # 'float32', 'bfloat16' or 'float16'
+    autocast: object                   # `with env.autocast:` runs the model in dtype
+    ddp: bool = False
+    rank: int = 0
+    world: int = 1                     # the number of processes
+
+    @property
+    def master(self):
+        """The process that prints, logs and writes the checkpoint."""
+        return self.rank == 0
+
+
+def setup_process(cfg):
+    """The Env of this process. Under torchrun (it sets RANK) it joins the process group first:
+    NCCL between GPUs, gloo on CPU."""
+    device = pick_device(cfg)
+    ddp, rank, world = int(os.environ.get("RANK", -1)) != -1, 0, 1
+    if ddp:
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+            torch.cuda.set_device(device)
+        if cfg.gradient_accumulation_steps % world:
+            raise ConfigError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible "
+                              f"by the {world} processes, which share each step's micro-batches")
+    device_type = "cuda" if device.startswith("cuda") else device
+    dtype = pick_dtype(cfg, device_type)
+    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    autocast = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
+    torch.manual_seed(cfg.seed + rank)  # the same init everywhere (DDP copies rank 0's), own dropout
+    if device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return Env(device, device_type, dtype, autocast, ddp, rank, world)
+
+
+def pick_device(cfg):
+    if cfg.device != "auto":
+        kind = cfg.device.split(":")[0]
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device={cfg.device!r} but this machine has no CUDA GPU (or this torch has no CUDA); "
+                              "use --device=cpu or --device=auto")
+        if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError(f"device={cfg.device!r} but MPS is not available here; use --device=cpu or --device=auto")
+        if kind not in ("cpu", "cuda", "mps"):
+            raise ConfigError(f"unknown device={cfg.device!r}; use auto, cpu, cuda, cuda:N or mps")
+        return cfg.device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(cfg, device_type):
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    if device_type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
+def data_dir(dataset):
+    return os.path.join(HERE, "data", dataset)
+
+
+def load_data(cfg, env):
+    """The dataset's splits and vocabulary. Under DDP the master alone prepares a missing dataset
+    while the others wait, so no two processes write the same files."""
+    if env.ddp and not env.master:
+        dist.barrier()
+    splits, meta = load_dataset(cfg.dataset, prepare=env.master)
+    if env.ddp and env.master:
+        dist.barrier()
+    return splits, meta
+
+
+def load_dataset(dataset, prepare=True):
+    """The train/val token arrays (memory-mapped) and the char vocabulary if there is one; with
+    `prepare`, a missing dataset that needs no download is prepared first."""
+    d = data_dir(dataset)
+    if prepare and not os.path.exists(os.path.join(d, "train.bin")) and dataset in OFFLINE_DATASETS:
+        print(f"data/{dataset}/train.bin is missing: running data/{dataset}/prepare.py")
+        subprocess.run([sys.executable, os.path.join(d, "prepare.py")], check=True)
+    for split in ("train", "val"):
+        if not os.path.exists(os.path.join(d, f"{split}.bin")):
+            raise ConfigError(f"dataset {dataset!r} is not prepared: data/{dataset}/{split}.bin is missing; "
+                              f"run python data/{dataset}/prepare.py")
+    meta = None
+    if os.path.exists(os.path.join(d, "meta.pkl")):
+        with open(os.path.join(d, "meta.pkl"), "rb") as f:
+            meta = pickle.load(f)
+    splits = {s: np.memmap(os.path.join(d, f"{s}.bin"), dtype=np.uint16, mode="r") for s in ("train", "val")}
+    return splits, meta
+
+
+@dataclass
+class Run:
+    """The state of a training run: what ckpt.pt holds, so that --init_from=resume continues exactly."""
+    model: GPT                         # the model itself, not its compiled or DDP wrapper
+    optimizer: torch.optim.Optimizer
+    model_args: dict                   # GPTConfig's fields: the architecture
+    meta: dict | None                  # the char vocabulary (None for GPT-2 BPE), for sample.py
+    data_gen: torch.Generator          # draws the training batches: its state is the data order
+    iter_num: int = 0
+    best_val_loss: float = float("inf")
+
+
+def build_run(cfg, env, meta, ckpt_path):
+    """A fresh model and optimizer; or, with init_from='resume', those of ckpt_path together with its
+    iteration, best val loss, data order and every process's dropout RNG."""
+    model_args = model_args_of(cfg, meta["vocab_size"] if meta else GPT2_VOCAB_SIZE)
+    ckpt = load_checkpoint(ckpt_path) if cfg.init_from == "resume" else None
+    if ckpt is not None:
+        # the architecture must be the one that was trained; the rest (lr, max_iters...) may change
+        model_args = {**ckpt["model_args"], "dropout": cfg.dropout, "attn_backend": cfg.attn_backend}
+    model = GPT(GPTConfig(**model_args))
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+    model.to(env.device)
+    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
+                                           env.device_type)
+    # the training batches of every process, all alike; checkpointed
+    run = Run(model, optimizer, model_args, meta, data_gen=torch.Generator().manual_seed(cfg.seed))
+    if ckpt is None:
+        return run
+    optimizer.load_state_dict(ckpt["optimizer"])
+    run.data_gen.set_state(ckpt["data_rng_state"])
+    run.iter_num, run.best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+    if len(ckpt["rng_states"]) != env.world:
+        raise ConfigError(f"{ckpt_path} was written by {len(ckpt['rng_states'])} process(es): resume it with "
+                          f"as many (torchrun --nproc_per_node={len(ckpt['rng_states'])}, or plain python for 1)")
+    cpu_state, cuda_state = ckpt["rng_states"][env.rank]  # each process's dropout stream goes on
+    torch.set_rng_state(cpu_state)
+    if env.device_type == "cuda" and cuda_state is not None:
+        torch.cuda.set_rng_state(cuda_state)
+    return run
+
+
+def wrap_model(model, cfg, env, console):
+    """The model as the loop calls it: compiled on CUDA (cfg.compile) and, under DDP, wrapped so that
+    backward averages the gradients of all processes."""
+    if cfg.compile and env.device_type == "cuda":
+        console.say("compiling the model (takes a minute)...")
+        model = torch.compile(model)
+    if env.ddp:
+        model = DDP(model, device_ids=[torch.cuda.current_device()] if env.device_type == "cuda" else None)
+    return model
+
+
+# -----------------------------------------------------------------------------
+# The loop's steps
+
+def get_lr(it, cfg):
+    if not cfg.decay_lr:
+        return cfg.learning_rate
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
+    if it > cfg.lr_decay_iters:
+        return cfg.min_lr
+    ratio = (it - cfg.warmup_iters) / max(1, cfg.lr_decay_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
+
+
+def sample_starts(data, block_size, n, generator):
+    """n random start offsets of block_size + 1 token windows."""
+    if len(data) <= block_size:
+        raise ConfigError(f"a data split has {len(data)} tokens, fewer than block_size + 1 = {block_size + 1}")
+    return torch.randint(len(data) - block_size, (n,), generator=generator)
+
+
+def get_batch(data, ix, block_size, device):
+    """Inputs and next-token targets (len(ix), block_size) of the windows starting at ix."""
+    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in ix])
+    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix])
+    if device.startswith("cuda"):
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+def train_step(model, run, scaler, data, cfg, env):
+    """One optimizer step on a global batch of gradient_accumulation_steps micro-batches, of which this
+    process takes its share. Returns the global batch's mean loss (a float) and the gradient norm."""
+    block_size, B = run.model.config.block_size, cfg.batch_size
+    accum = cfg.gradient_accumulation_steps // env.world  # micro-batches of this process
+    # The step's micro-batches are drawn together; process r takes the r-th share of them.
+    ix = sample_starts(data, block_size, cfg.gradient_accumulation_steps * B, run.data_gen)
+    total = torch.zeros((), device=env.device)
+    for micro in range(accum):
+        first = (env.rank * accum + micro) * B
+        X, Y = get_batch(data, ix[first:first + B], block_size, env.device)
+        if env.ddp:  # all-reduce the gradients once, in the last micro-step's backward
+            model.require_backward_grad_sync = micro == accum - 1
+        with env.autocast:
+            _, loss = model(X, Y)
+            # this process's mean; DDP averages the processes' gradients: the global mean
+            loss = loss / accum
+        scaler.scale(loss).backward()
+        total += loss.detach()
+    if env.ddp:
+        dist.all_reduce(total)
+        total /= env.world  # the global batch's mean loss
+    total = float(total)  # waits for the GPU: the caller's timing covers the whole step
+    scaler.unscale_(run.optimizer)  # a no-op unless fp16 loss scaling is on
+    # the norm is logged also without clipping (an infinite bound clips nothing)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
+    scaler.step(run.optimizer)
+    scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    return total, grad_norm
+
+
+def check_finite(what, value, iter_num, ckpt_path):
+    if not math.isfinite(value):
+        raise FloatingPointError(
+            f"{what} became {value} at iter {iter_num}; stopped without saving. The last good checkpoint "
+            f"is kept in {ckpt_path}. Try a lower learning_rate, grad_clip, or dtype=float32")
+
+
+@torch.no_grad()
+def evaluate(model, splits, block_size, cfg, env):
+    """The mean loss of eval_iters batches of each split.
+
+    The same batches at every evaluation (a generator seeded afresh): curves compare like with like,
+    and evaluating does not disturb the training data order. Under DDP process r evaluates batches
+    r, r + world, ... and the sums are all-reduced: the same mean for 1/world of the work."""
+    m = model.module if env.ddp else model  # not DDP's forward: it syncs, and the shares can differ by one
+    m.eval()
+    losses = {}
+    for split in ("train", "val"):
+        gen = torch.Generator().manual_seed(cfg.seed + 1)
+        batch_losses = torch.zeros(cfg.eval_iters, device=env.device)
+        for k in range(cfg.eval_iters):
+            ix = sample_starts(splits[split], block_size, cfg.batch_size, gen)  # keeps gen in step
+            if k % env.world != env.rank:
+                continue
+            X, Y = get_batch(splits[split], ix, block_size, env.device)
+            with env.autocast:
+                _, loss = m(X, Y)
+            batch_losses[k] = loss.float()
+        if env.ddp:
+            dist.all_reduce(batch_losses)
+        losses[split] = batch_losses.mean().item()
+    m.train()
+    return losses
+
+
+# -----------------------------------------------------------------------------
+# Checkpoints
+
+def checkpoint(run, cfg, env, path):
+    """Write everything resume needs to path (the master does). Every process's RNG state (dropout) is
+    gathered first: a collective, so under DDP all processes call this at the same point."""
+    rng_states = [(torch.get_rng_state(), torch.cuda.get_rng_state() if env.device_type == "cuda" else None)]
+    if env.ddp:
+        mine, rng_states = rng_states[0], [None] * env.world
+        dist.all_gather_object(rng_states, mine)
+    if env.master:
+        save_checkpoint(path, {
+            "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "model_args": run.model_args, "config": dataclasses.asdict(cfg), "iter_num": run.iter_num,
+            "best_val_loss": float(run.best_val_loss), "data_rng_state": run.data_gen.get_state(),
+            "rng_states": rng_states, "meta": run.meta,
+        })
+
+
+def save_checkpoint(path, state):
+    """Write to a temporary file, then rename: a crash mid-write never leaves a broken ckpt.pt."""
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    if not os.path.exists(path):
+        raise ConfigError(f"no checkpoint at {path}: train first (python train.py ...) or check --out_dir")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:
+        raise ConfigError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); "
+                          "it may be truncated or from another program") from None
+    if not isinstance(ckpt, dict) or not {"model", "model_args"} <= set(ckpt):
+        raise ConfigError(f"{path} is not a checkpoint of this project (no model / model_args in it)")
+    return ckpt
+
+
+# -----------------------------------------------------------------------------
+# Ctrl-C, the console and log.csv
+
+class CtrlC:
+    """`with CtrlC(env) as ctrl_c:` makes Ctrl-C (SIGINT) a request: the loop asks ctrl_c.stop() at the
+    next iteration boundary, where the state is whole, and then saves a checkpoint. A second Ctrl-C
+    raises KeyboardInterrupt wherever the run is, for a user who will not wait."""
+
+    def __init__(self, env):
+        self.env, self.requested = env, False
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGINT, self.on_sigint)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+
+    def on_sigint(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        if self.env.master:
+            print("\nCtrl-C: saving a checkpoint after this iteration (Ctrl-C again to abort without saving)")
+
+    def stop(self):
+        """Whether to stop here. Under DDP every process calls this at the same point and all stop if
+        any got Ctrl-C: a terminal sends it to every process, but not at the same instant."""
+        if self.env.ddp:
+            flag = torch.tensor(float(self.requested), device=self.env.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self.requested = bool(flag.item())
+        return self.requested
+
+
+class Console:
+    """What the run prints; only the master process prints (enabled)."""
+
+    def __init__(self, enabled):
+        self.enabled = enabled
+
+    def say(self, text):
+        if self.enabled:
+            print(text, flush=True)
+
+
+class CsvLog:
+    """out_dir/log.csv: a row per logged iteration and per evaluation, appended to, so that a resumed
+    run continues the same file. `with CsvLog(None)` writes nothing (DDP processes but the master)."""
+    COLUMNS = ["iter", "train_loss", "val_loss", "lr", "ms_per_iter", "tokens_per_s", "mfu", "elapsed_s",
+               "grad_norm"]
+
+    def __init__(self, path):
+        self.file = open(path or os.devnull, "a", newline="")
+        self.writer = csv.DictWriter(self.file, self.COLUMNS, restval="")
+        if self.file.tell() == 0:
+            self.writer.writeheader()
+
+    def row(self, **values):
+        self.writer.writerow(values)
+        self.file.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
 
 
 # -----------------------------------------------------------------------------
@@ -145,339 +600,9 @@ def parse_args(argv):
     return cfg
 
 
-# -----------------------------------------------------------------------------
-# Data
-
-def data_dir(dataset):
-    return os.path.join(HERE, "data", dataset)
-
-
-def load_dataset(dataset, prepare=True):
-    """The train/val token arrays (memory-mapped) and the char vocabulary if there is one; with
-    `prepare`, a missing dataset that needs no download is prepared first."""
-    d = data_dir(dataset)
-    if prepare and not os.path.exists(os.path.join(d, "train.bin")) and dataset in OFFLINE_DATASETS:
-        print(f"data/{dataset}/train.bin is missing: running data/{dataset}/prepare.py")
-        subprocess.run([sys.executable, os.path.join(d, "prepare.py")], check=True)
-    for split in ("train", "val"):
-        if not os.path.exists(os.path.join(d, f"{split}.bin")):
-            raise ConfigError(f"dataset {dataset!r} is not prepared: data/{dataset}/{split}.bin is missing; "
-                              f"run python data/{dataset}/prepare.py")
-    meta = None
-    if os.path.exists(os.path.join(d, "meta.pkl")):
-        with open(os.path.join(d, "meta.pkl"), "rb") as f:
-            meta = pickle.load(f)
-    splits = {s: np.memmap(os.path.join(d, f"{s}.bin"), dtype=np.uint16, mode="r") for s in ("train", "val")}
-    return splits, meta
-
-
-def sample_starts(data, block_size, n, generator):
-    """n random start offsets of block_size + 1 token windows."""
-    if len(data) <= block_size:
-        raise ConfigError(f"a data split has {len(data)} tokens, fewer than block_size + 1 = {block_size + 1}")
-    return torch.randint(len(data) - block_size, (n,), generator=generator)
-
-
-def get_batch(data, ix, block_size, device):
-    """Inputs and next-token targets (len(ix), block_size) of the windows starting at ix."""
-    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in ix])
-    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix])
-    if device.startswith("cuda"):
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.to(device), y.to(device)
-
-
-# -----------------------------------------------------------------------------
-# Checkpoints
-
-def save_checkpoint(path, state):
-    """Write to a temporary file, then rename: a crash mid-write never leaves a broken ckpt.pt."""
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path, map_location="cpu"):
-    if not os.path.exists(path):
-        raise ConfigError(f"no checkpoint at {path}: train first (python train.py ...) or check --out_dir")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:
-        raise ConfigError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); "
-                          "it may be truncated or from another program") from None
-    if not isinstance(ckpt, dict) or not {"model", "model_args"} <= set(ckpt):
-        raise ConfigError(f"{path} is not a checkpoint of this project (no model / model_args in it)")
-    return ckpt
-
-
-# -----------------------------------------------------------------------------
-# Training
-
-def get_lr(it, cfg):
-    if not cfg.decay_lr:
-        return cfg.learning_rate
-    if it < cfg.warmup_iters:
-        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
-    if it > cfg.lr_decay_iters:
-        return cfg.min_lr
-    ratio = (it - cfg.warmup_iters) / max(1, cfg.lr_decay_iters - cfg.warmup_iters)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
-
-
-def pick_device(cfg):
-    if cfg.device != "auto":
-        kind = cfg.device.split(":")[0]
-        if kind == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device={cfg.device!r} but this machine has no CUDA GPU (or this torch has no CUDA); "
-                              "use --device=cpu or --device=auto")
-        if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ConfigError(f"device={cfg.device!r} but MPS is not available here; use --device=cpu or --device=auto")
-        if kind not in ("cpu", "cuda", "mps"):
-            raise ConfigError(f"unknown device={cfg.device!r}; use auto, cpu, cuda, cuda:N or mps")
-        return cfg.device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def pick_dtype(cfg, device_type):
-    if cfg.dtype != "auto":
-        return cfg.dtype
-    if device_type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    return "float32"
-
-
-def train(cfg):
-    """Run the training loop of `cfg`; returns the list of (iter, train loss) it logged."""
-    device = pick_device(cfg)
-    # Distributed data parallel when started by torchrun (it sets RANK): NCCL between GPUs, gloo on CPU.
-    ddp = int(os.environ.get("RANK", -1)) != -1
-    rank, world = 0, 1
-    if ddp:
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
-        if device.startswith("cuda"):
-            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-            torch.cuda.set_device(device)
-        if cfg.gradient_accumulation_steps % world:
-            raise ConfigError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible "
-                              f"by the {world} processes, which share each step's micro-batches")
-    master = rank == 0
-    accum = cfg.gradient_accumulation_steps // world  # micro-batches of this process per step
-    say = print if master else (lambda *args, **kwargs: None)
-    device_type = "cuda" if device.startswith("cuda") else device
-    dtype = pick_dtype(cfg, device_type)
-    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
-    torch.manual_seed(cfg.seed + rank)  # the same init everywhere (DDP copies rank 0's), own dropout
-    if device_type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if master:
-        os.makedirs(cfg.out_dir, exist_ok=True)
-    ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
-
-    if ddp and not master:
-        dist.barrier()  # the master prepares a missing dataset, alone
-    splits, meta = load_dataset(cfg.dataset, prepare=master)
-    if ddp and master:
-        dist.barrier()
-    vocab_size = meta["vocab_size"] if meta else 50304  # GPT-2's 50257 padded to a multiple of 64
-    model_args = dict(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer,
-                      n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias, attn=cfg.attn,
-                      attn_backend=cfg.attn_backend)
-    data_gen = torch.Generator().manual_seed(cfg.seed)  # the training batches of every process, checkpointed
-    iter_num, best_val_loss, ckpt = 0, float("inf"), None
-    if cfg.init_from == "resume":
-        ckpt = load_checkpoint(ckpt_path)
-        # the architecture must be the one that was trained; the rest (lr, max_iters...) may change
-        model_args = {**ckpt["model_args"], "dropout": cfg.dropout, "attn_backend": cfg.attn_backend}
-        iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
-        data_gen.set_state(ckpt["data_rng_state"])
-    model = GPT(GPTConfig(**model_args))
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-    model.to(device)
-    block_size = model.config.block_size
-    scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if len(ckpt["rng_states"]) != world:
-            raise ConfigError(f"{ckpt_path} was written by {len(ckpt['rng_states'])} process(es): resume it with "
-                              f"as many (torchrun --nproc_per_node={len(ckpt['rng_states'])}, or plain python for 1)")
-        cpu_state, cuda_state = ckpt["rng_states"][rank]  # each process's dropout stream goes on
-        torch.set_rng_state(cpu_state)
-        if device_type == "cuda" and cuda_state is not None:
-            torch.cuda.set_rng_state(cuda_state)
-        ckpt = None  # free memory
-    say(f"model: {model.get_num_params() / 1e6:.2f}M parameters, attn={model.config.attn}, "
-        f"{model.attention_pairs() / (block_size * (block_size + 1) / 2 * model.config.n_head):.1%} of dense "
-        f"causal attention pairs; device {device}, {dtype}")
-
-    def wrap(m):
-        if cfg.compile and device_type == "cuda":
-            say("compiling the model (takes a minute)...")
-            m = torch.compile(m)
-        return DDP(m, device_ids=[torch.cuda.current_device()] if device_type == "cuda" else None) if ddp else m
-
-    raw_model, model = model, wrap(model)
-    # attn_switch_frac: from this iteration on the model attends densely. Decided from iter_num alone,
-    # so a resumed run switches at the same point (model_args keep the pattern it was built with).
-    switch_iter = cfg.max_iters - round(cfg.attn_switch_frac * cfg.max_iters) if cfg.attn_switch_frac > 0 else None
-
-    def checkpoint():
-        # every process's RNG state (dropout), gathered: a collective, so all processes call this
-        rng_states = [(torch.get_rng_state(), torch.cuda.get_rng_state() if device_type == "cuda" else None)]
-        if ddp:
-            mine, rng_states = rng_states[0], [None] * world
-            dist.all_gather_object(rng_states, mine)
-        if master:
-            save_checkpoint(ckpt_path, {
-                "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                "model_args": model_args, "config": dataclasses.asdict(cfg), "iter_num": iter_num,
-                "best_val_loss": float(best_val_loss), "data_rng_state": data_gen.get_state(),
-                "rng_states": rng_states, "meta": meta,
-            })
-
-    @torch.no_grad()
-    def estimate_loss():
-        # The same batches at every evaluation (a fixed generator): curves compare like with like,
-        # and evaluating does not disturb the training data order. Under DDP process r evaluates
-        # batches r, r + world, ... and the sums are all-reduced: the same mean for 1/world of the work.
-        m = model.module if ddp else model  # not DDP's forward: it syncs, and the shares can differ by one
-        m.eval()
-        out = {}
-        for split in ("train", "val"):
-            gen = torch.Generator().manual_seed(cfg.seed + 1)
-            losses = torch.zeros(cfg.eval_iters, device=device)
-            for k in range(cfg.eval_iters):
-                ix = sample_starts(splits[split], block_size, cfg.batch_size, gen)  # keeps gen in step
-                if k % world != rank:
-                    continue
-                X, Y = get_batch(splits[split], ix, block_size, device)
-                with ctx:
-                    _, loss = m(X, Y)
-                losses[k] = loss.float()
-            if ddp:
-                dist.all_reduce(losses)
-            out[split] = losses.mean().item()
-        m.train()
-        return out
-
-    # Ctrl-C asks to stop at the next iteration boundary, where the state is whole; a second one aborts.
-    stop = {"requested": False}
-
-    def on_sigint(signum, frame):
-        if stop["requested"]:
-            raise KeyboardInterrupt
-        stop["requested"] = True
-        say("\nCtrl-C: saving a checkpoint after this iteration (Ctrl-C again to abort without saving)")
-
-    old_handler = signal.signal(signal.SIGINT, on_sigint)
-    log = open(os.path.join(cfg.out_dir, "log.csv") if master else os.devnull, "a", newline="")
-    writer = csv.writer(log)
-    if log.tell() == 0:
-        writer.writerow(["iter", "train_loss", "val_loss", "lr", "ms_per_iter", "tokens_per_s", "mfu", "elapsed_s",
-                         "grad_norm"])
-    tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * block_size
-    history, t_start = [], time.time()
-    try:
-        while True:
-            lr = get_lr(iter_num, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if switch_iter is not None and iter_num >= switch_iter and raw_model.attn != "dense":
-                say(f"iter {iter_num}: attn_switch_frac={cfg.attn_switch_frac}: switching attention "
-                    f"{raw_model.attn} -> dense for the last {cfg.max_iters - iter_num} iterations")
-                raw_model.set_attn("dense")
-                model = wrap(raw_model)  # a fresh compile for the new attention
-            if ddp:  # Ctrl-C reaches the processes at different moments: stop together
-                flag = torch.tensor(float(stop["requested"]), device=device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                stop["requested"] = bool(flag.item())
-            if stop["requested"]:
-                checkpoint()
-                say(f"saved {ckpt_path} at iter {iter_num}; continue with --init_from=resume")
-                break
-            if iter_num % cfg.eval_interval == 0 or iter_num >= cfg.max_iters:
-                losses = estimate_loss()
-                say(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-                writer.writerow([iter_num, f"{losses['train']:.5f}", f"{losses['val']:.5f}", lr, "", "", "",
-                                 f"{time.time() - t_start:.1f}", ""])
-                log.flush()
-                if not all(map(math.isfinite, losses.values())):
-                    raise FloatingPointError(
-                        f"evaluation loss became {losses} at iter {iter_num}; stopped without saving. The last "
-                        f"good checkpoint is kept in {ckpt_path}. Try a lower learning_rate, grad_clip, or dtype=float32")
-                best_val_loss = min(best_val_loss, losses["val"])
-                if not cfg.eval_only:
-                    checkpoint()
-            if cfg.eval_only or iter_num >= cfg.max_iters:
-                break
-
-            t0 = time.time()
-            # The step's micro-batches are drawn together; process r takes the r-th share of them.
-            ix = sample_starts(splits["train"], block_size, cfg.gradient_accumulation_steps * cfg.batch_size, data_gen)
-            total = torch.zeros((), device=device)
-            for micro in range(accum):
-                first = (rank * accum + micro) * cfg.batch_size
-                X, Y = get_batch(splits["train"], ix[first:first + cfg.batch_size], block_size, device)
-                if ddp:  # all-reduce the gradients once, in the last micro-step's backward
-                    model.require_backward_grad_sync = micro == accum - 1
-                with ctx:
-                    _, loss = model(X, Y)
-                    # this process's mean; DDP averages the processes' gradients: the global mean
-                    loss = loss / accum
-                scaler.scale(loss).backward()
-                total += loss.detach()
-            if ddp:
-                dist.all_reduce(total)
-                total /= world  # the global batch's mean loss
-            total = float(total)  # waits for the GPU: the timing below covers the whole step
-            if not math.isfinite(total):
-                raise FloatingPointError(
-                    f"loss became {total} at iter {iter_num}; stopped without saving. The last good "
-                    f"checkpoint is kept in {ckpt_path}. Try a lower learning_rate, grad_clip, or dtype=float32")
-            scaler.unscale_(optimizer)  # a no-op unless fp16 loss scaling is on
-            # the norm is logged also without clipping (an infinite bound clips nothing)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            dt = time.time() - t0
-            history.append((iter_num, total))
-            if iter_num % cfg.log_interval == 0:
-                mfu = raw_model.estimate_mfu(cfg.batch_size * accum, dt,
-                                             peak_flops=cfg.peak_flops or None)
-                mfu_text = f"{mfu * 100:.1f}%" if mfu is not None else "n/a"
-                say(f"iter {iter_num}: loss {total:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
-                    f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu_text}, grad norm {float(grad_norm):.3f}")
-                writer.writerow([iter_num, f"{total:.5f}", "", lr, f"{dt * 1000:.2f}", f"{tokens_per_iter / dt:.0f}",
-                                 "" if mfu is None else f"{mfu:.4f}", f"{time.time() - t_start:.1f}",
-                                 f"{float(grad_norm):.6g}"])
-            iter_num += 1
-    finally:
-        signal.signal(signal.SIGINT, old_handler)
-        log.close()
-        if ddp:
-            # DDP's reference cycles keep the process group, and gloo's threads, alive past
-            # destroy_process_group until the interpreter exits, where they aborted about 1 CPU run in 15.
-            model = None
-            gc.collect()
-            dist.destroy_process_group()
-    say(f"done: {iter_num} iterations, best val loss {best_val_loss:.4f}, "
-        f"{time.time() - t_start:.0f} s; checkpoint in {ckpt_path}")
-    return history
-
-
 def main(argv):
     try:
-        cfg = parse_args(argv)
-        train(cfg)
+        train(parse_args(argv))
     except (ConfigError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
