@@ -4,13 +4,14 @@ Train a GPT with SPAttention, nanoGPT style.
     python train.py config/train_shakespeare_char.py      # start here: the baby GPT on Tiny Shakespeare
     python train.py config/train_shakespeare_char_cpu.py  # the same idea, small enough for a laptop CPU
     python train.py config/train_shakespeare_char.py --attn=dense --max_iters=2000
-    python train.py                                       # the defaults below (GPT-2 small shape)
+    python train.py                                       # the defaults: GPT-2 small on FineWeb-Edu
     torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char.py   # 2 GPUs, DDP
 
 Every setting is a field of TrainConfig; a config file or --key=value may set any of them, and an
-unknown key or a value of the wrong type stops with one line saying so. The checkpoint
-out_dir/ckpt.pt always holds the latest state (written atomically), so --init_from=resume continues
-exactly where a run stopped: after the last iteration, an evaluation, or Ctrl-C.
+unknown key, a value of the wrong type or a model that cannot be built stops with one line saying
+so, before any data is read. The checkpoint out_dir/ckpt.pt always holds the latest state (written
+atomically), so --init_from=resume continues exactly where a run stopped: after the last iteration,
+an evaluation, or Ctrl-C.
 
 Reading order: TrainConfig, then train() (the whole run on one screen), then the helpers it calls,
 in the order it calls them, then the command line.
@@ -44,6 +45,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # Datasets whose prepare.py needs no download: train.py prepares these by itself when needed.
 OFFLINE_DATASETS = ("shakespeare_char", "shakespeare", "pystdlib")
 GPT2_VOCAB_SIZE = 50304  # GPT-2's 50257 tokens padded to a multiple of 64: BPE datasets have no meta.pkl
+QUICK_START = "python train.py config/train_shakespeare_char.py"
 
 
 @dataclass
@@ -56,7 +58,7 @@ class TrainConfig:
     eval_only: bool = False
     init_from: str = "scratch"         # 'scratch' or 'resume' (from out_dir/ckpt.pt)
     # data
-    dataset: str = "openwebtext"
+    dataset: str = "fineweb_edu"       # a folder of data/; fineweb_edu downloads: see data/README.md
     gradient_accumulation_steps: int = 40
     batch_size: int = 12               # micro-batch size
     # model (see model.GPTConfig)
@@ -94,12 +96,13 @@ class TrainConfig:
 
 def train(cfg):
     """Run the training loop of `cfg`; returns the list of (iter, train loss) it logged."""
+    check_config(cfg)                  # every setting first: a mistake costs no waiting
     env = setup_process(cfg)           # device, precision, DDP
     console = Console(enabled=env.master)
+    splits, meta = load_data(cfg, env)
     if env.master:
         os.makedirs(cfg.out_dir, exist_ok=True)
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
-    splits, meta = load_data(cfg, env)
     run = build_run(cfg, env, meta, ckpt_path)  # model and optimizer: fresh, or resumed from ckpt_path
     raw_model, block_size = run.model, run.model.config.block_size
     dense_pairs = block_size * (block_size + 1) / 2 * raw_model.config.n_head
@@ -176,6 +179,24 @@ def model_args_of(cfg, vocab_size):
     """The model's settings (the fields of model.GPTConfig) in the training config."""
     return dict(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                 n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias, attn=cfg.attn, attn_backend=cfg.attn_backend)
+
+
+def check_config(cfg):
+    """Raise a ConfigError naming the first setting that cannot work. Only the settings themselves are
+    read (no dataset, no device), so the mistake is reported before anything slow happens."""
+    if cfg.init_from not in ("scratch", "resume"):
+        raise ConfigError(f"init_from must be 'scratch' or 'resume', got {cfg.init_from!r}")
+    if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {cfg.dtype!r}")
+    if not 0.0 <= cfg.attn_switch_frac <= 1.0:
+        raise ConfigError(f"attn_switch_frac must be in [0, 1], got {cfg.attn_switch_frac}")
+    for key in ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key} must be at least 1, got {getattr(cfg, key)}")
+    # GPTConfig checks the model's settings (attn, sizes, n_embd % n_head, block_size >= n_head, ...).
+    # The vocabulary comes with the dataset; any valid size gives the same verdict on the others.
+    GPTConfig(**model_args_of(cfg, GPT2_VOCAB_SIZE))
+    return cfg
 
 
 @dataclass
@@ -265,13 +286,19 @@ def load_dataset(dataset, prepare=True):
     """The train/val token arrays (memory-mapped) and the char vocabulary if there is one; with
     `prepare`, a missing dataset that needs no download is prepared first."""
     d = data_dir(dataset)
+    if not os.path.isdir(d):
+        known = sorted(n for n in os.listdir(os.path.join(HERE, "data"))
+                       if os.path.isfile(os.path.join(data_dir(n), "prepare.py")))
+        raise ConfigError(f"unknown dataset {dataset!r}: there is no folder data/{dataset}; "
+                          f"choose one of {', '.join(known)}")
     if prepare and not os.path.exists(os.path.join(d, "train.bin")) and dataset in OFFLINE_DATASETS:
-        print(f"data/{dataset}/train.bin is missing: running data/{dataset}/prepare.py")
+        print(f"data/{dataset}/train.bin is missing: running data/{dataset}/prepare.py", flush=True)
         subprocess.run([sys.executable, os.path.join(d, "prepare.py")], check=True)
     for split in ("train", "val"):
         if not os.path.exists(os.path.join(d, f"{split}.bin")):
             raise ConfigError(f"dataset {dataset!r} is not prepared: data/{dataset}/{split}.bin is missing; "
-                              f"run python data/{dataset}/prepare.py")
+                              f"prepare it with python data/{dataset}/prepare.py (data/README.md says what it "
+                              f"downloads), or start with the data that ships here: {QUICK_START}")
     meta = None
     if os.path.exists(os.path.join(d, "meta.pkl")):
         with open(os.path.join(d, "meta.pkl"), "rb") as f:
@@ -587,17 +614,7 @@ def parse_args(argv):
             if key not in fields:
                 raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(fields)}")
             values[key] = parse_value(key, text, fields[key])
-    cfg = TrainConfig(**values)
-    if cfg.init_from not in ("scratch", "resume"):
-        raise ConfigError(f"init_from must be 'scratch' or 'resume', got {cfg.init_from!r}")
-    if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {cfg.dtype!r}")
-    if not 0.0 <= cfg.attn_switch_frac <= 1.0:
-        raise ConfigError(f"attn_switch_frac must be in [0, 1], got {cfg.attn_switch_frac}")
-    for key in ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"{key} must be at least 1, got {getattr(cfg, key)}")
-    return cfg
+    return check_config(TrainConfig(**values))
 
 
 def main(argv):

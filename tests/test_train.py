@@ -75,13 +75,37 @@ def test_bad_config_file(tmp_path):
     (["--attn=flash"], "unknown attn='flash'"),
     (["--attn_backend=cuda"], "unknown attn_backend='cuda'"),
     (["--device=tpu"], "unknown device='tpu'"),
-    (["--dataset=no_such_data"], "run python data/no_such_data/prepare.py"),
+    (["--dataset=no_such_data"], "unknown dataset 'no_such_data': there is no folder data/no_such_data"),
+    (["--dataset=no_such_data", "--attn=spp"], "unknown attn='spp'"),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, msg):
     r = run_cli(TINY + [f"--out_dir={tmp_path}"] + args)
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("arg,msg", [
+    ("--attn=spp", "unknown attn='spp'; choose one of dense, sp,"),
+    ("--n_head=7", "n_embd=768 is not divisible by n_head=7"),
+    ("--block_size=0", "block_size must be a positive integer, got 0"),
+])
+def test_settings_are_checked_before_the_dataset(arg, msg):
+    # no config: the default dataset (fineweb_edu) is not prepared here, so a check made after the
+    # dataset would report that instead
+    r = run_cli([arg])
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [f"error: {r.stderr.strip()[7:]}"], r.stderr
+    assert msg in r.stderr and "prepare" not in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(os.path.exists(os.path.join(ROOT, "data", "fineweb_edu", "train.bin")),
+                    reason="fineweb_edu is prepared here: `python train.py` would train GPT-2 small")
+def test_no_arguments_names_the_prepare_script_and_the_quick_start():
+    r = run_cli([])
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "dataset 'fineweb_edu' is not prepared" in r.stderr
+    assert "python data/fineweb_edu/prepare.py" in r.stderr
+    assert "python train.py config/train_shakespeare_char.py" in r.stderr
 
 
 def test_missing_and_corrupt_checkpoint(tmp_path):
