@@ -3,6 +3,7 @@ Sample from a model trained with train.py.
 
     python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=3 --max_new_tokens=300
     python sample.py --out_dir=out-shakespeare-char --start=FILE:prompt.txt --device=cpu
+    python sample.py --help                           # every option, with its default
 
 Generation uses the model's KV cache: each new token attends over the cached keys with exactly the
 bands of a full forward pass. Prompts longer than block_size keep their last block_size tokens.
@@ -15,11 +16,26 @@ from contextlib import nullcontext
 import torch
 
 from model import GPT, GPTConfig, ConfigError
-from train import load_checkpoint, parse_value, pick_device, pick_dtype, TrainConfig
+from train import load_checkpoint, option_line, parse_value, pick_device, pick_dtype, print_help, TrainConfig
 
-DEFAULTS = dict(out_dir="out", start="\n", num_samples=10, max_new_tokens=500, temperature=0.8,
-                top_k=200, seed=1337, device="auto", dtype="auto")
+OPTIONS = [  # name, default, what it sets
+    ("out_dir", "out", "the folder of ckpt.pt, as train.py's --out_dir"),
+    ("start", "\n", "the prompt: TEXT, or FILE:path to read it from a file"),
+    ("num_samples", 10, "how many samples to draw"),
+    ("max_new_tokens", 500, "tokens generated per sample"),
+    ("temperature", 0.8, "below 1 more predictable, above 1 more random"),
+    ("top_k", 200, "draw each token from the top_k most likely ones only"),
+    ("seed", 1337, "the random seed"),
+    ("device", "auto", "auto, cpu, cuda, cuda:N or mps"),
+    ("dtype", "auto", "auto (bf16 on CUDA when supported), float32, bfloat16 or float16"),
+]
+DEFAULTS = {name: default for name, default, _ in OPTIONS}
 TYPES = {k: type(v) for k, v in DEFAULTS.items()}
+USAGE = "usage: python sample.py [--key=value ...]"
+
+
+def usage():
+    return "\n".join([USAGE, "", "options (default, type):", *(option_line(*option) for option in OPTIONS)])
 
 
 def parse_args(argv):
@@ -27,7 +43,7 @@ def parse_args(argv):
     for arg in argv:
         key, eq, text = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
         if not eq:
-            raise ConfigError(f"argument {arg!r} must look like --key=value")
+            raise ConfigError(f"argument {arg!r} must look like --key=value (--help lists the options)")
         if key not in opts:
             raise ConfigError(f"unknown option {key!r}; known options: {', '.join(opts)}")
         opts[key] = parse_value(key, text, TYPES[key])
@@ -65,6 +81,9 @@ def get_codec(ckpt):
 
 
 def main(argv):
+    if "-h" in argv or "--help" in argv:
+        print_help(usage())
+        return
     opts = parse_args(argv)
     torch.manual_seed(opts["seed"])
     cfg = TrainConfig(device=opts["device"], dtype=opts["dtype"])

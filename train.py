@@ -5,6 +5,7 @@ Train a GPT with SPAttention, nanoGPT style.
     python train.py config/train_shakespeare_char_cpu.py  # the same idea, small enough for a laptop CPU
     python train.py config/train_shakespeare_char.py --attn=dense --max_iters=2000
     python train.py                                       # the defaults: GPT-2 small on FineWeb-Edu
+    python train.py --help                                # every setting, with its default
     torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char.py   # 2 GPUs, DDP
 
 Every setting is a field of TrainConfig; a config file or --key=value may set any of them, and an
@@ -24,6 +25,7 @@ same order, as one process does.
 import csv
 import dataclasses
 import gc
+import inspect
 import math
 import os
 import pickle
@@ -46,29 +48,30 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 OFFLINE_DATASETS = ("shakespeare_char", "shakespeare", "pystdlib")
 GPT2_VOCAB_SIZE = 50304  # GPT-2's 50257 tokens padded to a multiple of 64: BPE datasets have no meta.pkl
 QUICK_START = "python train.py config/train_shakespeare_char.py"
+CPU_QUICK_START = "python train.py config/train_shakespeare_char_cpu.py"
 
 
 @dataclass
 class TrainConfig:
     # I/O
-    out_dir: str = "out"
-    eval_interval: int = 2000
-    log_interval: int = 1
-    eval_iters: int = 200
-    eval_only: bool = False
+    out_dir: str = "out"               # where ckpt.pt and log.csv go
+    eval_interval: int = 2000          # evaluate (and checkpoint) every this many iterations
+    log_interval: int = 1              # print a log line every this many iterations
+    eval_iters: int = 200              # batches per split in an evaluation
+    eval_only: bool = False            # evaluate once and stop
     init_from: str = "scratch"         # 'scratch' or 'resume' (from out_dir/ckpt.pt)
     # data
     dataset: str = "fineweb_edu"       # a folder of data/; fineweb_edu downloads: see data/README.md
-    gradient_accumulation_steps: int = 40
+    gradient_accumulation_steps: int = 40  # micro-batches per optimizer step
     batch_size: int = 12               # micro-batch size
     # model (see model.GPTConfig)
-    block_size: int = 1024
+    block_size: int = 1024             # the context: tokens the model sees at once
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = False
-    attn: str = "sp"
+    attn: str = "sp"                   # the attention pattern: sp, dense, ... (README: attention patterns)
     attn_backend: str = "auto"         # band patterns: auto (Triton on CUDA), triton, flex, torch
     attn_switch_frac: float = 0.0      # train the last fraction of max_iters with attn='dense' (same weights)
     # AdamW
@@ -569,6 +572,9 @@ class CsvLog:
 # -----------------------------------------------------------------------------
 # Command line
 
+USAGE = "usage: python train.py [config/NAME.py ...] [--key=value ...]"
+
+
 def parse_value(key, text, typ):
     """The command-line text of --key=value as type typ, or a ConfigError naming the key."""
     if typ is bool:
@@ -610,14 +616,48 @@ def parse_args(argv):
         else:
             key, eq, text = arg[2:].partition("=")
             if not eq:
-                raise ConfigError(f"argument {arg!r} must look like --key=value")
+                raise ConfigError(f"argument {arg!r} must look like --key=value (--help lists the keys)")
             if key not in fields:
                 raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(fields)}")
             values[key] = parse_value(key, text, fields[key])
     return check_config(TrainConfig(**values))
 
 
+def option_line(name, default, text):
+    """One line of a --help listing: --name=default, its type, what it does."""
+    shown = repr(default) if isinstance(default, str) and not default.isprintable() else default
+    return f"    {f'--{name}={shown}':<36} {type(default).__name__:<6} {text}".rstrip()
+
+
+def usage():
+    """The --help text: the usage line, then every setting of TrainConfig in its order, with its
+    default, type and the comment it has there (read from this file, so the two never differ)."""
+    lines = [USAGE, "",
+             "Config files (plain Python assignments) and then --key=value set the settings below;",
+             f"a later one wins. Start with: {QUICK_START}", f"or, on a CPU: {CPU_QUICK_START}", "",
+             "settings (default, type):"]
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        code, _, comment = line.strip().partition("#")
+        name = code.split(":")[0].strip()
+        if not code:  # a comment line: the heading of a group of settings
+            lines.append(f"  {comment.strip()}")
+        elif name in fields:
+            lines.append(option_line(name, fields[name].default, comment.strip()))
+    return "\n".join(lines)
+
+
+def print_help(text):
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:  # `--help | head`: the reader took what it wanted and left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush fails quietly
+
+
 def main(argv):
+    if "-h" in argv or "--help" in argv:
+        print_help(usage())
+        return
     try:
         train(parse_args(argv))
     except (ConfigError, FloatingPointError) as e:

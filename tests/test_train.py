@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+import sample
 import train
 from model import ConfigError
 
@@ -106,6 +107,23 @@ def test_no_arguments_names_the_prepare_script_and_the_quick_start():
     assert "dataset 'fineweb_edu' is not prepared" in r.stderr
     assert "python data/fineweb_edu/prepare.py" in r.stderr
     assert "python train.py config/train_shakespeare_char.py" in r.stderr
+
+
+def test_help_lists_every_setting_with_its_default(capsys):
+    r = run_cli(["--help"])
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert r.stdout.startswith("usage: python train.py")
+    lines = r.stdout.splitlines()
+    for f in train.dataclasses.fields(train.TrainConfig):
+        line = next((x for x in lines if x.split() and x.split()[0] == f"--{f.name}={f.default}"), None)
+        assert line is not None and line.split()[1] == f.type.__name__, f.name
+    assert any(x.split()[:2] == ["--batch_size=12", "int"] for x in lines)
+    train.main(["config/train_shakespeare_char.py", "-h"])
+    assert capsys.readouterr().out == r.stdout
+    sample.main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python sample.py")
+    assert all(f"--{name}=" in out for name in sample.DEFAULTS) and "--num_samples=10 " in out
 
 
 def test_missing_and_corrupt_checkpoint(tmp_path):
