@@ -112,13 +112,18 @@ def train(cfg):
     console.say(f"model: {raw_model.get_num_params() / 1e6:.2f}M parameters, attn={raw_model.config.attn}, "
                 f"{raw_model.attention_pairs() / dense_pairs:.1%} of dense causal attention pairs; "
                 f"device {env.device}, {env.dtype}")
+    if env.device_type == "cpu" and env.master and not cfg.eval_only:  # will this take hours? say so now
+        hint = slow_cpu_hint(cfg, env.world, time_forward(raw_model, splits["train"], cfg, env),
+                             cfg.max_iters - run.iter_num)
+        if hint:
+            console.say(hint)
     model = wrap_model(raw_model, cfg, env, console)  # what the loop calls: compiled, DDP
     scaler = torch.amp.GradScaler(env.device_type, enabled=(env.dtype == "float16"))
     # attn_switch_frac: from this iteration on the model attends densely. Decided from iter_num alone,
     # so a resumed run switches at the same point (model_args keep the pattern it was built with).
     switch_iter = cfg.max_iters - round(cfg.attn_switch_frac * cfg.max_iters) if cfg.attn_switch_frac > 0 else None
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * block_size
-    history, t_start = [], time.time()
+    history, t_start, step_s = [], time.time(), 0.0
     try:
         with CtrlC(env) as ctrl_c, CsvLog(os.path.join(cfg.out_dir, "log.csv") if env.master else None) as log:
             while True:
@@ -135,7 +140,7 @@ def train(cfg):
                     console.say(f"saved {ckpt_path} at iter {run.iter_num}; continue with --init_from=resume")
                     break
                 if run.iter_num % cfg.eval_interval == 0 or run.iter_num >= cfg.max_iters:
-                    losses = evaluate(model, splits, block_size, cfg, env)
+                    losses = evaluate(model, splits, block_size, cfg, env, console)
                     console.say(f"step {run.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                     log.row(iter=run.iter_num, train_loss=f"{losses['train']:.5f}", val_loss=f"{losses['val']:.5f}",
                             lr=lr, elapsed_s=f"{time.time() - t_start:.1f}")
@@ -152,6 +157,7 @@ def train(cfg):
                 check_finite("loss", loss, run.iter_num, ckpt_path)  # before any checkpoint keeps the weights
                 dt = time.time() - t0
                 history.append((run.iter_num, loss))
+                step_s += dt
                 if run.iter_num % cfg.log_interval == 0:
                     mfu = raw_model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps // env.world, dt,
                                                  peak_flops=cfg.peak_flops or None)
@@ -161,6 +167,9 @@ def train(cfg):
                     log.row(iter=run.iter_num, train_loss=f"{loss:.5f}", lr=lr, ms_per_iter=f"{dt * 1000:.2f}",
                             tokens_per_s=f"{tokens_per_iter / dt:.0f}", mfu="" if mfu is None else f"{mfu:.4f}",
                             elapsed_s=f"{time.time() - t_start:.1f}", grad_norm=f"{float(grad_norm):.6g}")
+                per_iter = step_s / len(history)
+                console.progress(f"training: iter {run.iter_num}/{cfg.max_iters}, {per_iter:.2f} s/iter",
+                                 per_iter * (cfg.max_iters - run.iter_num - 1))
                 run.iter_num += 1
     finally:
         if env.ddp:
@@ -364,6 +373,36 @@ def wrap_model(model, cfg, env, console):
     return model
 
 
+def time_forward(model, data, cfg, env):
+    """Seconds of one forward pass of a micro-batch, without gradients, in eval mode: no dropout, so
+    the random stream (and an exact resume) is left alone. A first pass on one sequence takes the
+    one-time costs (memory, lazy set-up) out of the measured one."""
+    block_size = model.config.block_size
+    ix = sample_starts(data, block_size, cfg.batch_size, torch.Generator().manual_seed(0))
+    X, Y = get_batch(data, ix, block_size, env.device)
+    model.eval()
+    with torch.no_grad(), env.autocast:
+        model(X[:1], Y[:1])
+        t0 = time.time()
+        model(X, Y)
+        seconds = time.time() - t0
+    model.train()
+    return seconds
+
+
+def slow_cpu_hint(cfg, world, forward_s, iters_left):
+    """A line naming the CPU config when this run will obviously take hours, else None. A training
+    step runs a forward and a backward (about twice the forward's work) on each of its micro-batches,
+    an evaluation 2 * eval_iters forwards, so at forward_s a forward the run needs at least about this."""
+    forwards = (3 * cfg.gradient_accumulation_steps * iters_left
+                + 2 * cfg.eval_iters * (iters_left // cfg.eval_interval + 1)) / world
+    hours = forward_s * forwards / 3600
+    if hours < 1:
+        return None
+    return (f"hint: at {forward_s:.1f} s per forward pass this run needs {int(hours)}+ hours on this CPU; "
+            f"to watch a model learn in minutes here, run: {CPU_QUICK_START}")
+
+
 # -----------------------------------------------------------------------------
 # The loop's steps
 
@@ -434,7 +473,7 @@ def check_finite(what, value, iter_num, ckpt_path):
 
 
 @torch.no_grad()
-def evaluate(model, splits, block_size, cfg, env):
+def evaluate(model, splits, block_size, cfg, env, console):
     """The mean loss of eval_iters batches of each split.
 
     The same batches at every evaluation (a generator seeded afresh): curves compare like with like,
@@ -442,8 +481,8 @@ def evaluate(model, splits, block_size, cfg, env):
     r, r + world, ... and the sums are all-reduced: the same mean for 1/world of the work."""
     m = model.module if env.ddp else model  # not DDP's forward: it syncs, and the shares can differ by one
     m.eval()
-    losses = {}
-    for split in ("train", "val"):
+    losses, started, total = {}, time.time(), 2 * cfg.eval_iters
+    for s, split in enumerate(("train", "val")):
         gen = torch.Generator().manual_seed(cfg.seed + 1)
         batch_losses = torch.zeros(cfg.eval_iters, device=env.device)
         for k in range(cfg.eval_iters):
@@ -454,6 +493,8 @@ def evaluate(model, splits, block_size, cfg, env):
             with env.autocast:
                 _, loss = m(X, Y)
             batch_losses[k] = loss.float()
+            done = s * cfg.eval_iters + k + 1
+            console.progress(f"evaluating: batch {done}/{total}", (time.time() - started) / done * (total - done))
         if env.ddp:
             dist.all_reduce(batch_losses)
         losses[split] = batch_losses.mean().item()
@@ -536,14 +577,46 @@ class CtrlC:
 
 
 class Console:
-    """What the run prints; only the master process prints (enabled)."""
+    """What the run prints: log lines, and during a long wait (an evaluation, the iterations between
+    two log lines) a progress line with the time left, so that a slow machine never looks stuck.
+    On a terminal the progress line appears after a second of silence and is rewritten in place (\\r),
+    then erased by the next log line; in a file or a pipe it is a plain line after QUIET_S seconds
+    of silence, so a log stays short. Only the master process prints (enabled)."""
+    QUIET_S = 5.0
 
     def __init__(self, enabled):
-        self.enabled = enabled
+        self.enabled, self.tty = enabled, sys.stdout.isatty()
+        self.last_output = time.time()
+        self.width = 0  # characters of the progress line on the terminal now; 0: none shown
 
     def say(self, text):
-        if self.enabled:
+        if not self.enabled:
+            return
+        if self.width:
+            print("\r" + " " * self.width + "\r", end="")
+            self.width = 0
+        print(text, flush=True)
+        self.last_output = time.time()
+
+    def progress(self, text, seconds_left):
+        wait = (0.25 if self.width else 1.0) if self.tty else self.QUIET_S
+        if not self.enabled or time.time() - self.last_output < wait:
+            return
+        text = f"{text}, about {duration(seconds_left)} left"
+        if self.tty:
+            print("\r" + text.ljust(self.width), end="", flush=True)
+            self.width = max(self.width, len(text))
+        else:
             print(text, flush=True)
+        self.last_output = time.time()
+
+
+def duration(seconds):
+    """'2h05m', '3m20s' or '12s'."""
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 class CsvLog:

@@ -1,5 +1,8 @@
-"""train.py and sample.py as a user runs them: exact resume, Ctrl-C, NaN, and every bad input."""
+"""train.py and sample.py as a user runs them: exact resume, Ctrl-C, NaN, every bad input, --help,
+and the progress shown while a slow machine works."""
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -22,6 +25,50 @@ TINY = ["--dataset=shakespeare_char", "--device=cpu", "--compile=False", "--batc
 def run_cli(args, script="train.py", timeout=300):
     return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
+
+
+class Cli:
+    """train.py started in a subprocess, its stdout and stderr read together as they come, from a pipe
+    or (tty=True) from a pseudo-terminal, which is what a user at a terminal sees."""
+
+    def __init__(self, args, tty=False):
+        self.fd, out = pty.openpty() if tty else os.pipe()
+        self.p = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=out, stderr=out)
+        os.close(out)
+        self.text = ""
+
+    def _read(self, timeout):
+        """More output (False at its end) within timeout seconds."""
+        if not select.select([self.fd], [], [], timeout)[0]:
+            return True
+        try:
+            chunk = os.read(self.fd, 65536)
+        except OSError:  # a pseudo-terminal whose process has exited
+            chunk = b""
+        self.text += chunk.decode(errors="replace")
+        return bool(chunk)
+
+    def fail(self, why):
+        self.p.kill()  # a failed test leaves no training running
+        raise AssertionError(f"{why}; its output:\n{self.text}")
+
+    def wait_for(self, text, timeout=60):
+        deadline = time.time() + timeout
+        while text not in self.text:
+            if time.time() > deadline or not self._read(deadline - time.time()):
+                self.fail(f"no {text!r} within {timeout} s")
+
+    def ctrl_c(self):
+        self.p.send_signal(signal.SIGINT)
+
+    def finish(self, timeout=60):
+        """The exit status, once the output has ended."""
+        deadline = time.time() + timeout
+        while self._read(max(0.0, deadline - time.time())):
+            if time.time() > deadline:
+                self.fail(f"still running after {timeout} s")
+        os.close(self.fd)
+        return self.p.wait(timeout=10)
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -124,6 +171,25 @@ def test_help_lists_every_setting_with_its_default(capsys):
     out = capsys.readouterr().out
     assert out.startswith("usage: python sample.py")
     assert all(f"--{name}=" in out for name in sample.DEFAULTS) and "--num_samples=10 " in out
+
+
+def test_slow_cpu_run_gets_a_hint():
+    big = train.parse_args(["config/train_shakespeare_char.py"])
+    hint = train.slow_cpu_hint(big, 1, forward_s=3.0, iters_left=big.max_iters)
+    # 3 forwards a step for 5000 steps, 400 a evaluation for 21 evaluations: 23,400 forwards of 3 s
+    assert hint is not None and "19+ hours" in hint and "python train.py config/train_shakespeare_char_cpu.py" in hint
+    small = train.parse_args(["config/train_shakespeare_char_cpu.py"])
+    assert train.slow_cpu_hint(small, 1, forward_s=0.05, iters_left=small.max_iters) is None
+    assert [train.duration(s) for s in (4.4, 200, 7500)] == ["4s", "3m20s", "2h05m"]
+
+
+def test_progress_is_one_line_rewritten_in_place_on_a_terminal(tmp_path):
+    cli = Cli(TINY + [f"--out_dir={tmp_path}", "--eval_iters=100000", "--max_iters=10"], tty=True)
+    cli.wait_for("\revaluating: batch ")
+    cli.wait_for(" left\revaluating: batch ")  # rewritten, on the same line
+    cli.p.kill()
+    cli.finish()
+    assert "\nevaluating" not in cli.text.replace("\r\n", "\n")
 
 
 def test_missing_and_corrupt_checkpoint(tmp_path):
