@@ -136,11 +136,12 @@ def train(cfg):
                     raw_model.set_attn("dense")
                     model = wrap_model(raw_model, cfg, env, console)  # a fresh compile for the new attention
                 if ctrl_c.stop():  # here, between iterations, the state is whole
-                    checkpoint(run, cfg, env, ckpt_path)
-                    console.say(f"saved {ckpt_path} at iter {run.iter_num}; continue with --init_from=resume")
+                    save_on_stop(run, cfg, env, ckpt_path, console)
                     break
                 if run.iter_num % cfg.eval_interval == 0 or run.iter_num >= cfg.max_iters:
-                    losses = evaluate(model, splits, block_size, cfg, env, console)
+                    losses = evaluate(model, splits, block_size, cfg, env, ctrl_c, console)
+                    if losses is None:
+                        continue  # Ctrl-C cut the evaluation short: the check above saves and stops
                     console.say(f"step {run.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                     log.row(iter=run.iter_num, train_loss=f"{losses['train']:.5f}", val_loss=f"{losses['val']:.5f}",
                             lr=lr, elapsed_s=f"{time.time() - t_start:.1f}")
@@ -171,6 +172,8 @@ def train(cfg):
                 console.progress(f"training: iter {run.iter_num}/{cfg.max_iters}, {per_iter:.2f} s/iter",
                                  per_iter * (cfg.max_iters - run.iter_num - 1))
                 run.iter_num += 1
+    except KeyboardInterrupt:  # a second Ctrl-C (see CtrlC): stop at once, and say what is on disk
+        raise KeyboardInterrupt(f"Ctrl-C again: stopped at once, without saving; {saved(run, ckpt_path)}") from None
     finally:
         if env.ddp:
             # DDP's reference cycles keep the process group, and gloo's threads, alive past
@@ -180,7 +183,7 @@ def train(cfg):
             gc.collect()
             dist.destroy_process_group()
     console.say(f"done: {run.iter_num} iterations, best val loss {run.best_val_loss:.4f}, "
-                f"{time.time() - t_start:.0f} s; checkpoint in {ckpt_path}")
+                f"{time.time() - t_start:.0f} s; {saved(run, ckpt_path)}")
     return history
 
 
@@ -329,6 +332,7 @@ class Run:
     data_gen: torch.Generator          # draws the training batches: its state is the data order
     iter_num: int = 0
     best_val_loss: float = float("inf")
+    saved_at: int | None = None        # iter_num of the last checkpoint this run wrote, if any
 
 
 def build_run(cfg, env, meta, ckpt_path):
@@ -473,8 +477,8 @@ def check_finite(what, value, iter_num, ckpt_path):
 
 
 @torch.no_grad()
-def evaluate(model, splits, block_size, cfg, env, console):
-    """The mean loss of eval_iters batches of each split.
+def evaluate(model, splits, block_size, cfg, env, ctrl_c, console):
+    """The mean loss of eval_iters batches of each split; None when Ctrl-C cut the evaluation short.
 
     The same batches at every evaluation (a generator seeded afresh): curves compare like with like,
     and evaluating does not disturb the training data order. Under DDP process r evaluates batches
@@ -482,23 +486,28 @@ def evaluate(model, splits, block_size, cfg, env, console):
     m = model.module if env.ddp else model  # not DDP's forward: it syncs, and the shares can differ by one
     m.eval()
     losses, started, total = {}, time.time(), 2 * cfg.eval_iters
-    for s, split in enumerate(("train", "val")):
-        gen = torch.Generator().manual_seed(cfg.seed + 1)
-        batch_losses = torch.zeros(cfg.eval_iters, device=env.device)
-        for k in range(cfg.eval_iters):
-            ix = sample_starts(splits[split], block_size, cfg.batch_size, gen)  # keeps gen in step
-            if k % env.world != env.rank:
-                continue
-            X, Y = get_batch(splits[split], ix, block_size, env.device)
-            with env.autocast:
-                _, loss = m(X, Y)
-            batch_losses[k] = loss.float()
-            done = s * cfg.eval_iters + k + 1
-            console.progress(f"evaluating: batch {done}/{total}", (time.time() - started) / done * (total - done))
-        if env.ddp:
-            dist.all_reduce(batch_losses)
-        losses[split] = batch_losses.mean().item()
-    m.train()
+    try:
+        for s, split in enumerate(("train", "val")):
+            gen = torch.Generator().manual_seed(cfg.seed + 1)
+            batch_losses = torch.zeros(cfg.eval_iters, device=env.device)
+            for k in range(cfg.eval_iters):
+                if k % env.world == 0 and ctrl_c.stop():  # every process asks at the same k
+                    return None
+                ix = sample_starts(splits[split], block_size, cfg.batch_size, gen)  # keeps gen in step
+                if k % env.world != env.rank:
+                    continue
+                X, Y = get_batch(splits[split], ix, block_size, env.device)
+                with env.autocast:
+                    _, loss = m(X, Y)
+                batch_losses[k] = loss.float()
+                done = s * cfg.eval_iters + k + 1
+                console.progress(f"evaluating: batch {done}/{total}",
+                                 (time.time() - started) / done * (total - done))
+            if env.ddp:
+                dist.all_reduce(batch_losses)
+            losses[split] = batch_losses.mean().item()
+    finally:
+        m.train()
     return losses
 
 
@@ -519,13 +528,35 @@ def checkpoint(run, cfg, env, path):
             "best_val_loss": float(run.best_val_loss), "data_rng_state": run.data_gen.get_state(),
             "rng_states": rng_states, "meta": run.meta,
         })
+    run.saved_at = run.iter_num
+
+
+def saved(run, path):
+    """What this run left on disk, in words."""
+    return f"checkpoint of iter {run.saved_at} in {path}" if run.saved_at is not None else "no checkpoint written"
+
+
+def save_on_stop(run, cfg, env, path, console):
+    """After Ctrl-C: a checkpoint of the whole state, or a line that says why there is nothing to save."""
+    if cfg.eval_only:
+        console.say("Ctrl-C: stopped; eval_only trains nothing, so there is nothing to save")
+    elif run.iter_num == 0:
+        console.say("Ctrl-C: stopped before the first training step: nothing to save")
+    else:
+        checkpoint(run, cfg, env, path)
+        console.say(f"Ctrl-C: saved {path} at iter {run.iter_num}; continue with --init_from=resume")
 
 
 def save_checkpoint(path, state):
-    """Write to a temporary file, then rename: a crash mid-write never leaves a broken ckpt.pt."""
+    """Write to a temporary file, then rename: a crash or a Ctrl-C mid-write never leaves a broken
+    ckpt.pt (the rename replaces the old file in one step), nor a stray temporary file."""
     tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -545,9 +576,9 @@ def load_checkpoint(path, map_location="cpu"):
 # Ctrl-C, the console and log.csv
 
 class CtrlC:
-    """`with CtrlC(env) as ctrl_c:` makes Ctrl-C (SIGINT) a request: the loop asks ctrl_c.stop() at the
-    next iteration boundary, where the state is whole, and then saves a checkpoint. A second Ctrl-C
-    raises KeyboardInterrupt wherever the run is, for a user who will not wait."""
+    """`with CtrlC(env) as ctrl_c:` makes Ctrl-C (SIGINT) a request: the loop asks ctrl_c.stop() where
+    the state is whole (between iterations, between evaluation batches) and then saves a checkpoint. A
+    second Ctrl-C raises KeyboardInterrupt wherever the run is, for a user who will not wait."""
 
     def __init__(self, env):
         self.env, self.requested = env, False
@@ -564,7 +595,9 @@ class CtrlC:
             raise KeyboardInterrupt
         self.requested = True
         if self.env.master:
-            print("\nCtrl-C: saving a checkpoint after this iteration (Ctrl-C again to abort without saving)")
+            # on stderr: the run prints on stdout, and a print interrupted by this one would fail
+            print("\nCtrl-C: stopping after this training step or evaluation batch "
+                  "(Ctrl-C again to quit at once, without saving)", file=sys.stderr, flush=True)
 
     def stop(self):
         """Whether to stop here. Under DDP every process calls this at the same point and all stop if
@@ -736,6 +769,9 @@ def main(argv):
     except (ConfigError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt as e:  # before training began, or a second Ctrl-C (train says what is kept)
+        print(f"\n{e or 'Ctrl-C: stopped before training began; nothing was saved'}", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

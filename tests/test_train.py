@@ -183,13 +183,72 @@ def test_slow_cpu_run_gets_a_hint():
     assert [train.duration(s) for s in (4.4, 200, 7500)] == ["4s", "3m20s", "2h05m"]
 
 
+def test_ctrl_c_during_the_first_evaluation_stops_it_at_once(tmp_path):
+    # a long evaluation (200,000 batches); Ctrl-C once its progress shows (a plain line in a pipe)
+    cli = Cli(TINY + [f"--out_dir={tmp_path}", "--eval_iters=100000", "--max_iters=10"])
+    cli.wait_for("evaluating: batch ")
+    t = time.time()
+    cli.ctrl_c()
+    assert cli.finish() == 0, cli.text
+    assert time.time() - t < 10, "the evaluation went on after Ctrl-C"
+    assert "Ctrl-C: stopped before the first training step: nothing to save" in cli.text
+    assert "no checkpoint written" in cli.text and "Traceback" not in cli.text
+    assert not os.path.exists(tmp_path / "ckpt.pt")
+
+
 def test_progress_is_one_line_rewritten_in_place_on_a_terminal(tmp_path):
     cli = Cli(TINY + [f"--out_dir={tmp_path}", "--eval_iters=100000", "--max_iters=10"], tty=True)
     cli.wait_for("\revaluating: batch ")
     cli.wait_for(" left\revaluating: batch ")  # rewritten, on the same line
-    cli.p.kill()
-    cli.finish()
+    cli.ctrl_c()
+    assert cli.finish() == 0, cli.text
     assert "\nevaluating" not in cli.text.replace("\r\n", "\n")
+
+
+def test_ctrl_c_during_an_evaluation_saves_and_resumes_exactly(tmp_path, monkeypatch, capsys):
+    args = TINY + ["--max_iters=12", "--eval_interval=6", "--eval_iters=100"]
+    straight = train.train(train.parse_args(args + [f"--out_dir={tmp_path}/a"]))
+    # Ctrl-C at the 5th batch of the evaluation at iter 6 (the second evaluation)
+    real_evaluate, real_get_batch, seen = train.evaluate, train.get_batch, {"evaluations": 0, "batches": 0}
+
+    def evaluate(*a):
+        seen["evaluations"] += 1
+        return real_evaluate(*a)
+
+    def get_batch(*a):
+        if seen["evaluations"] == 2:
+            seen["batches"] += 1
+            if seen["batches"] == 5:
+                os.kill(os.getpid(), signal.SIGINT)
+        return real_get_batch(*a)
+
+    monkeypatch.setattr(train, "evaluate", evaluate)
+    monkeypatch.setattr(train, "get_batch", get_batch)
+    first = train.train(train.parse_args(args + [f"--out_dir={tmp_path}/b"]))
+    monkeypatch.undo()
+    assert seen["batches"] == 5  # the batch in progress finished, no other began
+    assert f"Ctrl-C: saved {tmp_path}/b/ckpt.pt at iter 6" in capsys.readouterr().out
+    assert torch.load(f"{tmp_path}/b/ckpt.pt", weights_only=False)["iter_num"] == 6
+    second = train.train(train.parse_args(args + [f"--out_dir={tmp_path}/b", "--init_from=resume"]))
+    assert [i for i, _ in first] == list(range(6)) and first + second == straight
+
+
+def test_second_ctrl_c_quits_at_once_with_one_line(tmp_path):
+    # a bigger model's step takes long enough (about a second on 2 cores) for the second Ctrl-C to
+    # land in the step the first one asked to finish
+    big = ["--batch_size=32", "--block_size=128", "--n_embd=128", "--eval_iters=1", "--log_interval=1",
+           "--max_iters=1000", "--eval_interval=1000"]
+    cli = Cli(TINY + big + [f"--out_dir={tmp_path}"])
+    cli.wait_for("iter 0:")
+    cli.ctrl_c()
+    cli.wait_for("Ctrl-C again to quit at once")
+    cli.ctrl_c()
+    assert cli.finish() == 130, cli.text
+    assert "Traceback" not in cli.text and "KeyboardInterrupt" not in cli.text
+    last = cli.text.strip().splitlines()[-1]
+    assert last == f"Ctrl-C again: stopped at once, without saving; checkpoint of iter 0 in {tmp_path}/ckpt.pt"
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["iter_num"] == 0
+    assert not os.path.exists(tmp_path / "ckpt.pt.tmp")
 
 
 def test_missing_and_corrupt_checkpoint(tmp_path):
