@@ -7,6 +7,9 @@ Sample from a model trained with train.py.
 
 Generation uses the model's KV cache: each new token attends over the cached keys with exactly the
 bands of a full forward pass. Prompts longer than block_size keep their last block_size tokens.
+A prompt given as --start=TEXT is printed whole before each sample, as nanoGPT does; one read from
+FILE:path is printed by its last SHOWN_PROMPT_CHARS characters only, after a note of its length,
+so that a whole book given as a prompt does not bury the sample.
 """
 
 import os
@@ -31,6 +34,7 @@ OPTIONS = [  # name, default, what it sets
 ]
 DEFAULTS = {name: default for name, default, _ in OPTIONS}
 TYPES = {k: type(v) for k, v in DEFAULTS.items()}
+SHOWN_PROMPT_CHARS = 200
 USAGE = "usage: python sample.py [--key=value ...]"
 
 
@@ -80,6 +84,21 @@ def get_codec(ckpt):
     return (lambda s: enc.encode(s, allowed_special={"<|endoftext|>"})), enc.decode
 
 
+def read_prompt(start):
+    """(the prompt, the part of it to print, a note or None) for --start=TEXT or --start=FILE:path."""
+    if not start.startswith("FILE:"):
+        return start, start, None
+    path = start[5:]
+    if not os.path.isfile(path):
+        raise ConfigError(f"prompt file {path!r} not found")
+    with open(path, "r", encoding="utf-8") as f:
+        text = f.read()
+    if len(text) <= SHOWN_PROMPT_CHARS:
+        return text, text, None
+    note = f"[prompt: {len(text):,} characters from {path}, showing the last {SHOWN_PROMPT_CHARS}]"
+    return text, text[-SHOWN_PROMPT_CHARS:], note
+
+
 def main(argv):
     if "-h" in argv or "--help" in argv:
         print_help(usage())
@@ -95,21 +114,18 @@ def main(argv):
 
     model, ckpt = load_model(opts["out_dir"], device)
     encode, decode = get_codec(ckpt)
-    start = opts["start"]
-    if start.startswith("FILE:"):
-        path = start[5:]
-        if not os.path.isfile(path):
-            raise ConfigError(f"prompt file {path!r} not found")
-        with open(path, "r", encoding="utf-8") as f:
-            start = f.read()
-    if not start:
+    prompt, shown, note = read_prompt(opts["start"])
+    if not prompt:
         raise ConfigError("the prompt is empty: give --start=TEXT with at least one character")
-    # generate() reads only the last block_size tokens of a longer prompt, as nanoGPT's does
-    x = torch.tensor(encode(start), dtype=torch.long, device=device)[None, ...]
+    # generate() reads only the last block_size tokens of a longer prompt, as nanoGPT's does; cropping
+    # here gives the same samples without carrying the whole prompt through every step
+    x = torch.tensor(encode(prompt), dtype=torch.long, device=device)[None, -model.config.block_size:]
+    if note:
+        print(note)
     with torch.no_grad(), ctx:
         for _ in range(opts["num_samples"]):
             y = model.generate(x, opts["max_new_tokens"], temperature=opts["temperature"], top_k=opts["top_k"])
-            print(decode(y[0].tolist()))
+            print(shown + decode(y[0, x.size(1):].tolist()))
             print("---------------")
 
 
@@ -119,3 +135,6 @@ if __name__ == "__main__":
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("\nCtrl-C: stopped", file=sys.stderr)
+        sys.exit(130)

@@ -309,6 +309,20 @@ def test_sample_from_trained_checkpoint(tmp_path):
         assert r.returncode == 1 and msg in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
 
 
+def test_sample_shows_only_the_end_of_a_prompt_file(tmp_path):
+    # a whole book as the prompt: a note and its last 200 characters, then the sample; not 40,000 lines
+    train.train(train.parse_args(TINY + [f"--out_dir={tmp_path}", "--max_iters=1"]))
+    book = os.path.join(ROOT, "data", "shakespeare_char", "input.txt")
+    r = run_cli([f"--out_dir={tmp_path}", f"--start=FILE:{book}", "--num_samples=1", "--max_new_tokens=20",
+                 "--device=cpu"], script="sample.py")
+    text = open(book).read()
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"[prompt: {len(text):,} characters from {book}, showing the last 200]\n")
+    assert r.stdout.split("\n", 1)[1].startswith(text[-200:])
+    lines = r.stdout.splitlines()
+    assert lines[-1] == "---------------" and len(lines) < 20 < text.count("\n")
+
+
 @pytest.mark.parametrize("dataset", ["shakespeare", "pystdlib"])
 def test_train_and_sample_on_offline_bpe_data(tmp_path, dataset):
     # the token-level corpora prepare themselves offline, train, and sample.py decodes GPT-2 BPE
