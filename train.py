@@ -15,7 +15,8 @@ atomically), so --init_from=resume continues exactly where a run stopped: after 
 an evaluation, or Ctrl-C.
 
 Reading order: TrainConfig, then train() (the whole run on one screen), then the helpers it calls,
-in the order it calls them, then the command line.
+grouped by what they do (set-up, the loop's steps, checkpoints, Ctrl-C and printing), then the
+command line.
 
 Under torchrun every process takes its share of each step's micro-batches (gradient_accumulation_steps
 must divide by the number of processes), so N processes train on the same global batches, in the
@@ -155,7 +156,7 @@ def train(cfg):
 
                 t0 = time.time()
                 loss, grad_norm = train_step(model, run, scaler, splits["train"], cfg, env)
-                check_finite("loss", loss, run.iter_num, ckpt_path)  # before any checkpoint keeps the weights
+                check_finite("loss", loss, run.iter_num, ckpt_path)
                 dt = time.time() - t0
                 history.append((run.iter_num, loss))
                 step_s += dt
@@ -257,6 +258,7 @@ def setup_process(cfg):
 
 
 def pick_device(cfg):
+    """cfg.device if this machine has it (else a ConfigError saying so); for 'auto' CUDA, MPS or the CPU."""
     if cfg.device != "auto":
         kind = cfg.device.split(":")[0]
         if kind == "cuda" and not torch.cuda.is_available():
@@ -275,6 +277,8 @@ def pick_device(cfg):
 
 
 def pick_dtype(cfg, device_type):
+    """cfg.dtype; for 'auto' bfloat16 on a CUDA GPU that has it, float16 on an older one (with loss
+    scaling, see GradScaler), float32 elsewhere."""
     if cfg.dtype != "auto":
         return cfg.dtype
     if device_type == "cuda":
@@ -411,6 +415,8 @@ def slow_cpu_hint(cfg, world, forward_s, iters_left):
 # The loop's steps
 
 def get_lr(it, cfg):
+    """The learning rate of iteration it: linear warmup over warmup_iters, cosine decay from
+    learning_rate to min_lr at lr_decay_iters, then min_lr."""
     if not cfg.decay_lr:
         return cfg.learning_rate
     if it < cfg.warmup_iters:
@@ -470,6 +476,7 @@ def train_step(model, run, scaler, data, cfg, env):
 
 
 def check_finite(what, value, iter_num, ckpt_path):
+    """Stop on a NaN or infinite loss, before a checkpoint could save the weights that made it."""
     if not math.isfinite(value):
         raise FloatingPointError(
             f"{what} became {value} at iter {iter_num}; stopped without saving. The last good checkpoint "
