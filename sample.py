@@ -3,9 +3,13 @@ Sample from a model trained with train.py.
 
     python sample.py --out_dir=out-shakespeare-char --start="ROMEO:" --num_samples=3 --max_new_tokens=300
     python sample.py --out_dir=out-shakespeare-char --start=FILE:prompt.txt --device=cpu
+    python sample.py --help                           # every option, with its default
 
 Generation uses the model's KV cache: each new token attends over the cached keys with exactly the
 bands of a full forward pass. Prompts longer than block_size keep their last block_size tokens.
+A prompt given as --start=TEXT is printed whole before each sample, as nanoGPT does; one read from
+FILE:path is printed by its last SHOWN_PROMPT_CHARS characters only, after a note of its length,
+so that a whole book given as a prompt does not bury the sample.
 """
 
 import os
@@ -15,11 +19,27 @@ from contextlib import nullcontext
 import torch
 
 from model import GPT, GPTConfig, ConfigError
-from train import load_checkpoint, parse_value, pick_device, pick_dtype, TrainConfig
+from train import load_checkpoint, option_line, parse_value, pick_device, pick_dtype, print_help, TrainConfig
 
-DEFAULTS = dict(out_dir="out", start="\n", num_samples=10, max_new_tokens=500, temperature=0.8,
-                top_k=200, seed=1337, device="auto", dtype="auto")
+OPTIONS = [  # name, default, what it sets
+    ("out_dir", "out", "the folder of ckpt.pt, as train.py's --out_dir"),
+    ("start", "\n", "the prompt: TEXT, or FILE:path to read it from a file"),
+    ("num_samples", 10, "how many samples to draw"),
+    ("max_new_tokens", 500, "tokens generated per sample"),
+    ("temperature", 0.8, "below 1 more predictable, above 1 more random"),
+    ("top_k", 200, "draw each token from the top_k most likely ones only"),
+    ("seed", 1337, "the random seed"),
+    ("device", "auto", "auto, cpu, cuda, cuda:N or mps"),
+    ("dtype", "auto", "auto (bf16 on CUDA when supported), float32, bfloat16 or float16"),
+]
+DEFAULTS = {name: default for name, default, _ in OPTIONS}
 TYPES = {k: type(v) for k, v in DEFAULTS.items()}
+SHOWN_PROMPT_CHARS = 200
+USAGE = "usage: python sample.py [--key=value ...]"
+
+
+def usage():
+    return "\n".join([USAGE, "", "options (default, type):", *(option_line(*option) for option in OPTIONS)])
 
 
 def parse_args(argv):
@@ -27,7 +47,7 @@ def parse_args(argv):
     for arg in argv:
         key, eq, text = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
         if not eq:
-            raise ConfigError(f"argument {arg!r} must look like --key=value")
+            raise ConfigError(f"argument {arg!r} must look like --key=value (--help lists the options)")
         if key not in opts:
             raise ConfigError(f"unknown option {key!r}; known options: {', '.join(opts)}")
         opts[key] = parse_value(key, text, TYPES[key])
@@ -64,7 +84,25 @@ def get_codec(ckpt):
     return (lambda s: enc.encode(s, allowed_special={"<|endoftext|>"})), enc.decode
 
 
+def read_prompt(start):
+    """(the prompt, the part of it to print, a note or None) for --start=TEXT or --start=FILE:path."""
+    if not start.startswith("FILE:"):
+        return start, start, None
+    path = start[5:]
+    if not os.path.isfile(path):
+        raise ConfigError(f"prompt file {path!r} not found")
+    with open(path, "r", encoding="utf-8") as f:
+        text = f.read()
+    if len(text) <= SHOWN_PROMPT_CHARS:
+        return text, text, None
+    note = f"[prompt: {len(text):,} characters from {path}, showing the last {SHOWN_PROMPT_CHARS}]"
+    return text, text[-SHOWN_PROMPT_CHARS:], note
+
+
 def main(argv):
+    if "-h" in argv or "--help" in argv:
+        print_help(usage())
+        return
     opts = parse_args(argv)
     torch.manual_seed(opts["seed"])
     cfg = TrainConfig(device=opts["device"], dtype=opts["dtype"])
@@ -76,21 +114,18 @@ def main(argv):
 
     model, ckpt = load_model(opts["out_dir"], device)
     encode, decode = get_codec(ckpt)
-    start = opts["start"]
-    if start.startswith("FILE:"):
-        path = start[5:]
-        if not os.path.isfile(path):
-            raise ConfigError(f"prompt file {path!r} not found")
-        with open(path, "r", encoding="utf-8") as f:
-            start = f.read()
-    if not start:
+    prompt, shown, note = read_prompt(opts["start"])
+    if not prompt:
         raise ConfigError("the prompt is empty: give --start=TEXT with at least one character")
-    # generate() reads only the last block_size tokens of a longer prompt, as nanoGPT's does
-    x = torch.tensor(encode(start), dtype=torch.long, device=device)[None, ...]
+    # generate() reads only the last block_size tokens of a longer prompt, as nanoGPT's does; cropping
+    # here gives the same samples without carrying the whole prompt through every step
+    x = torch.tensor(encode(prompt), dtype=torch.long, device=device)[None, -model.config.block_size:]
+    if note:
+        print(note)
     with torch.no_grad(), ctx:
         for _ in range(opts["num_samples"]):
             y = model.generate(x, opts["max_new_tokens"], temperature=opts["temperature"], top_k=opts["top_k"])
-            print(decode(y[0].tolist()))
+            print(shown + decode(y[0, x.size(1):].tolist()))
             print("---------------")
 
 
@@ -100,3 +135,6 @@ if __name__ == "__main__":
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("\nCtrl-C: stopped", file=sys.stderr)
+        sys.exit(130)

@@ -1,15 +1,22 @@
 """
 Train a GPT with SPAttention, nanoGPT style.
 
-    python train.py                                   # defaults below (GPT-2 small shape)
-    python train.py config/train_shakespeare_char.py  # a config file: plain Python assignments
+    python train.py config/train_shakespeare_char.py      # start here: the baby GPT on Tiny Shakespeare
+    python train.py config/train_shakespeare_char_cpu.py  # the same idea, small enough for a laptop CPU
     python train.py config/train_shakespeare_char.py --attn=dense --max_iters=2000
+    python train.py                                       # the defaults: GPT-2 small on FineWeb-Edu
+    python train.py --help                                # every setting, with its default
     torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char.py   # 2 GPUs, DDP
 
 Every setting is a field of TrainConfig; a config file or --key=value may set any of them, and an
-unknown key or a value of the wrong type stops with a message saying so. The checkpoint
-out_dir/ckpt.pt always holds the latest state (written atomically), so --init_from=resume continues
-exactly where a run stopped, after the last iteration, an evaluation, or Ctrl-C.
+unknown key, a value of the wrong type or a model that cannot be built stops with one line saying
+so, before any data is read. The checkpoint out_dir/ckpt.pt always holds the latest state (written
+atomically), so --init_from=resume continues exactly where a run stopped: after the last iteration,
+an evaluation, or Ctrl-C.
+
+Reading order: TrainConfig, then train() (the whole run on one screen), then the helpers it calls,
+grouped by what they do (set-up, the loop's steps, checkpoints, Ctrl-C and printing), then the
+command line.
 
 Under torchrun every process takes its share of each step's micro-batches (gradient_accumulation_steps
 must divide by the number of processes), so N processes train on the same global batches, in the
@@ -19,6 +26,7 @@ same order, as one process does.
 import csv
 import dataclasses
 import gc
+import inspect
 import math
 import os
 import pickle
@@ -39,29 +47,32 @@ from model import GPT, GPTConfig, ConfigError
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Datasets whose prepare.py needs no download: train.py prepares these by itself when needed.
 OFFLINE_DATASETS = ("shakespeare_char", "shakespeare", "pystdlib")
+GPT2_VOCAB_SIZE = 50304  # GPT-2's 50257 tokens padded to a multiple of 64: BPE datasets have no meta.pkl
+QUICK_START = "python train.py config/train_shakespeare_char.py"
+CPU_QUICK_START = "python train.py config/train_shakespeare_char_cpu.py"
 
 
 @dataclass
 class TrainConfig:
     # I/O
-    out_dir: str = "out"
-    eval_interval: int = 2000
-    log_interval: int = 1
-    eval_iters: int = 200
-    eval_only: bool = False
+    out_dir: str = "out"               # where ckpt.pt and log.csv go
+    eval_interval: int = 2000          # evaluate (and checkpoint) every this many iterations
+    log_interval: int = 1              # print a log line every this many iterations
+    eval_iters: int = 200              # batches per split in an evaluation
+    eval_only: bool = False            # evaluate once and stop
     init_from: str = "scratch"         # 'scratch' or 'resume' (from out_dir/ckpt.pt)
     # data
-    dataset: str = "openwebtext"
-    gradient_accumulation_steps: int = 40
+    dataset: str = "fineweb_edu"       # a folder of data/; fineweb_edu downloads: see data/README.md
+    gradient_accumulation_steps: int = 40  # micro-batches per optimizer step
     batch_size: int = 12               # micro-batch size
     # model (see model.GPTConfig)
-    block_size: int = 1024
+    block_size: int = 1024             # the context: tokens the model sees at once
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = False
-    attn: str = "sp"
+    attn: str = "sp"                   # the attention pattern: sp, dense, ... (README: attention patterns)
     attn_backend: str = "auto"         # band patterns: auto (Triton on CUDA), triton, flex, torch
     attn_switch_frac: float = 0.0      # train the last fraction of max_iters with attn='dense' (same weights)
     # AdamW
@@ -85,7 +96,597 @@ class TrainConfig:
 
 
 # -----------------------------------------------------------------------------
+# The run
+
+def train(cfg):
+    """Run the training loop of `cfg`; returns the list of (iter, train loss) it logged."""
+    check_config(cfg)                  # every setting first: a mistake costs no waiting
+    env = setup_process(cfg)           # device, precision, DDP
+    console = Console(enabled=env.master)
+    splits, meta = load_data(cfg, env)
+    if env.master:
+        os.makedirs(cfg.out_dir, exist_ok=True)
+    ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
+    run = build_run(cfg, env, meta, ckpt_path)  # model and optimizer: fresh, or resumed from ckpt_path
+    raw_model, block_size = run.model, run.model.config.block_size
+    dense_pairs = block_size * (block_size + 1) / 2 * raw_model.config.n_head
+    console.say(f"model: {raw_model.get_num_params() / 1e6:.2f}M parameters, attn={raw_model.config.attn}, "
+                f"{raw_model.attention_pairs() / dense_pairs:.1%} of dense causal attention pairs; "
+                f"device {env.device}, {env.dtype}")
+    if env.device_type == "cpu" and env.master and not cfg.eval_only:  # will this take hours? say so now
+        hint = slow_cpu_hint(cfg, env.world, time_forward(raw_model, splits["train"], cfg, env),
+                             cfg.max_iters - run.iter_num)
+        if hint:
+            console.say(hint)
+    model = wrap_model(raw_model, cfg, env, console)  # what the loop calls: compiled, DDP
+    scaler = torch.amp.GradScaler(env.device_type, enabled=(env.dtype == "float16"))
+    # attn_switch_frac: from this iteration on the model attends densely. Decided from iter_num alone,
+    # so a resumed run switches at the same point (model_args keep the pattern it was built with).
+    switch_iter = cfg.max_iters - round(cfg.attn_switch_frac * cfg.max_iters) if cfg.attn_switch_frac > 0 else None
+    tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * block_size
+    history, t_start, step_s = [], time.time(), 0.0
+    try:
+        with CtrlC(env) as ctrl_c, CsvLog(os.path.join(cfg.out_dir, "log.csv") if env.master else None) as log:
+            while True:
+                lr = get_lr(run.iter_num, cfg)
+                for group in run.optimizer.param_groups:
+                    group["lr"] = lr
+                if switch_iter is not None and run.iter_num >= switch_iter and raw_model.attn != "dense":
+                    console.say(f"iter {run.iter_num}: attn_switch_frac={cfg.attn_switch_frac}: switching attention "
+                                f"{raw_model.attn} -> dense for the last {cfg.max_iters - run.iter_num} iterations")
+                    raw_model.set_attn("dense")
+                    model = wrap_model(raw_model, cfg, env, console)  # a fresh compile for the new attention
+                if ctrl_c.stop():  # here, between iterations, the state is whole
+                    save_on_stop(run, cfg, env, ckpt_path, console)
+                    break
+                if run.iter_num % cfg.eval_interval == 0 or run.iter_num >= cfg.max_iters:
+                    losses = evaluate(model, splits, block_size, cfg, env, ctrl_c, console)
+                    if losses is None:
+                        continue  # Ctrl-C cut the evaluation short: the check above saves and stops
+                    console.say(f"step {run.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                    log.row(iter=run.iter_num, train_loss=f"{losses['train']:.5f}", val_loss=f"{losses['val']:.5f}",
+                            lr=lr, elapsed_s=f"{time.time() - t_start:.1f}")
+                    for split, loss in losses.items():
+                        check_finite(f"evaluation {split} loss", loss, run.iter_num, ckpt_path)
+                    run.best_val_loss = min(run.best_val_loss, losses["val"])
+                    if not cfg.eval_only:
+                        checkpoint(run, cfg, env, ckpt_path)
+                if cfg.eval_only or run.iter_num >= cfg.max_iters:
+                    break
+
+                t0 = time.time()
+                loss, grad_norm = train_step(model, run, scaler, splits["train"], cfg, env)
+                check_finite("loss", loss, run.iter_num, ckpt_path)
+                dt = time.time() - t0
+                history.append((run.iter_num, loss))
+                step_s += dt
+                if run.iter_num % cfg.log_interval == 0:
+                    mfu = raw_model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps // env.world, dt,
+                                                 peak_flops=cfg.peak_flops or None)
+                    console.say(f"iter {run.iter_num}: loss {loss:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
+                                f"{tokens_per_iter / dt:,.0f} tok/s, mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, "
+                                f"grad norm {float(grad_norm):.3f}")
+                    log.row(iter=run.iter_num, train_loss=f"{loss:.5f}", lr=lr, ms_per_iter=f"{dt * 1000:.2f}",
+                            tokens_per_s=f"{tokens_per_iter / dt:.0f}", mfu="" if mfu is None else f"{mfu:.4f}",
+                            elapsed_s=f"{time.time() - t_start:.1f}", grad_norm=f"{float(grad_norm):.6g}")
+                per_iter = step_s / len(history)
+                console.progress(f"training: iter {run.iter_num}/{cfg.max_iters}, {per_iter:.2f} s/iter",
+                                 per_iter * (cfg.max_iters - run.iter_num - 1))
+                run.iter_num += 1
+    except KeyboardInterrupt:  # a second Ctrl-C (see CtrlC): stop at once, and say what is on disk
+        raise KeyboardInterrupt(f"Ctrl-C again: stopped at once, without saving; {saved(run, ckpt_path)}") from None
+    finally:
+        if env.ddp:
+            # DDP's reference cycles keep the process group, and gloo's threads, alive past
+            # destroy_process_group. Collecting them first means no gloo thread is still running
+            # while the interpreter shuts down, which can abort the process.
+            model = None
+            gc.collect()
+            dist.destroy_process_group()
+    console.say(f"done: {run.iter_num} iterations, best val loss {run.best_val_loss:.4f}, "
+                f"{time.time() - t_start:.0f} s; {saved(run, ckpt_path)}")
+    return history
+
+
+# -----------------------------------------------------------------------------
+# Set-up: settings, device, data, model
+
+def model_args_of(cfg, vocab_size):
+    """The model's settings (the fields of model.GPTConfig) in the training config."""
+    return dict(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
+                n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias, attn=cfg.attn, attn_backend=cfg.attn_backend)
+
+
+def check_config(cfg):
+    """Raise a ConfigError naming the first setting that cannot work. Only the settings themselves are
+    read (no dataset, no device), so the mistake is reported before anything slow happens."""
+    if cfg.init_from not in ("scratch", "resume"):
+        raise ConfigError(f"init_from must be 'scratch' or 'resume', got {cfg.init_from!r}")
+    if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {cfg.dtype!r}")
+    if not 0.0 <= cfg.attn_switch_frac <= 1.0:
+        raise ConfigError(f"attn_switch_frac must be in [0, 1], got {cfg.attn_switch_frac}")
+    for key in ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key} must be at least 1, got {getattr(cfg, key)}")
+    # GPTConfig checks the model's settings (attn, sizes, n_embd % n_head, block_size >= n_head, ...).
+    # The vocabulary comes with the dataset; any valid size gives the same verdict on the others.
+    GPTConfig(**model_args_of(cfg, GPT2_VOCAB_SIZE))
+    return cfg
+
+
+@dataclass
+class Env:
+    """Where this process computes: its device and precision, and its place among DDP processes."""
+    device: str                        # 'cpu', 'cuda:0', 'mps'
+    device_type: str                   # 'cpu', 'cuda' or 'mps': what autocast and GradScaler take
+    dtype: str                         # 'float32', 'bfloat16' or 'float16'
+    autocast: object                   # `with env.autocast:` runs the model in dtype
+    ddp: bool = False
+    rank: int = 0
+    world: int = 1                     # the number of processes
+
+    @property
+    def master(self):
+        """The process that prints, logs and writes the checkpoint."""
+        return self.rank == 0
+
+
+def setup_process(cfg):
+    """The Env of this process. Under torchrun (it sets RANK) it joins the process group first:
+    NCCL between GPUs, gloo on CPU."""
+    device = pick_device(cfg)
+    ddp, rank, world = int(os.environ.get("RANK", -1)) != -1, 0, 1
+    if ddp:
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+            torch.cuda.set_device(device)
+        if cfg.gradient_accumulation_steps % world:
+            raise ConfigError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible "
+                              f"by the {world} processes, which share each step's micro-batches")
+    device_type = "cuda" if device.startswith("cuda") else device
+    dtype = pick_dtype(cfg, device_type)
+    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    autocast = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
+    torch.manual_seed(cfg.seed + rank)  # the same init everywhere (DDP copies rank 0's), own dropout
+    if device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return Env(device, device_type, dtype, autocast, ddp, rank, world)
+
+
+def pick_device(cfg):
+    """cfg.device if this machine has it (else a ConfigError saying so); for 'auto' CUDA, MPS or the CPU."""
+    if cfg.device != "auto":
+        kind = cfg.device.split(":")[0]
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device={cfg.device!r} but this machine has no CUDA GPU (or this torch has no CUDA); "
+                              "use --device=cpu or --device=auto")
+        if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError(f"device={cfg.device!r} but MPS is not available here; use --device=cpu or --device=auto")
+        if kind not in ("cpu", "cuda", "mps"):
+            raise ConfigError(f"unknown device={cfg.device!r}; use auto, cpu, cuda, cuda:N or mps")
+        return cfg.device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(cfg, device_type):
+    """cfg.dtype; for 'auto' bfloat16 on a CUDA GPU that has it, float16 on an older one (with loss
+    scaling, see GradScaler), float32 elsewhere."""
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    if device_type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
+def data_dir(dataset):
+    return os.path.join(HERE, "data", dataset)
+
+
+def load_data(cfg, env):
+    """The dataset's splits and vocabulary. Under DDP the master alone prepares a missing dataset
+    while the others wait, so no two processes write the same files."""
+    if env.ddp and not env.master:
+        dist.barrier()
+    splits, meta = load_dataset(cfg.dataset, prepare=env.master)
+    if env.ddp and env.master:
+        dist.barrier()
+    return splits, meta
+
+
+def load_dataset(dataset, prepare=True):
+    """The train/val token arrays (memory-mapped) and the char vocabulary if there is one; with
+    `prepare`, a missing dataset that needs no download is prepared first."""
+    d = data_dir(dataset)
+    if not os.path.isdir(d):
+        known = sorted(n for n in os.listdir(os.path.join(HERE, "data"))
+                       if os.path.isfile(os.path.join(data_dir(n), "prepare.py")))
+        raise ConfigError(f"unknown dataset {dataset!r}: there is no folder data/{dataset}; "
+                          f"choose one of {', '.join(known)}")
+    if prepare and not os.path.exists(os.path.join(d, "train.bin")) and dataset in OFFLINE_DATASETS:
+        print(f"data/{dataset}/train.bin is missing: running data/{dataset}/prepare.py", flush=True)
+        subprocess.run([sys.executable, os.path.join(d, "prepare.py")], check=True)
+    for split in ("train", "val"):
+        if not os.path.exists(os.path.join(d, f"{split}.bin")):
+            raise ConfigError(f"dataset {dataset!r} is not prepared: data/{dataset}/{split}.bin is missing; "
+                              f"prepare it with python data/{dataset}/prepare.py (data/README.md says what it "
+                              f"downloads), or start with the data that ships here: {QUICK_START}")
+    meta = None
+    if os.path.exists(os.path.join(d, "meta.pkl")):
+        with open(os.path.join(d, "meta.pkl"), "rb") as f:
+            meta = pickle.load(f)
+    splits = {s: np.memmap(os.path.join(d, f"{s}.bin"), dtype=np.uint16, mode="r") for s in ("train", "val")}
+    return splits, meta
+
+
+@dataclass
+class Run:
+    """The state of a training run: what ckpt.pt holds, so that --init_from=resume continues exactly."""
+    model: GPT                         # the model itself, not its compiled or DDP wrapper
+    optimizer: torch.optim.Optimizer
+    model_args: dict                   # GPTConfig's fields: the architecture
+    meta: dict | None                  # the char vocabulary (None for GPT-2 BPE), for sample.py
+    data_gen: torch.Generator          # draws the training batches: its state is the data order
+    iter_num: int = 0
+    best_val_loss: float = float("inf")
+    saved_at: int | None = None        # iter_num of the last checkpoint this run wrote, if any
+
+
+def build_run(cfg, env, meta, ckpt_path):
+    """A fresh model and optimizer; or, with init_from='resume', those of ckpt_path together with its
+    iteration, best val loss, data order and every process's dropout RNG."""
+    model_args = model_args_of(cfg, meta["vocab_size"] if meta else GPT2_VOCAB_SIZE)
+    ckpt = load_checkpoint(ckpt_path) if cfg.init_from == "resume" else None
+    if ckpt is not None:
+        # the architecture must be the one that was trained; the rest (lr, max_iters...) may change
+        model_args = {**ckpt["model_args"], "dropout": cfg.dropout, "attn_backend": cfg.attn_backend}
+    model = GPT(GPTConfig(**model_args))
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+    model.to(env.device)
+    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
+                                           env.device_type)
+    # the training batches of every process, all alike; checkpointed
+    run = Run(model, optimizer, model_args, meta, data_gen=torch.Generator().manual_seed(cfg.seed))
+    if ckpt is None:
+        return run
+    optimizer.load_state_dict(ckpt["optimizer"])
+    run.data_gen.set_state(ckpt["data_rng_state"])
+    run.iter_num, run.best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+    if len(ckpt["rng_states"]) != env.world:
+        raise ConfigError(f"{ckpt_path} was written by {len(ckpt['rng_states'])} process(es): resume it with "
+                          f"as many (torchrun --nproc_per_node={len(ckpt['rng_states'])}, or plain python for 1)")
+    cpu_state, cuda_state = ckpt["rng_states"][env.rank]  # each process's dropout stream goes on
+    torch.set_rng_state(cpu_state)
+    if env.device_type == "cuda" and cuda_state is not None:
+        torch.cuda.set_rng_state(cuda_state)
+    return run
+
+
+def wrap_model(model, cfg, env, console):
+    """The model as the loop calls it: compiled on CUDA (cfg.compile) and, under DDP, wrapped so that
+    backward averages the gradients of all processes."""
+    if cfg.compile and env.device_type == "cuda":
+        console.say("compiling the model (takes a minute)...")
+        model = torch.compile(model)
+    if env.ddp:
+        model = DDP(model, device_ids=[torch.cuda.current_device()] if env.device_type == "cuda" else None)
+    return model
+
+
+def time_forward(model, data, cfg, env):
+    """Seconds of one forward pass of a micro-batch, without gradients, in eval mode: no dropout, so
+    the random stream (and an exact resume) is left alone. A first pass on one sequence takes the
+    one-time costs (memory, lazy set-up) out of the measured one."""
+    block_size = model.config.block_size
+    ix = sample_starts(data, block_size, cfg.batch_size, torch.Generator().manual_seed(0))
+    X, Y = get_batch(data, ix, block_size, env.device)
+    model.eval()
+    with torch.no_grad(), env.autocast:
+        model(X[:1], Y[:1])
+        t0 = time.time()
+        model(X, Y)
+        seconds = time.time() - t0
+    model.train()
+    return seconds
+
+
+def slow_cpu_hint(cfg, world, forward_s, iters_left):
+    """A line naming the CPU config when this run will obviously take hours, else None. A training
+    step runs a forward and a backward (about twice the forward's work) on each of its micro-batches,
+    an evaluation 2 * eval_iters forwards, so at forward_s a forward the run needs at least about this."""
+    forwards = (3 * cfg.gradient_accumulation_steps * iters_left
+                + 2 * cfg.eval_iters * (iters_left // cfg.eval_interval + 1)) / world
+    hours = forward_s * forwards / 3600
+    if hours < 1:
+        return None
+    return (f"hint: at {forward_s:.1f} s per forward pass this run needs {int(hours)}+ hours on this CPU; "
+            f"to watch a model learn in minutes here, run: {CPU_QUICK_START}")
+
+
+# -----------------------------------------------------------------------------
+# The loop's steps
+
+def get_lr(it, cfg):
+    """The learning rate of iteration it: linear warmup over warmup_iters, cosine decay from
+    learning_rate to min_lr at lr_decay_iters, then min_lr."""
+    if not cfg.decay_lr:
+        return cfg.learning_rate
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
+    if it > cfg.lr_decay_iters:
+        return cfg.min_lr
+    ratio = (it - cfg.warmup_iters) / max(1, cfg.lr_decay_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
+
+
+def sample_starts(data, block_size, n, generator):
+    """n random start offsets of block_size + 1 token windows."""
+    if len(data) <= block_size:
+        raise ConfigError(f"a data split has {len(data)} tokens, fewer than block_size + 1 = {block_size + 1}")
+    return torch.randint(len(data) - block_size, (n,), generator=generator)
+
+
+def get_batch(data, ix, block_size, device):
+    """Inputs and next-token targets (len(ix), block_size) of the windows starting at ix."""
+    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in ix])
+    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix])
+    if device.startswith("cuda"):
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+def train_step(model, run, scaler, data, cfg, env):
+    """One optimizer step on a global batch of gradient_accumulation_steps micro-batches, of which this
+    process takes its share. Returns the global batch's mean loss (a float) and the gradient norm."""
+    block_size, B = run.model.config.block_size, cfg.batch_size
+    accum = cfg.gradient_accumulation_steps // env.world  # micro-batches of this process
+    # The step's micro-batches are drawn together; process r takes the r-th share of them.
+    ix = sample_starts(data, block_size, cfg.gradient_accumulation_steps * B, run.data_gen)
+    total = torch.zeros((), device=env.device)
+    for micro in range(accum):
+        first = (env.rank * accum + micro) * B
+        X, Y = get_batch(data, ix[first:first + B], block_size, env.device)
+        if env.ddp:  # all-reduce the gradients once, in the last micro-step's backward
+            model.require_backward_grad_sync = micro == accum - 1
+        with env.autocast:
+            _, loss = model(X, Y)
+            # this process's mean; DDP averages the processes' gradients: the global mean
+            loss = loss / accum
+        scaler.scale(loss).backward()
+        total += loss.detach()
+    if env.ddp:
+        dist.all_reduce(total)
+        total /= env.world  # the global batch's mean loss
+    total = float(total)  # waits for the GPU: the caller's timing covers the whole step
+    scaler.unscale_(run.optimizer)  # a no-op unless fp16 loss scaling is on
+    # the norm is logged also without clipping (an infinite bound clips nothing)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
+    scaler.step(run.optimizer)
+    scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    return total, grad_norm
+
+
+def check_finite(what, value, iter_num, ckpt_path):
+    """Stop on a NaN or infinite loss, before a checkpoint could save the weights that made it."""
+    if not math.isfinite(value):
+        raise FloatingPointError(
+            f"{what} became {value} at iter {iter_num}; stopped without saving. The last good checkpoint "
+            f"is kept in {ckpt_path}. Try a lower learning_rate, grad_clip, or dtype=float32")
+
+
+@torch.no_grad()
+def evaluate(model, splits, block_size, cfg, env, ctrl_c, console):
+    """The mean loss of eval_iters batches of each split; None when Ctrl-C cut the evaluation short.
+
+    The same batches at every evaluation (a generator seeded afresh): curves compare like with like,
+    and evaluating does not disturb the training data order. Under DDP process r evaluates batches
+    r, r + world, ... and the sums are all-reduced: the same mean for 1/world of the work."""
+    m = model.module if env.ddp else model  # not DDP's forward: it syncs, and the shares can differ by one
+    m.eval()
+    losses, started, total = {}, time.time(), 2 * cfg.eval_iters
+    try:
+        for s, split in enumerate(("train", "val")):
+            gen = torch.Generator().manual_seed(cfg.seed + 1)
+            batch_losses = torch.zeros(cfg.eval_iters, device=env.device)
+            for k in range(cfg.eval_iters):
+                if k % env.world == 0 and ctrl_c.stop():  # every process asks at the same k
+                    return None
+                ix = sample_starts(splits[split], block_size, cfg.batch_size, gen)  # keeps gen in step
+                if k % env.world != env.rank:
+                    continue
+                X, Y = get_batch(splits[split], ix, block_size, env.device)
+                with env.autocast:
+                    _, loss = m(X, Y)
+                batch_losses[k] = loss.float()
+                done = s * cfg.eval_iters + k + 1
+                console.progress(f"evaluating: batch {done}/{total}",
+                                 (time.time() - started) / done * (total - done))
+            if env.ddp:
+                dist.all_reduce(batch_losses)
+            losses[split] = batch_losses.mean().item()
+    finally:
+        m.train()
+    return losses
+
+
+# -----------------------------------------------------------------------------
+# Checkpoints
+
+def checkpoint(run, cfg, env, path):
+    """Write everything resume needs to path (the master does). Every process's RNG state (dropout) is
+    gathered first: a collective, so under DDP all processes call this at the same point."""
+    rng_states = [(torch.get_rng_state(), torch.cuda.get_rng_state() if env.device_type == "cuda" else None)]
+    if env.ddp:
+        mine, rng_states = rng_states[0], [None] * env.world
+        dist.all_gather_object(rng_states, mine)
+    if env.master:
+        save_checkpoint(path, {
+            "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "model_args": run.model_args, "config": dataclasses.asdict(cfg), "iter_num": run.iter_num,
+            "best_val_loss": float(run.best_val_loss), "data_rng_state": run.data_gen.get_state(),
+            "rng_states": rng_states, "meta": run.meta,
+        })
+    run.saved_at = run.iter_num
+
+
+def saved(run, path):
+    """What this run left on disk, in words."""
+    return f"checkpoint of iter {run.saved_at} in {path}" if run.saved_at is not None else "no checkpoint written"
+
+
+def save_on_stop(run, cfg, env, path, console):
+    """After Ctrl-C: a checkpoint of the whole state, or a line that says why there is nothing to save."""
+    if cfg.eval_only:
+        console.say("Ctrl-C: stopped; eval_only trains nothing, so there is nothing to save")
+    elif run.iter_num == 0:
+        console.say("Ctrl-C: stopped before the first training step: nothing to save")
+    else:
+        checkpoint(run, cfg, env, path)
+        console.say(f"Ctrl-C: saved {path} at iter {run.iter_num}; continue with --init_from=resume")
+
+
+def save_checkpoint(path, state):
+    """Write to a temporary file, then rename: a crash or a Ctrl-C mid-write never leaves a broken
+    ckpt.pt (the rename replaces the old file in one step), nor a stray temporary file."""
+    tmp = path + ".tmp"
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    if not os.path.exists(path):
+        raise ConfigError(f"no checkpoint at {path}: train first (python train.py ...) or check --out_dir")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:
+        raise ConfigError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); "
+                          "it may be truncated or from another program") from None
+    if not isinstance(ckpt, dict) or not {"model", "model_args"} <= set(ckpt):
+        raise ConfigError(f"{path} is not a checkpoint of this project (no model / model_args in it)")
+    return ckpt
+
+
+# -----------------------------------------------------------------------------
+# Ctrl-C, the console and log.csv
+
+class CtrlC:
+    """`with CtrlC(env) as ctrl_c:` makes Ctrl-C (SIGINT) a request: the loop asks ctrl_c.stop() where
+    the state is whole (between iterations, between evaluation batches) and then saves a checkpoint. A
+    second Ctrl-C raises KeyboardInterrupt wherever the run is, for a user who will not wait."""
+
+    def __init__(self, env):
+        self.env, self.requested = env, False
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGINT, self.on_sigint)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+
+    def on_sigint(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        if self.env.master:
+            # on stderr: the run prints on stdout, and a print interrupted by this one would fail
+            print("\nCtrl-C: stopping after this training step or evaluation batch "
+                  "(Ctrl-C again to quit at once, without saving)", file=sys.stderr, flush=True)
+
+    def stop(self):
+        """Whether to stop here. Under DDP every process calls this at the same point and all stop if
+        any got Ctrl-C: a terminal sends it to every process, but not at the same instant."""
+        if self.env.ddp:
+            flag = torch.tensor(float(self.requested), device=self.env.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self.requested = bool(flag.item())
+        return self.requested
+
+
+class Console:
+    """What the run prints: log lines, and during a long wait (an evaluation, the iterations between
+    two log lines) a progress line with the time left, so that a slow machine never looks stuck.
+    On a terminal the progress line appears after a second of silence and is rewritten in place (\\r),
+    then erased by the next log line; in a file or a pipe it is a plain line after QUIET_S seconds
+    of silence, so a log stays short. Only the master process prints (enabled)."""
+    QUIET_S = 5.0
+
+    def __init__(self, enabled):
+        self.enabled, self.tty = enabled, sys.stdout.isatty()
+        self.last_output = time.time()
+        self.width = 0  # characters of the progress line on the terminal now; 0: none shown
+
+    def say(self, text):
+        if not self.enabled:
+            return
+        if self.width:
+            print("\r" + " " * self.width + "\r", end="")
+            self.width = 0
+        print(text, flush=True)
+        self.last_output = time.time()
+
+    def progress(self, text, seconds_left):
+        wait = (0.25 if self.width else 1.0) if self.tty else self.QUIET_S
+        if not self.enabled or time.time() - self.last_output < wait:
+            return
+        text = f"{text}, about {duration(seconds_left)} left"
+        if self.tty:
+            print("\r" + text.ljust(self.width), end="", flush=True)
+            self.width = max(self.width, len(text))
+        else:
+            print(text, flush=True)
+        self.last_output = time.time()
+
+
+def duration(seconds):
+    """'2h05m', '3m20s' or '12s'."""
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+class CsvLog:
+    """out_dir/log.csv: a row per logged iteration and per evaluation, appended to, so that a resumed
+    run continues the same file. `with CsvLog(None)` writes nothing (DDP processes but the master)."""
+    COLUMNS = ["iter", "train_loss", "val_loss", "lr", "ms_per_iter", "tokens_per_s", "mfu", "elapsed_s",
+               "grad_norm"]
+
+    def __init__(self, path):
+        self.file = open(path or os.devnull, "a", newline="")
+        self.writer = csv.DictWriter(self.file, self.COLUMNS, restval="")
+        if self.file.tell() == 0:
+            self.writer.writeheader()
+
+    def row(self, **values):
+        self.writer.writerow(values)
+        self.file.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+# -----------------------------------------------------------------------------
 # Command line
+
+USAGE = "usage: python train.py [config/NAME.py ...] [--key=value ...]"
+
 
 def parse_value(key, text, typ):
     """The command-line text of --key=value as type typ, or a ConfigError naming the key."""
@@ -128,359 +729,56 @@ def parse_args(argv):
         else:
             key, eq, text = arg[2:].partition("=")
             if not eq:
-                raise ConfigError(f"argument {arg!r} must look like --key=value")
+                raise ConfigError(f"argument {arg!r} must look like --key=value (--help lists the keys)")
             if key not in fields:
                 raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(fields)}")
             values[key] = parse_value(key, text, fields[key])
-    cfg = TrainConfig(**values)
-    if cfg.init_from not in ("scratch", "resume"):
-        raise ConfigError(f"init_from must be 'scratch' or 'resume', got {cfg.init_from!r}")
-    if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {cfg.dtype!r}")
-    if not 0.0 <= cfg.attn_switch_frac <= 1.0:
-        raise ConfigError(f"attn_switch_frac must be in [0, 1], got {cfg.attn_switch_frac}")
-    for key in ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
-        if getattr(cfg, key) < 1:
-            raise ConfigError(f"{key} must be at least 1, got {getattr(cfg, key)}")
-    return cfg
+    return check_config(TrainConfig(**values))
 
 
-# -----------------------------------------------------------------------------
-# Data
-
-def data_dir(dataset):
-    return os.path.join(HERE, "data", dataset)
-
-
-def load_dataset(dataset, prepare=True):
-    """The train/val token arrays (memory-mapped) and the char vocabulary if there is one; with
-    `prepare`, a missing dataset that needs no download is prepared first."""
-    d = data_dir(dataset)
-    if prepare and not os.path.exists(os.path.join(d, "train.bin")) and dataset in OFFLINE_DATASETS:
-        print(f"data/{dataset}/train.bin is missing: running data/{dataset}/prepare.py")
-        subprocess.run([sys.executable, os.path.join(d, "prepare.py")], check=True)
-    for split in ("train", "val"):
-        if not os.path.exists(os.path.join(d, f"{split}.bin")):
-            raise ConfigError(f"dataset {dataset!r} is not prepared: data/{dataset}/{split}.bin is missing; "
-                              f"run python data/{dataset}/prepare.py")
-    meta = None
-    if os.path.exists(os.path.join(d, "meta.pkl")):
-        with open(os.path.join(d, "meta.pkl"), "rb") as f:
-            meta = pickle.load(f)
-    splits = {s: np.memmap(os.path.join(d, f"{s}.bin"), dtype=np.uint16, mode="r") for s in ("train", "val")}
-    return splits, meta
+def option_line(name, default, text):
+    """One line of a --help listing: --name=default, its type, what it does."""
+    shown = repr(default) if isinstance(default, str) and not default.isprintable() else default
+    return f"    {f'--{name}={shown}':<36} {type(default).__name__:<6} {text}".rstrip()
 
 
-def sample_starts(data, block_size, n, generator):
-    """n random start offsets of block_size + 1 token windows."""
-    if len(data) <= block_size:
-        raise ConfigError(f"a data split has {len(data)} tokens, fewer than block_size + 1 = {block_size + 1}")
-    return torch.randint(len(data) - block_size, (n,), generator=generator)
+def usage():
+    """The --help text: the usage line, then every setting of TrainConfig in its order, with its
+    default, type and the comment it has there (read from this file, so the two never differ)."""
+    lines = [USAGE, "",
+             "Config files (plain Python assignments) and then --key=value set the settings below;",
+             f"a later one wins. Start with: {QUICK_START}", f"or, on a CPU: {CPU_QUICK_START}", "",
+             "settings (default, type):"]
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        code, _, comment = line.strip().partition("#")
+        name = code.split(":")[0].strip()
+        if not code:  # a comment line: the heading of a group of settings
+            lines.append(f"  {comment.strip()}")
+        elif name in fields:
+            lines.append(option_line(name, fields[name].default, comment.strip()))
+    return "\n".join(lines)
 
 
-def get_batch(data, ix, block_size, device):
-    """Inputs and next-token targets (len(ix), block_size) of the windows starting at ix."""
-    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in ix])
-    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix])
-    if device.startswith("cuda"):
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.to(device), y.to(device)
-
-
-# -----------------------------------------------------------------------------
-# Checkpoints
-
-def save_checkpoint(path, state):
-    """Write to a temporary file, then rename: a crash mid-write never leaves a broken ckpt.pt."""
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path, map_location="cpu"):
-    if not os.path.exists(path):
-        raise ConfigError(f"no checkpoint at {path}: train first (python train.py ...) or check --out_dir")
+def print_help(text):
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:
-        raise ConfigError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); "
-                          "it may be truncated or from another program") from None
-    if not isinstance(ckpt, dict) or not {"model", "model_args"} <= set(ckpt):
-        raise ConfigError(f"{path} is not a checkpoint of this project (no model / model_args in it)")
-    return ckpt
-
-
-# -----------------------------------------------------------------------------
-# Training
-
-def get_lr(it, cfg):
-    if not cfg.decay_lr:
-        return cfg.learning_rate
-    if it < cfg.warmup_iters:
-        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
-    if it > cfg.lr_decay_iters:
-        return cfg.min_lr
-    ratio = (it - cfg.warmup_iters) / max(1, cfg.lr_decay_iters - cfg.warmup_iters)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
-
-
-def pick_device(cfg):
-    if cfg.device != "auto":
-        kind = cfg.device.split(":")[0]
-        if kind == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device={cfg.device!r} but this machine has no CUDA GPU (or this torch has no CUDA); "
-                              "use --device=cpu or --device=auto")
-        if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ConfigError(f"device={cfg.device!r} but MPS is not available here; use --device=cpu or --device=auto")
-        if kind not in ("cpu", "cuda", "mps"):
-            raise ConfigError(f"unknown device={cfg.device!r}; use auto, cpu, cuda, cuda:N or mps")
-        return cfg.device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def pick_dtype(cfg, device_type):
-    if cfg.dtype != "auto":
-        return cfg.dtype
-    if device_type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    return "float32"
-
-
-def train(cfg):
-    """Run the training loop of `cfg`; returns the list of (iter, train loss) it logged."""
-    device = pick_device(cfg)
-    # Distributed data parallel when started by torchrun (it sets RANK): NCCL between GPUs, gloo on CPU.
-    ddp = int(os.environ.get("RANK", -1)) != -1
-    rank, world = 0, 1
-    if ddp:
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
-        if device.startswith("cuda"):
-            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-            torch.cuda.set_device(device)
-        if cfg.gradient_accumulation_steps % world:
-            raise ConfigError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible "
-                              f"by the {world} processes, which share each step's micro-batches")
-    master = rank == 0
-    accum = cfg.gradient_accumulation_steps // world  # micro-batches of this process per step
-    say = print if master else (lambda *args, **kwargs: None)
-    device_type = "cuda" if device.startswith("cuda") else device
-    dtype = pick_dtype(cfg, device_type)
-    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
-    torch.manual_seed(cfg.seed + rank)  # the same init everywhere (DDP copies rank 0's), own dropout
-    if device_type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if master:
-        os.makedirs(cfg.out_dir, exist_ok=True)
-    ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
-
-    if ddp and not master:
-        dist.barrier()  # the master prepares a missing dataset, alone
-    splits, meta = load_dataset(cfg.dataset, prepare=master)
-    if ddp and master:
-        dist.barrier()
-    vocab_size = meta["vocab_size"] if meta else 50304  # GPT-2's 50257 padded to a multiple of 64
-    model_args = dict(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer,
-                      n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias, attn=cfg.attn,
-                      attn_backend=cfg.attn_backend)
-    data_gen = torch.Generator().manual_seed(cfg.seed)  # the training batches of every process, checkpointed
-    iter_num, best_val_loss, ckpt = 0, float("inf"), None
-    if cfg.init_from == "resume":
-        ckpt = load_checkpoint(ckpt_path)
-        # the architecture must be the one that was trained; the rest (lr, max_iters...) may change
-        model_args = {**ckpt["model_args"], "dropout": cfg.dropout, "attn_backend": cfg.attn_backend}
-        iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
-        data_gen.set_state(ckpt["data_rng_state"])
-    model = GPT(GPTConfig(**model_args))
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-    model.to(device)
-    block_size = model.config.block_size
-    scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if len(ckpt["rng_states"]) != world:
-            raise ConfigError(f"{ckpt_path} was written by {len(ckpt['rng_states'])} process(es): resume it with "
-                              f"as many (torchrun --nproc_per_node={len(ckpt['rng_states'])}, or plain python for 1)")
-        cpu_state, cuda_state = ckpt["rng_states"][rank]  # each process's dropout stream goes on
-        torch.set_rng_state(cpu_state)
-        if device_type == "cuda" and cuda_state is not None:
-            torch.cuda.set_rng_state(cuda_state)
-        ckpt = None  # free memory
-    say(f"model: {model.get_num_params() / 1e6:.2f}M parameters, attn={model.config.attn}, "
-        f"{model.attention_pairs() / (block_size * (block_size + 1) / 2 * model.config.n_head):.1%} of dense "
-        f"causal attention pairs; device {device}, {dtype}")
-
-    def wrap(m):
-        if cfg.compile and device_type == "cuda":
-            say("compiling the model (takes a minute)...")
-            m = torch.compile(m)
-        return DDP(m, device_ids=[torch.cuda.current_device()] if device_type == "cuda" else None) if ddp else m
-
-    raw_model, model = model, wrap(model)
-    # attn_switch_frac: from this iteration on the model attends densely. Decided from iter_num alone,
-    # so a resumed run switches at the same point (model_args keep the pattern it was built with).
-    switch_iter = cfg.max_iters - round(cfg.attn_switch_frac * cfg.max_iters) if cfg.attn_switch_frac > 0 else None
-
-    def checkpoint():
-        # every process's RNG state (dropout), gathered: a collective, so all processes call this
-        rng_states = [(torch.get_rng_state(), torch.cuda.get_rng_state() if device_type == "cuda" else None)]
-        if ddp:
-            mine, rng_states = rng_states[0], [None] * world
-            dist.all_gather_object(rng_states, mine)
-        if master:
-            save_checkpoint(ckpt_path, {
-                "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                "model_args": model_args, "config": dataclasses.asdict(cfg), "iter_num": iter_num,
-                "best_val_loss": float(best_val_loss), "data_rng_state": data_gen.get_state(),
-                "rng_states": rng_states, "meta": meta,
-            })
-
-    @torch.no_grad()
-    def estimate_loss():
-        # The same batches at every evaluation (a fixed generator): curves compare like with like,
-        # and evaluating does not disturb the training data order. Under DDP process r evaluates
-        # batches r, r + world, ... and the sums are all-reduced: the same mean for 1/world of the work.
-        m = model.module if ddp else model  # not DDP's forward: it syncs, and the shares can differ by one
-        m.eval()
-        out = {}
-        for split in ("train", "val"):
-            gen = torch.Generator().manual_seed(cfg.seed + 1)
-            losses = torch.zeros(cfg.eval_iters, device=device)
-            for k in range(cfg.eval_iters):
-                ix = sample_starts(splits[split], block_size, cfg.batch_size, gen)  # keeps gen in step
-                if k % world != rank:
-                    continue
-                X, Y = get_batch(splits[split], ix, block_size, device)
-                with ctx:
-                    _, loss = m(X, Y)
-                losses[k] = loss.float()
-            if ddp:
-                dist.all_reduce(losses)
-            out[split] = losses.mean().item()
-        m.train()
-        return out
-
-    # Ctrl-C asks to stop at the next iteration boundary, where the state is whole; a second one aborts.
-    stop = {"requested": False}
-
-    def on_sigint(signum, frame):
-        if stop["requested"]:
-            raise KeyboardInterrupt
-        stop["requested"] = True
-        say("\nCtrl-C: saving a checkpoint after this iteration (Ctrl-C again to abort without saving)")
-
-    old_handler = signal.signal(signal.SIGINT, on_sigint)
-    log = open(os.path.join(cfg.out_dir, "log.csv") if master else os.devnull, "a", newline="")
-    writer = csv.writer(log)
-    if log.tell() == 0:
-        writer.writerow(["iter", "train_loss", "val_loss", "lr", "ms_per_iter", "tokens_per_s", "mfu", "elapsed_s",
-                         "grad_norm"])
-    tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * block_size
-    history, t_start = [], time.time()
-    try:
-        while True:
-            lr = get_lr(iter_num, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if switch_iter is not None and iter_num >= switch_iter and raw_model.attn != "dense":
-                say(f"iter {iter_num}: attn_switch_frac={cfg.attn_switch_frac}: switching attention "
-                    f"{raw_model.attn} -> dense for the last {cfg.max_iters - iter_num} iterations")
-                raw_model.set_attn("dense")
-                model = wrap(raw_model)  # a fresh compile for the new attention
-            if ddp:  # Ctrl-C reaches the processes at different moments: stop together
-                flag = torch.tensor(float(stop["requested"]), device=device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                stop["requested"] = bool(flag.item())
-            if stop["requested"]:
-                checkpoint()
-                say(f"saved {ckpt_path} at iter {iter_num}; continue with --init_from=resume")
-                break
-            if iter_num % cfg.eval_interval == 0 or iter_num >= cfg.max_iters:
-                losses = estimate_loss()
-                say(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-                writer.writerow([iter_num, f"{losses['train']:.5f}", f"{losses['val']:.5f}", lr, "", "", "",
-                                 f"{time.time() - t_start:.1f}", ""])
-                log.flush()
-                if not all(map(math.isfinite, losses.values())):
-                    raise FloatingPointError(
-                        f"evaluation loss became {losses} at iter {iter_num}; stopped without saving. The last "
-                        f"good checkpoint is kept in {ckpt_path}. Try a lower learning_rate, grad_clip, or dtype=float32")
-                best_val_loss = min(best_val_loss, losses["val"])
-                if not cfg.eval_only:
-                    checkpoint()
-            if cfg.eval_only or iter_num >= cfg.max_iters:
-                break
-
-            t0 = time.time()
-            # The step's micro-batches are drawn together; process r takes the r-th share of them.
-            ix = sample_starts(splits["train"], block_size, cfg.gradient_accumulation_steps * cfg.batch_size, data_gen)
-            total = torch.zeros((), device=device)
-            for micro in range(accum):
-                first = (rank * accum + micro) * cfg.batch_size
-                X, Y = get_batch(splits["train"], ix[first:first + cfg.batch_size], block_size, device)
-                if ddp:  # all-reduce the gradients once, in the last micro-step's backward
-                    model.require_backward_grad_sync = micro == accum - 1
-                with ctx:
-                    _, loss = model(X, Y)
-                    # this process's mean; DDP averages the processes' gradients: the global mean
-                    loss = loss / accum
-                scaler.scale(loss).backward()
-                total += loss.detach()
-            if ddp:
-                dist.all_reduce(total)
-                total /= world  # the global batch's mean loss
-            total = float(total)  # waits for the GPU: the timing below covers the whole step
-            if not math.isfinite(total):
-                raise FloatingPointError(
-                    f"loss became {total} at iter {iter_num}; stopped without saving. The last good "
-                    f"checkpoint is kept in {ckpt_path}. Try a lower learning_rate, grad_clip, or dtype=float32")
-            scaler.unscale_(optimizer)  # a no-op unless fp16 loss scaling is on
-            # the norm is logged also without clipping (an infinite bound clips nothing)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            dt = time.time() - t0
-            history.append((iter_num, total))
-            if iter_num % cfg.log_interval == 0:
-                mfu = raw_model.estimate_mfu(cfg.batch_size * accum, dt,
-                                             peak_flops=cfg.peak_flops or None)
-                mfu_text = f"{mfu * 100:.1f}%" if mfu is not None else "n/a"
-                say(f"iter {iter_num}: loss {total:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
-                    f"{tokens_per_iter / dt:,.0f} tok/s, mfu {mfu_text}, grad norm {float(grad_norm):.3f}")
-                writer.writerow([iter_num, f"{total:.5f}", "", lr, f"{dt * 1000:.2f}", f"{tokens_per_iter / dt:.0f}",
-                                 "" if mfu is None else f"{mfu:.4f}", f"{time.time() - t_start:.1f}",
-                                 f"{float(grad_norm):.6g}"])
-            iter_num += 1
-    finally:
-        signal.signal(signal.SIGINT, old_handler)
-        log.close()
-        if ddp:
-            # DDP's reference cycles keep the process group, and gloo's threads, alive past
-            # destroy_process_group until the interpreter exits, where they aborted about 1 CPU run in 15.
-            model = None
-            gc.collect()
-            dist.destroy_process_group()
-    say(f"done: {iter_num} iterations, best val loss {best_val_loss:.4f}, "
-        f"{time.time() - t_start:.0f} s; checkpoint in {ckpt_path}")
-    return history
+        print(text, flush=True)
+    except BrokenPipeError:  # `--help | head`: the reader took what it wanted and left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush fails quietly
 
 
 def main(argv):
+    if "-h" in argv or "--help" in argv:
+        print_help(usage())
+        return
     try:
-        cfg = parse_args(argv)
-        train(cfg)
+        train(parse_args(argv))
     except (ConfigError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt as e:  # before training began, or a second Ctrl-C (train says what is kept)
+        print(f"\n{e or 'Ctrl-C: stopped before training began; nothing was saved'}", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

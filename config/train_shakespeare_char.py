@@ -1,6 +1,7 @@
 # The baby GPT of nanoGPT on Tiny Shakespeare, characters, with SPAttention: 6 layers, 6 heads,
 # 384 wide, context 256. Each head sees its own band of ~43 distances plus the shared local window.
-# About 5 minutes on one H100; try --attn=dense for the baseline.
+# About 3 minutes on one H100 (with compile); try --attn=dense for the baseline. On a laptop CPU it
+# takes a day or more: use config/train_shakespeare_char_cpu.py there.
 
 out_dir = 'out-shakespeare-char'
 eval_interval = 250  # the baby model overfits, so evaluate often

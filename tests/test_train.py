@@ -1,5 +1,8 @@
-"""train.py and sample.py as a user runs them: exact resume, Ctrl-C, NaN, and every bad input."""
+"""train.py and sample.py as a user runs them: exact resume, Ctrl-C, NaN, every bad input, --help,
+and the progress shown while a slow machine works."""
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -8,6 +11,7 @@ import time
 import pytest
 import torch
 
+import sample
 import train
 from model import ConfigError
 
@@ -21,6 +25,50 @@ TINY = ["--dataset=shakespeare_char", "--device=cpu", "--compile=False", "--batc
 def run_cli(args, script="train.py", timeout=300):
     return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
+
+
+class Cli:
+    """train.py started in a subprocess, its stdout and stderr read together as they come, from a pipe
+    or (tty=True) from a pseudo-terminal, which is what a user at a terminal sees."""
+
+    def __init__(self, args, tty=False):
+        self.fd, out = pty.openpty() if tty else os.pipe()
+        self.p = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=out, stderr=out)
+        os.close(out)
+        self.text = ""
+
+    def _read(self, timeout):
+        """More output (False at its end) within timeout seconds."""
+        if not select.select([self.fd], [], [], timeout)[0]:
+            return True
+        try:
+            chunk = os.read(self.fd, 65536)
+        except OSError:  # a pseudo-terminal whose process has exited
+            chunk = b""
+        self.text += chunk.decode(errors="replace")
+        return bool(chunk)
+
+    def fail(self, why):
+        self.p.kill()  # a failed test leaves no training running
+        raise AssertionError(f"{why}; its output:\n{self.text}")
+
+    def wait_for(self, text, timeout=60):
+        deadline = time.time() + timeout
+        while text not in self.text:
+            if time.time() > deadline or not self._read(deadline - time.time()):
+                self.fail(f"no {text!r} within {timeout} s")
+
+    def ctrl_c(self):
+        self.p.send_signal(signal.SIGINT)
+
+    def finish(self, timeout=60):
+        """The exit status, once the output has ended."""
+        deadline = time.time() + timeout
+        while self._read(max(0.0, deadline - time.time())):
+            if time.time() > deadline:
+                self.fail(f"still running after {timeout} s")
+        os.close(self.fd)
+        return self.p.wait(timeout=10)
 
 
 def test_resume_continues_exactly(tmp_path):
@@ -75,13 +123,132 @@ def test_bad_config_file(tmp_path):
     (["--attn=flash"], "unknown attn='flash'"),
     (["--attn_backend=cuda"], "unknown attn_backend='cuda'"),
     (["--device=tpu"], "unknown device='tpu'"),
-    (["--dataset=no_such_data"], "run python data/no_such_data/prepare.py"),
+    (["--dataset=no_such_data"], "unknown dataset 'no_such_data': there is no folder data/no_such_data"),
+    (["--dataset=no_such_data", "--attn=spp"], "unknown attn='spp'"),
 ])
 def test_cli_errors_are_one_line(tmp_path, args, msg):
     r = run_cli(TINY + [f"--out_dir={tmp_path}"] + args)
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and msg in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("arg,msg", [
+    ("--attn=spp", "unknown attn='spp'; choose one of dense, sp,"),
+    ("--n_head=7", "n_embd=768 is not divisible by n_head=7"),
+    ("--block_size=0", "block_size must be a positive integer, got 0"),
+])
+def test_settings_are_checked_before_the_dataset(arg, msg):
+    # no config: the default dataset (fineweb_edu) is not prepared here, so a check made after the
+    # dataset would report that instead
+    r = run_cli([arg])
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [f"error: {r.stderr.strip()[7:]}"], r.stderr
+    assert msg in r.stderr and "prepare" not in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(os.path.exists(os.path.join(ROOT, "data", "fineweb_edu", "train.bin")),
+                    reason="fineweb_edu is prepared here: `python train.py` would train GPT-2 small")
+def test_no_arguments_names_the_prepare_script_and_the_quick_start():
+    r = run_cli([])
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "dataset 'fineweb_edu' is not prepared" in r.stderr
+    assert "python data/fineweb_edu/prepare.py" in r.stderr
+    assert "python train.py config/train_shakespeare_char.py" in r.stderr
+
+
+def test_help_lists_every_setting_with_its_default(capsys):
+    r = run_cli(["--help"])
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert r.stdout.startswith("usage: python train.py")
+    lines = r.stdout.splitlines()
+    for f in train.dataclasses.fields(train.TrainConfig):
+        line = next((x for x in lines if x.split() and x.split()[0] == f"--{f.name}={f.default}"), None)
+        assert line is not None and line.split()[1] == f.type.__name__, f.name
+    assert any(x.split()[:2] == ["--batch_size=12", "int"] for x in lines)
+    train.main(["config/train_shakespeare_char.py", "-h"])
+    assert capsys.readouterr().out == r.stdout
+    sample.main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python sample.py")
+    assert all(f"--{name}=" in out for name in sample.DEFAULTS) and "--num_samples=10 " in out
+
+
+def test_slow_cpu_run_gets_a_hint():
+    big = train.parse_args(["config/train_shakespeare_char.py"])
+    hint = train.slow_cpu_hint(big, 1, forward_s=3.0, iters_left=big.max_iters)
+    # 3 forwards a step for 5000 steps, 400 a evaluation for 21 evaluations: 23,400 forwards of 3 s
+    assert hint is not None and "19+ hours" in hint and "python train.py config/train_shakespeare_char_cpu.py" in hint
+    small = train.parse_args(["config/train_shakespeare_char_cpu.py"])
+    assert train.slow_cpu_hint(small, 1, forward_s=0.05, iters_left=small.max_iters) is None
+    assert [train.duration(s) for s in (4.4, 200, 7500)] == ["4s", "3m20s", "2h05m"]
+
+
+def test_ctrl_c_during_the_first_evaluation_stops_it_at_once(tmp_path):
+    # a long evaluation (200,000 batches); Ctrl-C once its progress shows (a plain line in a pipe)
+    cli = Cli(TINY + [f"--out_dir={tmp_path}", "--eval_iters=100000", "--max_iters=10"])
+    cli.wait_for("evaluating: batch ")
+    t = time.time()
+    cli.ctrl_c()
+    assert cli.finish() == 0, cli.text
+    assert time.time() - t < 10, "the evaluation went on after Ctrl-C"
+    assert "Ctrl-C: stopped before the first training step: nothing to save" in cli.text
+    assert "no checkpoint written" in cli.text and "Traceback" not in cli.text
+    assert not os.path.exists(tmp_path / "ckpt.pt")
+
+
+def test_progress_is_one_line_rewritten_in_place_on_a_terminal(tmp_path):
+    cli = Cli(TINY + [f"--out_dir={tmp_path}", "--eval_iters=100000", "--max_iters=10"], tty=True)
+    cli.wait_for("\revaluating: batch ")
+    cli.wait_for(" left\revaluating: batch ")  # rewritten, on the same line
+    cli.ctrl_c()
+    assert cli.finish() == 0, cli.text
+    assert "\nevaluating" not in cli.text.replace("\r\n", "\n")
+
+
+def test_ctrl_c_during_an_evaluation_saves_and_resumes_exactly(tmp_path, monkeypatch, capsys):
+    args = TINY + ["--max_iters=12", "--eval_interval=6", "--eval_iters=100"]
+    straight = train.train(train.parse_args(args + [f"--out_dir={tmp_path}/a"]))
+    # Ctrl-C at the 5th batch of the evaluation at iter 6 (the second evaluation)
+    real_evaluate, real_get_batch, seen = train.evaluate, train.get_batch, {"evaluations": 0, "batches": 0}
+
+    def evaluate(*a):
+        seen["evaluations"] += 1
+        return real_evaluate(*a)
+
+    def get_batch(*a):
+        if seen["evaluations"] == 2:
+            seen["batches"] += 1
+            if seen["batches"] == 5:
+                os.kill(os.getpid(), signal.SIGINT)
+        return real_get_batch(*a)
+
+    monkeypatch.setattr(train, "evaluate", evaluate)
+    monkeypatch.setattr(train, "get_batch", get_batch)
+    first = train.train(train.parse_args(args + [f"--out_dir={tmp_path}/b"]))
+    monkeypatch.undo()
+    assert seen["batches"] == 5  # the batch in progress finished, no other began
+    assert f"Ctrl-C: saved {tmp_path}/b/ckpt.pt at iter 6" in capsys.readouterr().out
+    assert torch.load(f"{tmp_path}/b/ckpt.pt", weights_only=False)["iter_num"] == 6
+    second = train.train(train.parse_args(args + [f"--out_dir={tmp_path}/b", "--init_from=resume"]))
+    assert [i for i, _ in first] == list(range(6)) and first + second == straight
+
+
+def test_second_ctrl_c_quits_at_once_with_one_line(tmp_path):
+    # a bigger model's step takes long enough (about a second on 2 cores) for the second Ctrl-C to
+    # land in the step the first one asked to finish
+    big = ["--batch_size=32", "--block_size=128", "--n_embd=128", "--eval_iters=1", "--log_interval=1",
+           "--max_iters=1000", "--eval_interval=1000"]
+    cli = Cli(TINY + big + [f"--out_dir={tmp_path}"])
+    cli.wait_for("iter 0:")
+    cli.ctrl_c()
+    cli.wait_for("Ctrl-C again to quit at once")
+    cli.ctrl_c()
+    assert cli.finish() == 130, cli.text
+    assert "Traceback" not in cli.text and "KeyboardInterrupt" not in cli.text
+    last = cli.text.strip().splitlines()[-1]
+    assert last == f"Ctrl-C again: stopped at once, without saving; checkpoint of iter 0 in {tmp_path}/ckpt.pt"
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["iter_num"] == 0
+    assert not os.path.exists(tmp_path / "ckpt.pt.tmp")
 
 
 def test_missing_and_corrupt_checkpoint(tmp_path):
@@ -140,6 +307,20 @@ def test_sample_from_trained_checkpoint(tmp_path):
                        ("FILE:/no/such", "prompt file '/no/such' not found")):
         r = run_cli([f"--out_dir={tmp_path}", f"--start={start}", "--device=cpu"], script="sample.py")
         assert r.returncode == 1 and msg in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+
+
+def test_sample_shows_only_the_end_of_a_prompt_file(tmp_path):
+    # a whole book as the prompt: a note and its last 200 characters, then the sample; not 40,000 lines
+    train.train(train.parse_args(TINY + [f"--out_dir={tmp_path}", "--max_iters=1"]))
+    book = os.path.join(ROOT, "data", "shakespeare_char", "input.txt")
+    r = run_cli([f"--out_dir={tmp_path}", f"--start=FILE:{book}", "--num_samples=1", "--max_new_tokens=20",
+                 "--device=cpu"], script="sample.py")
+    text = open(book).read()
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"[prompt: {len(text):,} characters from {book}, showing the last 200]\n")
+    assert r.stdout.split("\n", 1)[1].startswith(text[-200:])
+    lines = r.stdout.splitlines()
+    assert lines[-1] == "---------------" and len(lines) < 20 < text.count("\n")
 
 
 @pytest.mark.parametrize("dataset", ["shakespeare", "pystdlib"])
