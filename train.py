@@ -49,6 +49,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 OFFLINE_DATASETS = ("shakespeare_char", "shakespeare", "pystdlib")
 GPT2_VOCAB_SIZE = 50304  # GPT-2's 50257 tokens padded to a multiple of 64: BPE datasets have no meta.pkl
 QUICK_START = "python train.py config/train_shakespeare_char.py"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CPU_QUICK_START = "python train.py config/train_shakespeare_char_cpu.py"
 
 
@@ -91,6 +92,7 @@ class TrainConfig:
     device: str = "auto"               # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
     dtype: str = "auto"                # 'auto' (bf16 on CUDA when supported), 'float32', 'bfloat16', 'float16'
     compile: bool = True               # torch.compile the model (CUDA only; ignored elsewhere)
+    compile_mode: str = "default"      # torch.compile's mode; 'reduce-overhead' replays each step as CUDA graphs
     seed: int = 1337
     peak_flops: float = 0.0            # for MFU; 0 = look the GPU up by name
 
@@ -206,6 +208,8 @@ def check_config(cfg):
         raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {cfg.dtype!r}")
     if not 0.0 <= cfg.attn_switch_frac <= 1.0:
         raise ConfigError(f"attn_switch_frac must be in [0, 1], got {cfg.attn_switch_frac}")
+    if cfg.compile_mode not in COMPILE_MODES:
+        raise ConfigError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {cfg.compile_mode!r}")
     for key in ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{key} must be at least 1, got {getattr(cfg, key)}")
@@ -375,7 +379,9 @@ def wrap_model(model, cfg, env, console):
     backward averages the gradients of all processes."""
     if cfg.compile and env.device_type == "cuda":
         console.say("compiling the model (takes a minute)...")
-        model = torch.compile(model)
+        # reduce-overhead records the compiled forward and backward as CUDA graphs and replays them: a
+        # small model's step is otherwise bound by the host launching its kernels one by one
+        model = torch.compile(model, mode=None if cfg.compile_mode == "default" else cfg.compile_mode)
     if env.ddp:
         model = DDP(model, device_ids=[torch.cuda.current_device()] if env.device_type == "cuda" else None)
     return model
@@ -456,6 +462,7 @@ def train_step(model, run, scaler, data, cfg, env):
         X, Y = get_batch(data, ix[first:first + B], block_size, env.device)
         if env.ddp:  # all-reduce the gradients once, in the last micro-step's backward
             model.require_backward_grad_sync = micro == accum - 1
+        torch.compiler.cudagraph_mark_step_begin()  # with CUDA graphs: the last step's outputs are done with
         with env.autocast:
             _, loss = model(X, Y)
             # this process's mean; DDP averages the processes' gradients: the global mean
@@ -504,6 +511,7 @@ def evaluate(model, splits, block_size, cfg, env, ctrl_c, console):
                 if k % env.world != env.rank:
                     continue
                 X, Y = get_batch(splits[split], ix, block_size, env.device)
+                torch.compiler.cudagraph_mark_step_begin()
                 with env.autocast:
                     _, loss = m(X, Y)
                 batch_losses[k] = loss.float()

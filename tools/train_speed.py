@@ -15,6 +15,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
+
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {  # name: (what the table calls it, train.py arguments)
@@ -43,6 +46,9 @@ def main():
     ap.add_argument("--settings", default="eager,compile,graphs", help=f"from {','.join(SETTINGS)}")
     ap.add_argument("--configs", default=",".join(CONFIGS), help="names of CONFIGS, comma-separated")
     args = ap.parse_args()
+    card = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    print(f"{card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}, {args.iters} iterations a run, "
+          f"median ms/iter over iterations 100..{args.iters - 1}")
     print("| setting | compile | dense ms/iter | sp ms/iter | sp tokens/s vs dense |")
     print("| --- | --- | ---: | ---: | ---: |")
     with tempfile.TemporaryDirectory() as tmp:
