@@ -120,6 +120,8 @@ def train(cfg):
                              cfg.max_iters - run.iter_num)
         if hint:
             console.say(hint)
+    if cfg.compile and cfg.compile_mode == "reduce-overhead" and env.device_type == "cuda":
+        warm_up(raw_model, splits["train"], cfg, env)
     model = wrap_model(raw_model, cfg, env, console)  # what the loop calls: compiled, DDP
     scaler = torch.amp.GradScaler(env.device_type, enabled=(env.dtype == "float16"))
     # attn_switch_frac: from this iteration on the model attends densely. Decided from iter_num alone,
@@ -385,6 +387,19 @@ def wrap_model(model, cfg, env, console):
     if env.ddp:
         model = DDP(model, device_ids=[torch.cuda.current_device()] if env.device_type == "cuda" else None)
     return model
+
+
+def warm_up(model, data, cfg, env):
+    """One forward and backward of a micro-batch, gradients and random state left as they were. The
+    band kernel makes small tables on the GPU at its first call for a shape (its schedule) and keeps
+    them; CUDA graphs (compile_mode='reduce-overhead') own every allocation made while they record,
+    and refuse tensors that outlive a step, so those first calls must happen before."""
+    block_size = model.config.block_size
+    ix = sample_starts(data, block_size, cfg.batch_size, torch.Generator().manual_seed(0))
+    X, Y = get_batch(data, ix, block_size, env.device)
+    with torch.random.fork_rng(devices=[env.device]), env.autocast:
+        model(X, Y)[1].backward()
+    model.zero_grad(set_to_none=True)
 
 
 def time_forward(model, data, cfg, env):
