@@ -446,8 +446,8 @@ class BandPattern(Pattern):
         if self.name != "dense":  # read only the keys in each head's bands (about 2/H of the cache for sp)
             return kernel.band_decode_attention(q, k, v, self.bands, pos, scale)
         visible = (torch.arange(k.size(2), device=q.device) <= pos).view(1, 1, 1, k.size(2))
-        # cuDNN first: with the shapes fixed it plans once, and is the fastest SDPA backend for one
-        # query over a masked cache (results/bench/README.md)
+        # cuDNN first: the cache's shapes never change, so it plans once, and it is the fastest SDPA
+        # backend for one query over a masked cache (docs/kernel.md, the decode kernel)
         backends = [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
         with sdpa_kernel(backends, set_priority=True):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=visible, scale=scale)
