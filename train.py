@@ -770,20 +770,27 @@ def parse_args(argv):
 
 
 def option_line(name, default, text):
-    """One line of a --help listing: --name=default, its type, what it does."""
+    """One line of a --help listing: --name=default, its type, what it does (a tuple is a list: a,b,c)."""
     shown = repr(default) if isinstance(default, str) and not default.isprintable() else default
-    return f"    {f'--{name}={shown}':<36} {type(default).__name__:<6} {text}".rstrip()
+    kind = type(default).__name__
+    if isinstance(default, tuple):
+        shown, kind = ",".join(str(v) for v in default), "list"
+    return f"    {f'--{name}={shown}':<36} {kind:<6} {text}".rstrip()
 
 
 def usage():
-    """The --help text: the usage line, then every setting of TrainConfig in its order, with its
-    default, type and the comment it has there (read from this file, so the two never differ)."""
-    lines = [USAGE, "",
-             "Config files (plain Python assignments) and then --key=value set the settings below;",
-             f"a later one wins. Start with: {QUICK_START}", f"or, on a CPU: {CPU_QUICK_START}", "",
-             "settings (default, type):"]
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    for line in inspect.getsource(TrainConfig).splitlines():
+    """The --help text: the usage line, then every setting of TrainConfig (settings_help)."""
+    return "\n".join([USAGE, "",
+                      "Config files (plain Python assignments) and then --key=value set the settings below;",
+                      f"a later one wins. Start with: {QUICK_START}", f"or, on a CPU: {CPU_QUICK_START}", "",
+                      "settings (default, type):", settings_help(TrainConfig)])
+
+
+def settings_help(cls):
+    """Every field of the dataclass cls in its order, with its default, type and the comment it has in
+    the source (read from there, so the two never differ); comment lines become group headings."""
+    lines, fields = [], {f.name: f for f in dataclasses.fields(cls)}
+    for line in inspect.getsource(cls).splitlines():
         code, _, comment = line.strip().partition("#")
         name = code.split(":")[0].strip()
         if not code:  # a comment line: the heading of a group of settings
