@@ -93,7 +93,7 @@ class Options:
     batch_tokens: int = 16384                # tokens per optimizer step: batch_size = batch_tokens / block_size
     full_tokens: int = 0                     # tokens of the full budget; 0: one pass over the train split
     warmup_frac: float = 0.05                # warmup steps, as a share of the run's steps
-    eval_interval: int = 200                 # steps between in-training evaluations (and checkpoints)
+    eval_interval: int = 400                 # steps between in-training evaluations and checkpoints (< 1 min)
     eval_iters: int = 10                     # batches of an in-training evaluation: a cheap subset
     # the evaluation after training (evaluate.py)
     eval_batch: int = 8                      # windows per forward pass
