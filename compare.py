@@ -1,246 +1,525 @@
 """
-Train every attention pattern the same way and compare them: the paper's claim at small scale.
+Does SPAttention match dense attention? The quality experiment: every attention pattern trained the same
+way on long-context code with paired seeds, then evaluated on the whole validation split.
 
-    python compare.py                                    # all patterns, Tiny Shakespeare chars, N = 1024
-    python compare.py --patterns=dense,sp --seeds=1337,1338 --max_iters=800
-    python compare.py --dataset=pystdlib --results_dir=results/compare/pystdlib --patterns=dense,sp,window
-    python compare.py --report_only                      # table and plot again, from the saved logs alone
+    python compare.py --dry_run                 # the plan: every run, and what is done or left
+    python compare.py --max_minutes=9           # run what is left, stop cleanly before 9 minutes; repeat
+    python compare.py --n_head=8 --patterns=dense,sp,window --max_minutes=9
+    python compare.py --block_size=4096 --patterns=dense,sp,window --seeds=3 --max_minutes=9
+    python compare.py --report_only             # table.md and the figures again, from the CSVs alone
+    python compare.py --help                    # every option, with its default
 
-Each run is `train.train(TrainConfig)` with the same data, seed, steps and batch; only `attn` differs.
-A run writes its checkpoint to <runs_dir>/<pattern>_s<seed>/ (not committed) and copies its log.csv to
-<results_dir>/logs/<pattern>_s<seed>.csv with a <pattern>_s<seed>.json beside it (the config, the
-share of causal pairs computed, the device). The report is built from those files alone:
-<results_dir>/table.md, table.csv (one row per pattern, seeds averaged), runs.csv (one row per run),
-and loss.png (validation loss against iterations and against wall-clock time).
+The design (results/quality/README.md says why, and how to run it in 10-minute GPU calls):
+  data     pystdlib: CPython 3.11's standard library in GPT-2 BPE, 14.4 M train / 0.49 M val tokens
+  model    6 layers, 512 wide, dropout 0; n_head 16 (the main setting) or 8; N = block_size 1024 or 4096
+  budgets  full = one pass over the train split, half = half of it, each with its own schedule: linear
+           warmup over warmup_frac of the steps, then cosine from lr down to lr / 10 at the last step
+  lr       in each setting (n_head, N) every pattern first trains at each --lr_sweep rate (half budget,
+           seed 0); the lowest full-validation loss picks its rate for all its other runs (lr.json)
+  seeds    s = 0, 1, ... is TrainConfig.seed, the initialization and the batch order: the runs of one
+           seed are paired across patterns. --seeds=design gives 5 to dense, sp and window, 3 to
+           sp_exclusive, sp_balanced, longformer and bigbird, 2 to reformer
+  after    each run, evaluate.py: the loss on every validation window and per 64-position bucket, and
+           the copy probe; sigma and entropy (heads.py) where the pattern has a fixed mask; one head
+           at a time ablated for the --ablate patterns (sp) at the full budget
 
-Any TrainConfig key passes through (--learning_rate=..., --compile=True, --attn_switch_frac=...).
+A run is train.train(TrainConfig) in runs_dir/NAME/ (its checkpoint is deleted once the run is
+evaluated; nothing there is committed). Its results go to results_dir: by_position.csv, copy_probe.csv,
+ablation.csv, and last its row in runs.csv, which marks it done. Every level resumes: a run in runs.csv
+is skipped; a run stopped in the middle (--max_minutes, Ctrl-C, or a killed call on a machine that is
+still there) continues from its checkpoint (train.py's init_from=resume, exact); a trained run that
+was not evaluated is evaluated. With --max_minutes, compare.py stops before that time with the
+checkpoint saved, exits 0 and says what is left. experiment.json keeps what every call into one
+results_dir must share (the data, the model and optimizer, the budgets, the evaluation).
 """
 
 import csv
 import dataclasses
+import hashlib
+import importlib.util
 import json
+import math
 import os
 import shutil
 import statistics
 import sys
 import time
-import traceback
+from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 
+import evaluate as E
+import heads
+import report as R
 import train as T
-from model import ATTN_PATTERNS, ConfigError, GPT, GPTConfig
+from model import ATTN_PATTERNS, ConfigError
+from sample import load_model
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-# The experiment: nanoGPT's baby GPT with 8 heads of 64 (the Triton kernel's head size) at N = 1024.
-DEFAULTS = dict(
-    dataset="shakespeare_char", block_size=1024, n_layer=6, n_head=8, n_embd=512, dropout=0.2, bias=False,
-    batch_size=16, gradient_accumulation_steps=1, max_iters=800, lr_decay_iters=800, warmup_iters=100,
-    learning_rate=1e-3, min_lr=1e-4, beta2=0.99, eval_interval=100, eval_iters=20, log_interval=5,
-    compile=False, device="auto",
-)
-OPTIONS = dict(patterns=",".join(ATTN_PATTERNS), seeds="1337", results_dir="results/compare",
-               runs_dir="results/compare/runs", report_only=False)
-
-
-def parse(argv):
-    opts, overrides = dict(OPTIONS), {}
-    fields = {f.name: f.type for f in dataclasses.fields(T.TrainConfig)}
-    for arg in argv:
-        key, eq, value = arg[2:].partition("=")
-        if not arg.startswith("--"):
-            raise ConfigError(f"argument {arg!r} must look like --key=value")
-        if key == "report_only":
-            opts[key] = value.lower() in ("", "1", "true", "yes")
-        elif key in OPTIONS:
-            opts[key] = value
-        elif key in fields and key not in ("attn", "seed", "out_dir", "init_from"):
-            overrides[key] = T.parse_value(key, value, fields[key])
-        else:
-            raise ConfigError(f"unknown option --{key}; compare.py takes {', '.join(OPTIONS)} "
-                              f"and TrainConfig keys except attn, seed, out_dir, init_from")
-    patterns = [p for p in opts["patterns"].split(",") if p]
-    for p in patterns:
-        if p not in ATTN_PATTERNS:
-            raise ConfigError(f"unknown pattern {p!r}; choose among {', '.join(ATTN_PATTERNS)}")
-    seeds = [int(s) for s in opts["seeds"].split(",") if s]
-    base = {**DEFAULTS, **overrides}
-    if "max_iters" in overrides and "lr_decay_iters" not in overrides:
-        base["lr_decay_iters"] = base["max_iters"]
-    return opts, patterns, seeds, base
+# The issue's seeds per pattern (--seeds=design).
+DESIGN_SEEDS = dict(dense=5, sp=5, window=5, sp_exclusive=3, sp_balanced=3, longformer=3, bigbird=3, reformer=2)
+# The corpus the design names, as (train, val) tokens: data/pystdlib/prepare.py run by CPython 3.11.7.
+DESIGN_DATA = {"pystdlib": (14_418_380, 490_536)}
+BUDGETS = {"half": 0.5, "full": 1.0}  # share of full_tokens
+# The model and optimizer of every run; a TrainConfig key on the command line changes it.
+TRAIN_DEFAULTS = dict(n_layer=6, n_embd=512, dropout=0.0, bias=False, gradient_accumulation_steps=1,
+                      weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, log_interval=10,
+                      compile=False, device="auto", dtype="auto")
+# TrainConfig keys that compare.py sets for each run.
+PER_RUN = ("attn", "seed", "out_dir", "init_from", "learning_rate", "min_lr", "max_iters", "lr_decay_iters",
+           "warmup_iters", "batch_size", "block_size", "n_head", "dataset", "eval_interval", "eval_iters",
+           "time_limit_s", "eval_only")
+# Settings that may differ between calls into one results_dir (experiment.json keeps all the others).
+PER_CALL = ("patterns", "seeds", "budgets", "lr_sweep", "n_head", "block_size", "ablate", "results_dir", "runs_dir",
+            "max_minutes", "keep_checkpoints", "dry_run", "report_only", "eval_batch", "device", "compile",
+            "compile_mode", "log_interval", "peak_flops")
+# Seconds kept free under --max_minutes.
+SETUP_S = 30.0           # a run's set-up before its first step: model, data, the first CUDA calls
+FIRST_ANALYSIS_S = 60.0  # the evaluation after a run, until this call has timed one
+MIN_TRAIN_S = 30.0       # no run is started or resumed with less training time than this
 
 
-def run_one(pattern, seed, base, opts):
-    name = f"{pattern}_s{seed}"
-    out_dir = os.path.join(opts["runs_dir"], name)
-    shutil.rmtree(out_dir, ignore_errors=True)  # a fresh run, never a resumed log
-    cfg = T.TrainConfig(**{**base, "attn": pattern, "seed": seed, "out_dir": out_dir})
-    logs = os.path.join(opts["results_dir"], "logs")
-    os.makedirs(logs, exist_ok=True)
-    t0 = time.time()
-    error = None
-    try:
-        T.train(cfg)
-    except Exception as e:  # one broken pattern must not cost the others their run
-        traceback.print_exc()
-        error = f"{type(e).__name__}: {e}"
-    wall = time.time() - t0
-    if os.path.exists(os.path.join(out_dir, "log.csv")):
-        shutil.copy(os.path.join(out_dir, "log.csv"), os.path.join(logs, name + ".csv"))
-    meta = T.load_dataset(cfg.dataset)[1]
-    model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=meta["vocab_size"] if meta else 50304,
-                          n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, attn=pattern))
-    N, H = cfg.block_size, cfg.n_head
-    info = dict(pattern=pattern, seed=seed, config=dataclasses.asdict(cfg), wall_s=round(wall, 1), error=error,
-                pairs_share=model.attention_pairs() / (H * N * (N + 1) / 2),
-                device=torch.cuda.get_device_name() if T.pick_device(cfg).startswith("cuda") else T.pick_device(cfg),
-                torch=torch.__version__, triton=_triton_version(),
-                date=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
-    with open(os.path.join(logs, name + ".json"), "w") as f:
-        json.dump(info, f, indent=1)
-    return info
-
-
-def _triton_version():
-    try:
-        import triton
-        return triton.__version__
-    except ImportError:
-        return None
+@dataclass
+class Options:
+    # what to run
+    patterns: tuple = ATTN_PATTERNS          # attention patterns, comma-separated
+    seeds: str = "design"                    # 'design' (5 dense/sp/window, 3 others, 2 reformer), or K: seeds 0..K-1
+    budgets: tuple = ("half", "full")        # full = one pass over the train split (full_tokens), half = half
+    lr_sweep: tuple = (7.5e-4, 1.5e-3, 3e-3)  # learning rates tried at the half budget, seed 0; one rate: no sweep
+    n_head: int = 16
+    block_size: int = 1024
+    dataset: str = "pystdlib"
+    # training (any other TrainConfig key, e.g. --n_layer, --compile, passes through)
+    batch_tokens: int = 16384                # tokens per optimizer step: batch_size = batch_tokens / block_size
+    full_tokens: int = 0                     # tokens of the full budget; 0: one pass over the train split
+    warmup_frac: float = 0.05                # warmup steps, as a share of the run's steps
+    eval_interval: int = 400                 # steps between in-training evaluations and checkpoints (< 1 min)
+    eval_iters: int = 10                     # batches of an in-training evaluation: a cheap subset
+    # the evaluation after training (evaluate.py)
+    eval_batch: int = 8                      # windows per forward pass
+    bucket: int = 64                         # positions per bucket of the loss by position
+    copy_span: int = 32                      # tokens of the copied span
+    copy_distances: tuple = (32, 96, 192, 384, 768)  # distances between a token and its copy
+    copy_windows: int = 64                   # validation windows of the copy probe
+    ablate: tuple = ("sp",)                  # patterns whose heads are ablated one by one (full budget)
+    ablation_windows: int = 64               # validation windows of the head ablation
+    head_windows: int = 8                    # validation windows for sigma and entropy
+    # where, and for how long
+    results_dir: str = "results/quality"
+    runs_dir: str = "out-quality"            # checkpoints and train.py's logs (not committed)
+    max_minutes: float = 0.0                 # stop cleanly, checkpoint saved, before this many minutes; 0: no limit
+    keep_checkpoints: bool = False           # keep each run's ckpt.pt after its evaluation
+    dry_run: bool = False                    # print the plan and what is done; run nothing
+    report_only: bool = False                # rebuild table.md and the figures from the CSVs; run nothing
 
 
 # -----------------------------------------------------------------------------
-# Report: everything from results_dir/logs
+# The plan
 
-def read_run(csv_path):
-    with open(csv_path) as f:
-        rows = list(csv.DictReader(f))
-    info = {}
-    if os.path.exists(csv_path[:-4] + ".json"):
-        with open(csv_path[:-4] + ".json") as f:
-            info = json.load(f)
-    evals = [(int(r["iter"]), float(r["val_loss"]), float(r["elapsed_s"])) for r in rows if r["val_loss"]]
-    steps = [(int(r["iter"]), float(r["tokens_per_s"])) for r in rows if r["tokens_per_s"]]
-    max_iter = max([i for i, _, _ in evals] + [i for i, _ in steps] + [1])
-    warm = max(20, max_iter // 10)  # the first tenth (compilation, autotuning, caches) is left out
-    speed = [t for i, t in steps if i >= warm]
-    name = os.path.basename(csv_path)[:-4]
-    return dict(name=name, pattern=info.get("pattern", name.rsplit("_s", 1)[0]),
-                seed=info.get("seed", name.rsplit("_s", 1)[-1]), evals=evals,
-                final_val=evals[-1][1] if evals else float("nan"), last_iter=evals[-1][0] if evals else 0,
-                best_val=min(v for _, v, _ in evals) if evals else float("nan"),
-                tokens_per_s=statistics.median(speed) if speed else float("nan"),
-                pairs_share=info.get("pairs_share", float("nan")), wall_s=info.get("wall_s", float("nan")),
-                error=info.get("error"), info=info)
+@dataclass(frozen=True)
+class Run:
+    """One training run. The runs of one seed differ only in pattern (and lr): they are paired."""
+    pattern: str
+    n_head: int
+    block_size: int
+    seed: int
+    budget: str                              # 'half' or 'full'
+    lr: float | None                         # None: the pattern's lr sweep has not finished
+
+    @property
+    def name(self):
+        return f"{self.pattern}_h{self.n_head}_n{self.block_size}_{self.budget}_lr{R.fmt_lr(self.lr)}_s{self.seed}"
+
+    @property
+    def key(self):
+        """Its identity in every CSV of results_dir: the values of report.KEY as written there."""
+        return (self.pattern, str(self.n_head), str(self.block_size), str(self.seed), self.budget, R.fmt_lr(self.lr))
 
 
-def report(results_dir, patterns=None):
-    logs = os.path.join(results_dir, "logs")
-    runs = [read_run(os.path.join(logs, f)) for f in sorted(os.listdir(logs)) if f.endswith(".csv")]
-    if patterns:
-        runs = [r for r in runs if r["pattern"] in patterns]
-    if not runs:
-        raise ConfigError(f"no logs in {logs}: run compare.py without --report_only first")
-    order = {p: i for i, p in enumerate(ATTN_PATTERNS)}
-    runs.sort(key=lambda r: (order.get(r["pattern"], 99), str(r["seed"])))
-    by_pattern = {}
-    for r in runs:
-        by_pattern.setdefault(r["pattern"], []).append(r)
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    dense = by_pattern.get("dense")
-    dense_final = mean([r["final_val"] for r in dense]) if dense else None
-    dense_speed = mean([r["tokens_per_s"] for r in dense]) if dense else None
-    table = []
-    for p, rs in by_pattern.items():
-        fin = [r["final_val"] for r in rs]
-        row = dict(pattern=p, seeds=len(rs), final_val=mean(fin), final_val_spread=max(fin) - min(fin),
-                   best_val=mean([r["best_val"] for r in rs]), tokens_per_s=mean([r["tokens_per_s"] for r in rs]),
-                   pairs_share=rs[0]["pairs_share"], wall_s=mean([r["wall_s"] for r in rs]),
-                   iters=rs[0]["last_iter"])
-        row["val_vs_dense"] = row["final_val"] / dense_final - 1 if dense_final else float("nan")
-        row["speed_vs_dense"] = row["tokens_per_s"] / dense_speed if dense_speed else float("nan")
-        table.append(row)
-    cols = ["pattern", "seeds", "iters", "final_val", "final_val_spread", "best_val", "val_vs_dense",
-            "tokens_per_s", "speed_vs_dense", "pairs_share", "wall_s"]
-    with open(os.path.join(results_dir, "table.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, cols)
-        w.writeheader()
-        for row in table:
-            w.writerow({c: (f"{row[c]:.5g}" if isinstance(row[c], float) else row[c]) for c in cols})
-    with open(os.path.join(results_dir, "runs.csv"), "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["run", "pattern", "seed", "final_val", "best_val", "tokens_per_s", "pairs_share", "wall_s", "error"])
-        for r in runs:
-            w.writerow([r["name"], r["pattern"], r["seed"], f"{r['final_val']:.5f}", f"{r['best_val']:.5f}",
-                        f"{r['tokens_per_s']:.0f}", f"{r['pairs_share']:.4f}", r["wall_s"], r["error"] or ""])
-    lines = ["| pattern | seeds | final val loss | vs dense | best val loss | tokens/s | vs dense | "
-             "causal pairs computed | wall s |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for row in table:
-        spread = f" ± {row['final_val_spread'] / 2:.4f}" if row["seeds"] > 1 else ""
-        vs_val = "n/a" if dense_final is None else f"{row['val_vs_dense']:+.2%}"
-        vs_speed = "n/a" if dense_speed is None else f"{row['speed_vs_dense']:.2f}x"
-        lines.append(f"| `{row['pattern']}` | {row['seeds']} | {row['final_val']:.4f}{spread} | {vs_val} | "
-                     f"{row['best_val']:.4f} | {row['tokens_per_s']:,.0f} | {vs_speed} | "
-                     f"{row['pairs_share']:.1%} | {row['wall_s']:.0f} |")
-    md = "\n".join(lines) + "\n"
-    with open(os.path.join(results_dir, "table.md"), "w") as f:
-        f.write(md)
-    plot(runs, os.path.join(results_dir, "loss.png"))
-    print(md)
-    return table
+def seeds_of(o, pattern):
+    return DESIGN_SEEDS.get(pattern, 3) if o.seeds == "design" else int(o.seeds)
 
 
-def plot(runs, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
-    colors = {p: plt.cm.tab10(i) for i, p in enumerate(ATTN_PATTERNS)}
-    seen = set()
-    for r in runs:
-        if not r["evals"]:
+def plan(o, lrs):
+    """Every run of this call's setting, in order: the lr sweep (seed 0, half budget, each --lr_sweep
+    rate; none with one rate), then seed by seed and budget by budget every pattern at its chosen rate
+    lrs[pattern] (None while unchosen). The sweep's run at the chosen rate is also that pattern's
+    seed-0 half-budget run, so it appears once."""
+    H, N = o.n_head, o.block_size
+    sweep = [Run(p, H, N, 0, "half", lr) for p in o.patterns for lr in o.lr_sweep] if len(o.lr_sweep) > 1 else []
+    seeded = [Run(p, H, N, s, b, lrs.get(p)) for s in range(max(seeds_of(o, p) for p in o.patterns))
+              for b in o.budgets for p in o.patterns if s < seeds_of(o, p)]
+    if sweep:  # an unchosen seed-0 half-budget run will be one of the sweep's
+        seeded = [r for r in seeded if not (r.lr is None and r.seed == 0 and r.budget == "half")]
+    return list(dict.fromkeys(sweep + seeded))
+
+
+def iters_of(budget, full_tokens, batch_tokens):
+    """Optimizer steps of a budget: its tokens over the tokens per step, rounded."""
+    return max(1, round(BUDGETS[budget] * full_tokens / batch_tokens))
+
+
+def train_config(run, o, base, full_tokens):
+    """The TrainConfig of a run: `base` (TRAIN_DEFAULTS and the command line's TrainConfig keys) with
+    the run's pattern, seed and lr, and a schedule of its own budget's length."""
+    iters = iters_of(run.budget, full_tokens, o.batch_tokens)
+    return T.TrainConfig(**{
+        **base, "dataset": o.dataset, "attn": run.pattern, "n_head": run.n_head, "block_size": run.block_size,
+        "seed": run.seed, "learning_rate": run.lr, "min_lr": run.lr / 10, "max_iters": iters,
+        "lr_decay_iters": iters, "warmup_iters": round(o.warmup_frac * iters),
+        "batch_size": o.batch_tokens // (run.block_size * base["gradient_accumulation_steps"]),
+        "eval_interval": min(o.eval_interval, iters), "eval_iters": o.eval_iters,
+        "out_dir": os.path.join(o.runs_dir, run.name)})
+
+
+def choose_lrs(o, save=True):
+    """{pattern: lr} of this call's setting. A pattern's rate is chosen once all its sweep runs (seed 0,
+    half budget, each --lr_sweep rate) are in runs.csv: the rate of the lowest full-validation loss (a
+    run that diverged counts as +inf); with one rate, that rate. A choice is kept in results_dir/lr.json
+    (when `save`), and later calls use it even if their --lr_sweep differs."""
+    path = os.path.join(o.results_dir, "lr.json")
+    store = json.load(open(path)) if os.path.exists(path) else {}
+    chosen = store.setdefault(R.setting_name(o.n_head, o.block_size), {})
+    runs = {R.key_of(r): r for r in R.read_csv(os.path.join(o.results_dir, "runs.csv"))}
+    new = False
+    for p in o.patterns:
+        sweep = {lr: runs.get(Run(p, o.n_head, o.block_size, 0, "half", lr).key) for lr in o.lr_sweep}
+        if p in chosen or (len(o.lr_sweep) > 1 and None in sweep.values()):
             continue
-        it, val, el = zip(*r["evals"])
-        style = "-" if r["pattern"] not in seen else "--"
-        label = r["pattern"] if r["pattern"] not in seen else None
-        seen.add(r["pattern"])
-        lw = 2.2 if r["pattern"] in ("sp", "dense") else 1.2
-        axes[0].plot(it, val, style, color=colors.get(r["pattern"]), label=label, lw=lw)
-        axes[1].plot(el, val, style, color=colors.get(r["pattern"]), lw=lw)
-    finals = [r["final_val"] for r in runs if r["evals"]]
-    lo = min(finals)
-    axes[0].set_ylim(lo - 0.05, max(finals) + 0.3)
-    axes[0].set_xlabel("iteration")
-    axes[1].set_xlabel("wall-clock seconds (evaluations included)")
-    axes[0].set_ylabel("validation loss")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    axes[0].legend(title="attn (dashed: more seeds)")
-    info = runs[0]["info"]
-    cfg = info.get("config", {})
-    fig.suptitle(f"{cfg.get('dataset', '?')}, N={cfg.get('block_size', '?')}, {cfg.get('n_layer', '?')} layers x "
-                 f"{cfg.get('n_head', '?')} heads x {cfg.get('n_embd', '?')}, batch {cfg.get('batch_size', '?')}; "
-                 f"{info.get('device', '?')}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        losses = {R.fmt_lr(lr): float(r["val_loss"]) for lr, r in sweep.items() if r is not None}
+        best = min(o.lr_sweep, key=lambda lr: R.nan_last(losses.get(R.fmt_lr(lr), math.inf)))
+        chosen[p], new = dict(lr=best, sweep=losses), True
+        if losses:
+            edge = " (at the edge of --lr_sweep: a wider sweep may do better)" if best in (min(o.lr_sweep), max(o.lr_sweep)) else ""
+            print(f"lr for {p} at {R.setting_name(o.n_head, o.block_size)}: {best:g}{edge}; half-budget seed-0 val "
+                  f"loss by lr: {', '.join(f'{k}: {v:.4f}' for k, v in losses.items())}", flush=True)
+    if new and save:
+        os.makedirs(o.results_dir, exist_ok=True)
+        write_atomic(path, json.dumps(store, indent=1, sort_keys=True) + "\n")
+    return {p: c["lr"] for p, c in chosen.items()}
+
+
+# -----------------------------------------------------------------------------
+# Running the plan
+
+def run_experiment(o, base):
+    """Run what is left of the plan, in order, until it is done or the time (--max_minutes) is up; then
+    say what is left."""
+    splits, data = check_data(o)
+    check_experiment(o, base, data)
+    full_tokens = o.full_tokens or data["train_tokens"]
+    windows = E.val_windows(splits["val"], o.block_size)
+    clock = Clock(o.max_minutes)
+    while True:
+        done = {R.key_of(r) for r in R.read_csv(os.path.join(o.results_dir, "runs.csv"))}
+        todo = [r for r in plan(o, choose_lrs(o)) if r.key not in done]
+        ready = [r for r in todo if r.lr is not None]
+        if not ready or not run_one(ready[0], o, base, full_tokens, windows, clock):
+            break
+    say_left(o, todo, full_tokens)
+
+
+class Clock:
+    """The time this call may still use (--max_minutes), and what a run needs of it."""
+
+    def __init__(self, max_minutes):
+        self.deadline = time.time() + 60 * max_minutes if max_minutes > 0 else math.inf
+        self.analysis_s = FIRST_ANALYSIS_S   # the longest evaluation of this call so far, with a margin
+
+    def left(self):
+        return self.deadline - time.time()
+
+    def training_s(self):
+        """Seconds a run may train now: what is left, less its set-up and the evaluation after it."""
+        return self.left() - SETUP_S - self.analysis_s
+
+    def timed_analysis(self, seconds):
+        self.analysis_s = max(self.analysis_s, 1.5 * seconds)
+
+
+def run_one(run, o, base, full_tokens, windows, clock):
+    """Train `run` (from scratch, or on from its checkpoint), then evaluate it and write its rows.
+    False when this call's time ran out first (what is done is saved, and the next call goes on)."""
+    cfg = train_config(run, o, base, full_tokens)
+    if checkpoint_state(cfg) != cfg.max_iters:
+        outcome = train_run(run, cfg, o, clock)
+        if outcome != "trained":
+            return outcome == "diverged"  # a diverged run is a result (its row is written)
+    if clock.left() < clock.analysis_s:
+        return False
+    t0 = time.time()
+    analyse(run, cfg, o, windows)
+    clock.timed_analysis(time.time() - t0)
+    if not o.keep_checkpoints:
+        os.remove(os.path.join(cfg.out_dir, "ckpt.pt"))
+    return True
+
+
+def train_run(run, cfg, o, clock):
+    """Train the run from scratch, or on from its checkpoint, within this call's time. Returns
+    'trained', 'stopped' (the time limit or Ctrl-C: the checkpoint is saved; or too little time to
+    start) or 'diverged' (a NaN loss, e.g. too high a rate in the sweep: its runs.csv row says so)."""
+    state = checkpoint_state(cfg)
+    if state == "other":
+        print(f"{cfg.out_dir} holds a checkpoint of other settings: starting this run afresh")
+    if not isinstance(state, int):
+        shutil.rmtree(cfg.out_dir, ignore_errors=True)
+    if clock.training_s() < MIN_TRAIN_S:
+        return "stopped"
+    resume = isinstance(state, int)
+    print(f"=== {run.name}: {f'resuming at iter {state}' if resume else 'training'}, {cfg.max_iters} iters of "
+          f"{o.batch_tokens:,} tokens", flush=True)
+    t0 = time.time()
+    try:
+        T.train(dataclasses.replace(cfg, init_from="resume" if resume else "scratch",
+                                    time_limit_s=0.0 if math.isinf(clock.deadline) else clock.training_s()))
+    except FloatingPointError as e:
+        wall_s = add_wall_s(cfg.out_dir, time.time() - t0)
+        save_rows(o, "runs.csv", run, [dict(tokens=cfg.max_iters * o.batch_tokens, iters=cfg.max_iters,
+                                            val_loss=math.nan, wall_s=f"{wall_s:.1f}", error=str(e).split(";")[0])])
+        shutil.rmtree(cfg.out_dir, ignore_errors=True)
+        return "diverged"
+    add_wall_s(cfg.out_dir, time.time() - t0)
+    return "trained" if checkpoint_state(cfg) == cfg.max_iters else "stopped"
+
+
+def analyse(run, cfg, o, windows):
+    """Evaluate the trained run (evaluate.py) and write its rows; its runs.csv row last."""
+    device = T.pick_device(cfg)
+    model, ckpt = load_model(cfg.out_dir, device)
+    autocast = autocast_of(cfg, device)
+    print(f"=== {run.name}: evaluating on {len(windows)} validation windows", flush=True)
+    full = E.full_loss(model, windows, o.eval_batch, autocast, o.bucket)
+    copy = E.copy_probe(model, E.spread(windows, o.copy_windows), o.copy_distances, o.copy_span, o.eval_batch,
+                        autocast)
+    ablation = []
+    if run.pattern in o.ablate and run.budget == "full":
+        ablation = E.head_ablation(model, E.spread(windows, o.ablation_windows), o.eval_batch, autocast, o.bucket)
+    stats = E.head_stats(model, E.spread(windows, o.head_windows)) if heads.supports_probs(model) else {}
+    save_rows(o, "by_position.csv", run, [dict(bucket=s, positions=n, loss=v) for s, n, v in full["buckets"]])
+    save_rows(o, "copy_probe.csv", run, copy)
+    save_rows(o, "ablation.csv", run, ablation)
+    save_rows(o, "runs.csv", run, [dict(
+        tokens=cfg.max_iters * o.batch_tokens, iters=cfg.max_iters, val_loss=full["loss"],
+        best_val_loss=ckpt["best_val_loss"], tokens_per_s=f"{median_speed(cfg.out_dir, cfg.max_iters):.0f}",
+        wall_s=f"{add_wall_s(cfg.out_dir, 0):.1f}", sigma=stats.get("sigma", ""), entropy=stats.get("entropy", ""),
+        device=torch.cuda.get_device_name(device) if device.startswith("cuda") else device)])
+    gains = ", ".join(f"{r['distance']}: {r['gain']:+.3f}" for r in copy)
+    print(f"=== {run.name}: val loss {full['loss']:.4f}; copy gain by distance {gains}", flush=True)
+    del model
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+
+
+def checkpoint_state(cfg):
+    """The iteration of cfg.out_dir's checkpoint; None when there is none, 'other' when it was trained
+    with other settings (whatever this call may change, time limit and device aside)."""
+    path = os.path.join(cfg.out_dir, "ckpt.pt")
+    if not os.path.exists(path):
+        return None
+    ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)  # mmap: only what is read
+    free = PER_CALL + ("out_dir", "init_from", "time_limit_s")
+    same = all(ckpt["config"].get(k) == v for k, v in dataclasses.asdict(cfg).items() if k not in free)
+    return ckpt["iter_num"] if same else "other"
+
+
+def add_wall_s(out_dir, seconds):
+    """Add seconds to the run's training time (kept in out_dir/wall_s.txt across calls); the total."""
+    path = os.path.join(out_dir, "wall_s.txt")
+    total = (float(open(path).read()) if os.path.exists(path) else 0.0) + seconds
+    os.makedirs(out_dir, exist_ok=True)
+    write_atomic(path, f"{total}\n")
+    return total
+
+
+def median_speed(out_dir, iters):
+    """Median training tokens/s of the run's logged steps (train.py's log.csv), its first tenth left out."""
+    with open(os.path.join(out_dir, "log.csv")) as f:
+        rows = [(int(r["iter"]), float(r["tokens_per_s"])) for r in csv.DictReader(f) if r["tokens_per_s"]]
+    steady = [v for i, v in rows if i >= iters // 10] or [v for _, v in rows]
+    return statistics.median(steady) if steady else math.nan
+
+
+def autocast_of(cfg, device):
+    """The autocast context training ran under (bf16 on a CUDA GPU for dtype='auto'), for evaluation."""
+    device_type = "cuda" if device.startswith("cuda") else device
+    dtype = T.pick_dtype(cfg, device_type)
+    return nullcontext() if dtype == "float32" else torch.autocast(device_type, dtype=getattr(torch, dtype))
+
+
+def say_left(o, todo, full_tokens):
+    if not todo:
+        print(f"nothing left: every run of this plan is in {os.path.join(o.results_dir, 'runs.csv')}")
+        return
+    tokens = sum(iters_of(r.budget, full_tokens, o.batch_tokens) * o.batch_tokens for r in todo)
+    names = ", ".join(r.name for r in todo[:4]) + (", ..." if len(todo) > 4 else "")
+    print(f"left: {len(todo)} runs ({sum(r.budget == 'half' for r in todo)} half, {sum(r.budget == 'full' for r in todo)} "
+          f"full budget; {tokens / 1e6:,.1f} M tokens of training): {names}. Run the same command again to continue.")
+
+
+# -----------------------------------------------------------------------------
+# The data, the shared settings, and the CSV files
+
+def check_data(o):
+    """The dataset's splits and its fingerprint; a ConfigError when it is missing or, for pystdlib, is
+    not the corpus the design names. pystdlib is never prepared here: its content depends on the
+    Python that prepares it."""
+    splits, _ = T.load_dataset(o.dataset, prepare=o.dataset not in DESIGN_DATA)
+    counts, want = (len(splits["train"]), len(splits["val"])), DESIGN_DATA.get(o.dataset)
+    if want and counts != want:
+        raise ConfigError(f"data/{o.dataset} holds {counts[0]:,} / {counts[1]:,} train / val tokens, not the "
+                          f"{want[0]:,} / {want[1]:,} of CPython 3.11.7's standard library that the design names: "
+                          f"prepare it with python3.11 data/{o.dataset}/prepare.py and bring train.bin and val.bin")
+    data = dict(dataset=o.dataset, train_tokens=counts[0], val_tokens=counts[1],
+                **{f"{s}_sha256": hashlib.sha256(splits[s]).hexdigest() for s in ("train", "val")})
+    return splits, data
+
+
+def check_experiment(o, base, data):
+    """results_dir/experiment.json holds what every call into results_dir shares: the data, the model and
+    optimizer, the budgets and the evaluation. The first call writes it; a later call that differs stops
+    here, before unlike runs could meet in one table."""
+    shared = {"data": data, **{k: v for k, v in {**dataclasses.asdict(o), **base}.items() if k not in PER_CALL}}
+    shared = json.loads(json.dumps(shared))  # as it reads back: tuples become lists
+    path = os.path.join(o.results_dir, "experiment.json")
+    if not os.path.exists(path):
+        os.makedirs(o.results_dir, exist_ok=True)
+        write_atomic(path, json.dumps(shared, indent=1, sort_keys=True) + "\n")
+        return
+    old = json.load(open(path))
+    for k in sorted(set(old) | set(shared)):
+        if old.get(k) != shared.get(k):
+            raise ConfigError(f"{path} has {k}={old.get(k)!r} but this call has {k}={shared.get(k)!r}: run with "
+                              "the same settings, or give another --results_dir")
+
+
+def save_rows(o, name, run, rows):
+    """Put `run`'s rows (dicts of the other columns of report.COLUMNS[name]) into results_dir/name in
+    place of any it had: a run evaluated twice (a call killed before its runs.csv row) keeps one set.
+    Written to a temporary file and renamed: a killed call leaves the old file whole."""
+    path = os.path.join(o.results_dir, name)
+    old = [r for r in R.read_csv(path) if R.key_of(r) != run.key]
+    if not rows and not os.path.exists(path):
+        return
+    new = [{**dict(zip(R.KEY, run.key)), **{k: f"{v:.6f}" if isinstance(v, float) else v for k, v in r.items()}}
+           for r in rows]
+    os.makedirs(o.results_dir, exist_ok=True)
+    with open(path + ".tmp", "w", newline="") as f:
+        writer = csv.DictWriter(f, R.COLUMNS[name], restval="")
+        writer.writeheader()
+        writer.writerows(old + new)
+    os.replace(path + ".tmp", path)
+
+
+def write_atomic(path, text):
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+# -----------------------------------------------------------------------------
+# The command line
+
+def parse_args(argv):
+    """(Options, base TrainConfig settings) from --key=value arguments (--dry_run alone means True);
+    a ConfigError names the first that cannot work."""
+    fields = {f.name: f.default for f in dataclasses.fields(Options)}
+    train_fields = {f.name: f.type for f in dataclasses.fields(T.TrainConfig)}
+    values, base = {}, dict(TRAIN_DEFAULTS)
+    for arg in argv:
+        key, eq, text = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if not eq and isinstance(fields.get(key), bool):
+            eq, text = "=", "true"
+        if not eq:
+            raise ConfigError(f"argument {arg!r} must look like --key=value (--help lists the options)")
+        if key in fields:
+            default = fields[key]
+            kind = type(default[0]) if isinstance(default, tuple) else type(default)
+            values[key] = (tuple(T.parse_value(key, t, kind) for t in text.split(",") if t)
+                           if isinstance(default, tuple) else T.parse_value(key, text, kind))
+        elif key in train_fields and key not in PER_RUN:
+            base[key] = T.parse_value(key, text, train_fields[key])
+        else:
+            raise ConfigError(f"unknown option --{key}: compare.py --help lists its options; any other TrainConfig "
+                              f"key passes through, except those set per run ({', '.join(PER_RUN)})")
+    o = Options(**values)
+    check_options(o, base)
+    return o, base
+
+
+def check_options(o, base):
+    """Raise a ConfigError naming the first option that cannot work, before anything slow happens."""
+    for p in o.patterns + o.ablate:
+        if p not in ATTN_PATTERNS:
+            raise ConfigError(f"unknown pattern {p!r}; choose among {', '.join(ATTN_PATTERNS)}")
+    if not o.patterns or not o.budgets or set(o.budgets) - set(BUDGETS):
+        raise ConfigError(f"--patterns needs one pattern at least and --budgets half and/or full; got "
+                          f"{','.join(o.patterns)!r} and {','.join(o.budgets)!r}")
+    if o.seeds != "design" and not (o.seeds.isdigit() and int(o.seeds) >= 1):
+        raise ConfigError(f"--seeds must be 'design' or a number of seeds (at least 1), got {o.seeds!r}")
+    if not o.lr_sweep or min(o.lr_sweep) <= 0:
+        raise ConfigError(f"--lr_sweep needs positive learning rates, got {','.join(map(str, o.lr_sweep))!r}")
+    step = o.block_size * base["gradient_accumulation_steps"]
+    if o.batch_tokens % step:
+        raise ConfigError(f"--batch_tokens={o.batch_tokens} must be a multiple of block_size x "
+                          f"gradient_accumulation_steps = {step}")
+    for name in ("eval_interval", "eval_iters", "eval_batch", "bucket", "copy_windows", "ablation_windows",
+                 "head_windows"):
+        if getattr(o, name) < 1:
+            raise ConfigError(f"--{name} must be at least 1, got {getattr(o, name)}")
+    if not 0 <= o.warmup_frac < 1 or o.full_tokens < 0 or o.max_minutes < 0:
+        raise ConfigError("--warmup_frac must be in [0, 1), --full_tokens and --max_minutes >= 0")
+    for d in o.copy_distances:
+        try:
+            E.check_copy(o.block_size, d, o.copy_span)
+        except ValueError as e:
+            raise ConfigError(f"--copy_distances: {e}") from None
+    T.check_config(T.TrainConfig(**{**base, "n_head": o.n_head, "block_size": o.block_size}))  # the model
+
+
+def show_plan(o, base):
+    """--dry_run: every run of the plan with its state; nothing is written."""
+    splits, data = check_data(o)
+    full_tokens = o.full_tokens or data["train_tokens"]
+    done = {R.key_of(r) for r in R.read_csv(os.path.join(o.results_dir, "runs.csv"))}
+    runs = plan(o, choose_lrs(o, save=False))
+    for r in runs:
+        iters = iters_of(r.budget, full_tokens, o.batch_tokens)
+        state = "waiting for the lr sweep" if r.lr is None else "done" if r.key in done else None
+        if state is None:
+            ckpt = checkpoint_state(train_config(r, o, base, full_tokens))
+            state = {None: "to do", "other": "to do (a checkpoint of other settings)"}.get(ckpt, f"checkpoint at iter {ckpt}")
+        print(f"{r.name:<48} {iters:>6} iters {iters * o.batch_tokens / 1e6:>8.1f} M tokens   {state}")
+    say_left(o, [r for r in runs if r.key not in done], full_tokens)
+
+
+def usage():
+    return "\n".join(["usage: python compare.py [--key=value ...]", "", __doc__.strip().split("\n\n")[1], "",
+                      "options (default, type):", T.settings_help(Options)])
 
 
 def main(argv):
+    if "-h" in argv or "--help" in argv:
+        T.print_help(usage())
+        return
     try:
-        opts, patterns, seeds, base = parse(argv)
-        if not opts["report_only"]:
-            for seed in seeds:
-                for pattern in patterns:
-                    print(f"=== {pattern} seed {seed} ===", flush=True)
-                    info = run_one(pattern, seed, base, opts)
-                    print(f"=== {pattern} seed {seed}: {info['wall_s']} s{'; ' + info['error'] if info['error'] else ''}",
-                          flush=True)
-        report(opts["results_dir"])
+        o, base = parse_args(argv)
+        if o.dry_run:
+            show_plan(o, base)
+            return
+        if not o.report_only:
+            run_experiment(o, base)
+        if o.report_only or os.path.exists(os.path.join(o.results_dir, "runs.csv")):
+            if not o.report_only and importlib.util.find_spec("matplotlib") is None:
+                print("no report here (matplotlib is not installed): run python compare.py --report_only elsewhere")
+                return
+            R.report(o.results_dir)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("\nCtrl-C: stopped; what was saved stays, and the same command continues", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ Every setting is a field of TrainConfig; a config file or --key=value may set an
 unknown key, a value of the wrong type or a model that cannot be built stops with one line saying
 so, before any data is read. The checkpoint out_dir/ckpt.pt always holds the latest state (written
 atomically), so --init_from=resume continues exactly where a run stopped: after the last iteration,
-an evaluation, or Ctrl-C.
+an evaluation, Ctrl-C, or --time_limit_s (which stops as Ctrl-C does, for jobs given a fixed time).
 
 Reading order: TrainConfig, then train() (the whole run on one screen), then the helpers it calls,
 grouped by what they do (set-up, the loop's steps, checkpoints, Ctrl-C and printing), then the
@@ -62,6 +62,7 @@ class TrainConfig:
     eval_iters: int = 200              # batches per split in an evaluation
     eval_only: bool = False            # evaluate once and stop
     init_from: str = "scratch"         # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+    time_limit_s: float = 0.0          # stop, with a checkpoint, after this many seconds of the loop (0: none)
     # data
     dataset: str = "fineweb_edu"       # a folder of data/; fineweb_edu downloads: see data/README.md
     gradient_accumulation_steps: int = 40  # micro-batches per optimizer step
@@ -140,8 +141,10 @@ def train(cfg):
                                 f"{raw_model.attn} -> dense for the last {cfg.max_iters - run.iter_num} iterations")
                     raw_model.set_attn("dense")
                     model = wrap_model(raw_model, cfg, env, console)  # a fresh compile for the new attention
+                if env.master and 0 < cfg.time_limit_s < time.time() - t_start:
+                    ctrl_c.request(f"time_limit_s={cfg.time_limit_s:g}")  # stop() tells the other processes
                 if ctrl_c.stop():  # here, between iterations, the state is whole
-                    save_on_stop(run, cfg, env, ckpt_path, console)
+                    save_on_stop(run, cfg, env, ckpt_path, console, ctrl_c.why)
                     break
                 if run.iter_num % cfg.eval_interval == 0 or run.iter_num >= cfg.max_iters:
                     losses = evaluate(model, splits, block_size, cfg, env, ctrl_c, console)
@@ -212,6 +215,8 @@ def check_config(cfg):
         raise ConfigError(f"attn_switch_frac must be in [0, 1], got {cfg.attn_switch_frac}")
     if cfg.compile_mode not in COMPILE_MODES:
         raise ConfigError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {cfg.compile_mode!r}")
+    if cfg.time_limit_s < 0:
+        raise ConfigError(f"time_limit_s must be >= 0 (0: no limit), got {cfg.time_limit_s}")
     for key in ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{key} must be at least 1, got {getattr(cfg, key)}")
@@ -566,15 +571,16 @@ def saved(run, path):
     return f"checkpoint of iter {run.saved_at} in {path}" if run.saved_at is not None else "no checkpoint written"
 
 
-def save_on_stop(run, cfg, env, path, console):
-    """After Ctrl-C: a checkpoint of the whole state, or a line that says why there is nothing to save."""
+def save_on_stop(run, cfg, env, path, console, why="Ctrl-C"):
+    """After Ctrl-C (or the time limit, `why`): a checkpoint of the whole state, or a line that says why
+    there is nothing to save."""
     if cfg.eval_only:
-        console.say("Ctrl-C: stopped; eval_only trains nothing, so there is nothing to save")
+        console.say(f"{why}: stopped; eval_only trains nothing, so there is nothing to save")
     elif run.iter_num == 0:
-        console.say("Ctrl-C: stopped before the first training step: nothing to save")
+        console.say(f"{why}: stopped before the first training step: nothing to save")
     else:
         checkpoint(run, cfg, env, path)
-        console.say(f"Ctrl-C: saved {path} at iter {run.iter_num}; continue with --init_from=resume")
+        console.say(f"{why}: saved {path} at iter {run.iter_num}; continue with --init_from=resume")
 
 
 def save_checkpoint(path, state):
@@ -611,7 +617,11 @@ class CtrlC:
     second Ctrl-C raises KeyboardInterrupt wherever the run is, for a user who will not wait."""
 
     def __init__(self, env):
-        self.env, self.requested = env, False
+        self.env, self.requested, self.why = env, False, "Ctrl-C"
+
+    def request(self, why):
+        """Ask the loop to stop as Ctrl-C does, for another reason (the time limit), named in its message."""
+        self.requested, self.why = True, why
 
     def __enter__(self):
         self.previous = signal.signal(signal.SIGINT, self.on_sigint)
@@ -760,20 +770,27 @@ def parse_args(argv):
 
 
 def option_line(name, default, text):
-    """One line of a --help listing: --name=default, its type, what it does."""
+    """One line of a --help listing: --name=default, its type, what it does (a tuple is a list: a,b,c)."""
     shown = repr(default) if isinstance(default, str) and not default.isprintable() else default
-    return f"    {f'--{name}={shown}':<36} {type(default).__name__:<6} {text}".rstrip()
+    kind = type(default).__name__
+    if isinstance(default, tuple):
+        shown, kind = ",".join(str(v) for v in default), "list"
+    return f"    {f'--{name}={shown}':<36} {kind:<6} {text}".rstrip()
 
 
 def usage():
-    """The --help text: the usage line, then every setting of TrainConfig in its order, with its
-    default, type and the comment it has there (read from this file, so the two never differ)."""
-    lines = [USAGE, "",
-             "Config files (plain Python assignments) and then --key=value set the settings below;",
-             f"a later one wins. Start with: {QUICK_START}", f"or, on a CPU: {CPU_QUICK_START}", "",
-             "settings (default, type):"]
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    for line in inspect.getsource(TrainConfig).splitlines():
+    """The --help text: the usage line, then every setting of TrainConfig (settings_help)."""
+    return "\n".join([USAGE, "",
+                      "Config files (plain Python assignments) and then --key=value set the settings below;",
+                      f"a later one wins. Start with: {QUICK_START}", f"or, on a CPU: {CPU_QUICK_START}", "",
+                      "settings (default, type):", settings_help(TrainConfig)])
+
+
+def settings_help(cls):
+    """Every field of the dataclass cls in its order, with its default, type and the comment it has in
+    the source (read from there, so the two never differ); comment lines become group headings."""
+    lines, fields = [], {f.name: f for f in dataclasses.fields(cls)}
+    for line in inspect.getsource(cls).splitlines():
         code, _, comment = line.strip().partition("#")
         name = code.split(":")[0].strip()
         if not code:  # a comment line: the heading of a group of settings

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import torch
@@ -84,6 +85,30 @@ def test_resume_continues_exactly(tmp_path):
     assert [it for it, _ in straight] == list(range(20))
     assert straight == first + second
     assert straight[-1][1] < straight[0][1]
+
+
+def test_time_limit_stops_with_a_checkpoint_and_resume_finishes_exactly(tmp_path, monkeypatch, capsys):
+    # compare.py's --max_minutes rests on this: a clock that moves one second per training step stops
+    # the run after the step that passes time_limit_s, with a checkpoint; resume then ends as a
+    # straight run does
+    args = TINY + ["--max_iters=10", "--eval_interval=5"]
+    straight = train.train(train.parse_args(args + [f"--out_dir={tmp_path}/a"]))
+    clock, real_step = {"now": 0.0}, train.train_step
+
+    def step(*a):
+        clock["now"] += 1.0
+        return real_step(*a)
+
+    monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: clock["now"]))
+    monkeypatch.setattr(train, "train_step", step)
+    first = train.train(train.parse_args(args + [f"--out_dir={tmp_path}/b", "--time_limit_s=3.5"]))
+    monkeypatch.undo()
+    assert f"time_limit_s=3.5: saved {tmp_path}/b/ckpt.pt at iter 4" in capsys.readouterr().out
+    assert torch.load(f"{tmp_path}/b/ckpt.pt", weights_only=False)["iter_num"] == 4
+    second = train.train(train.parse_args(args + [f"--out_dir={tmp_path}/b", "--init_from=resume"]))
+    assert [i for i, _ in first] == list(range(4)) and first + second == straight
+    with pytest.raises(ConfigError, match="time_limit_s must be >= 0"):
+        train.parse_args(["--time_limit_s=-1"])
 
 
 def test_config_file_and_overrides(tmp_path):
