@@ -637,11 +637,11 @@ def _plan(kind, bands, B, T, D, dtype, device):
     the launch), and saves GPU time on every tile. So descriptors are used when the pass visits at
     least TMA_MIN_TILES tiles, where the GPU work outweighs the host's (docs/kernel.md measures both).
     """
-    cfg = _launch_config(kind, D, dtype, T, tma=True)
+    cfg = _launch_config(kind, D, dtype, T, tma=False)  # the tiles; TMA only adds a cap and a check
     schedule, tiles = _schedule(bands, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "k" if kind == "dkdv" else "q", device)
     tma = _tma_on(device) and (B * tiles >= TMA_MIN_TILES or _interpreting())
-    if not tma:
-        cfg = _launch_config(kind, D, dtype, T, tma=False)  # the same tiles, without the register cap
+    if tma:
+        cfg = _launch_config(kind, D, dtype, T, tma=True)
     meta = dict(NI=_intervals(schedule), HEAD_DIM=D, DOT_PREC=_dot_precision(dtype), TMA=tma, **cfg)
     return _Plan(schedule, meta, {})
 

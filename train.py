@@ -394,14 +394,19 @@ def wrap_model(model, cfg, env, console):
     return model
 
 
+def fixed_batch(model, data, cfg, env):
+    """One micro-batch of `data` drawn by its own seeded generator: the run's data order is untouched."""
+    block_size = model.config.block_size
+    ix = sample_starts(data, block_size, cfg.batch_size, torch.Generator().manual_seed(0))
+    return get_batch(data, ix, block_size, env.device)
+
+
 def warm_up(model, data, cfg, env):
     """One forward and backward of a micro-batch, gradients and random state left as they were. The
     band kernel makes small tables on the GPU at its first call for a shape (its schedule) and keeps
     them; CUDA graphs (compile_mode='reduce-overhead') own every allocation made while they record,
     and refuse tensors that outlive a step, so those first calls must happen before."""
-    block_size = model.config.block_size
-    ix = sample_starts(data, block_size, cfg.batch_size, torch.Generator().manual_seed(0))
-    X, Y = get_batch(data, ix, block_size, env.device)
+    X, Y = fixed_batch(model, data, cfg, env)
     with torch.random.fork_rng(devices=[env.device]), env.autocast:
         model(X, Y)[1].backward()
     model.zero_grad(set_to_none=True)
@@ -411,9 +416,7 @@ def time_forward(model, data, cfg, env):
     """Seconds of one forward pass of a micro-batch, without gradients, in eval mode: no dropout, so
     the random stream (and an exact resume) is left alone. A first pass on one sequence takes the
     one-time costs (memory, lazy set-up) out of the measured one."""
-    block_size = model.config.block_size
-    ix = sample_starts(data, block_size, cfg.batch_size, torch.Generator().manual_seed(0))
-    X, Y = get_batch(data, ix, block_size, env.device)
+    X, Y = fixed_batch(model, data, cfg, env)
     model.eval()
     with torch.no_grad(), env.autocast:
         model(X[:1], Y[:1])
