@@ -85,7 +85,7 @@ class Options:
     patterns: tuple = ATTN_PATTERNS          # attention patterns, comma-separated
     seeds: str = "design"                    # 'design' (5 dense/sp/window, 3 others, 2 reformer), or K: seeds 0..K-1
     budgets: tuple = ("half", "full")        # full = one pass over the train split (full_tokens), half = half
-    lr_sweep: tuple = (7.5e-4, 1.5e-3, 3e-3)  # learning rates tried at the half budget, seed 0; one rate: no sweep
+    lr_sweep: tuple = (3.75e-4, 7.5e-4, 1.5e-3)  # rates tried at the half budget, seed 0; one rate: no sweep
     n_head: int = 16
     block_size: int = 1024
     dataset: str = "pystdlib"
@@ -141,12 +141,14 @@ def seeds_of(o, pattern):
 
 
 def plan(o, lrs):
-    """Every run of this call's setting, in order: the lr sweep (seed 0, half budget, each --lr_sweep
-    rate; none with one rate), then seed by seed and budget by budget every pattern at its chosen rate
-    lrs[pattern] (None while unchosen). The sweep's run at the chosen rate is also that pattern's
-    seed-0 half-budget run, so it appears once."""
+    """Every run of this call's setting, in order: the lr sweep of each pattern whose rate is not chosen
+    yet (seed 0, half budget, each --lr_sweep rate; none with one rate), then seed by seed and budget by
+    budget every pattern at its chosen rate lrs[pattern] (None while unchosen). The sweep's run at the
+    chosen rate is also that pattern's seed-0 half-budget run, so it appears once. A pattern chosen in an
+    earlier call keeps its rate and sweeps nothing, whatever this call's --lr_sweep."""
     H, N = o.n_head, o.block_size
-    sweep = [Run(p, H, N, 0, "half", lr) for p in o.patterns for lr in o.lr_sweep] if len(o.lr_sweep) > 1 else []
+    sweep = [Run(p, H, N, 0, "half", lr) for p in o.patterns if p not in lrs
+             for lr in o.lr_sweep] if len(o.lr_sweep) > 1 else []
     seeded = [Run(p, H, N, s, b, lrs.get(p)) for s in range(max(seeds_of(o, p) for p in o.patterns))
               for b in o.budgets for p in o.patterns if s < seeds_of(o, p)]
     if sweep:  # an unchosen seed-0 half-budget run will be one of the sweep's

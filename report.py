@@ -25,7 +25,9 @@ Verdicts, the issue's criteria:
                       starts at MATCH_FROM = 384 or later
     sp beats X        the interval of sp - X lies below 0 at both budgets
 Each reads "yes", "no (the first check that failed)" or "not enough seeds (the first check with fewer
-than 2 paired seeds)". A run that diverged (val_loss nan) is left out of every number and counted.
+than 2 paired seeds)". A failed match says which way: "lower loss than dense" (the whole interval below
+-1 %), "higher loss than dense" (above +1 %) or "not settled" (the interval reaches past +/- 1 % but
+not wholly on one side). A run that diverged (val_loss nan) is left out of every number and counted.
 """
 
 import csv
@@ -36,7 +38,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from model import ATTN_PATTERNS, ConfigError
+from model import ATTN_PATTERNS, BAND_PATTERNS, ConfigError, head_bands
 
 KEY = ("pattern", "n_head", "block_size", "seed", "budget", "lr")
 COLUMNS = {
@@ -193,7 +195,8 @@ def matches_dense(S, pattern):
                 continue
             tol = 0.01 * statistics.fmean(dense[s] for s in set(mine) & set(dense))
             if not (-tol <= lo and hi <= tol):
-                failed.append(f"{what}: {mean:+.4f} [{lo:+.4f}, {hi:+.4f}] against 1 % of dense = {tol:.4f}")
+                side = "lower loss than dense" if hi < -tol else "higher loss than dense" if lo > tol else "not settled"
+                failed.append(f"{what}: {mean:+.4f} [{lo:+.4f}, {hi:+.4f}] against 1 % of dense = {tol:.4f}: {side}")
     return says(failed, short)
 
 
@@ -207,6 +210,38 @@ def beats(S, other, pattern="sp"):
         elif hi >= 0:
             failed.append(f"{budget}: {mean:+.4f} [{lo:+.4f}, {hi:+.4f}]")
     return says(failed, short)
+
+
+def far_starts(pattern, n_head, block_size):
+    """{head: the first distance of its band beyond distance 0}, for the heads of a band pattern that
+    have one (sp's heads 2.. and sp_exclusive's heads 1..); {} for other patterns."""
+    if pattern not in BAND_PATTERNS:
+        return {}
+    return {h: min(lo for lo, hi in bands if lo > 0 and hi > lo)
+            for h, bands in enumerate(head_bands(n_head, block_size, pattern).tolist())
+            if any(lo > 0 and hi > lo for lo, hi in bands)}
+
+
+def ablation_by_reach(S, pattern, budget="full"):
+    """{(layer, head): (before, reached)}: the mean loss change (over seeds and buckets) when the head is
+    zeroed, in the buckets whose every position lies before the head's far band starts (no query there
+    can see that band) and in the buckets that start at or after it. (all buckets, nan) for a head
+    without a far band; {} without ablation rows."""
+    keys = [k for k in S.ablation if k[:2] == (pattern, budget)]
+    starts = sorted({k[4] for k in keys})
+    if not keys:
+        return {}
+    size = starts[1] - starts[0] if len(starts) > 1 else S.block_size
+    far = far_starts(pattern, S.n_head, S.block_size)
+    out = {}
+    for layer, head in sorted({k[2:4] for k in keys}):
+        deltas = {b: list(S.ablation.get((pattern, budget, layer, head, b), {}).values()) for b in starts}
+        if head not in far:
+            out[layer, head] = (mean_of([v for vs in deltas.values() for v in vs]), math.nan)
+            continue
+        out[layer, head] = (mean_of([v for b, vs in deltas.items() if b + size <= far[head] for v in vs]),
+                            mean_of([v for b, vs in deltas.items() if b >= far[head] for v in vs]))
+    return out
 
 
 # -----------------------------------------------------------------------------
@@ -246,6 +281,18 @@ def setting_md(S):
         lines += [f"| `{p}` | {b} | {mean_of([v[0] for v in S.heads[(p, b)].values()]):.4f} | "
                   f"{mean_of([v[1] for v in S.heads[(p, b)].values()]):.3f} |"
                   for p in pats for b in BUDGETS if S.heads.get((p, b))]
+    for pattern in sorted({k[0] for k in S.ablation}):
+        reach = ablation_by_reach(S, pattern)
+        if not reach:
+            continue
+        heads_ = sorted({h for _, h in reach})
+        lines += ["", f"Head ablation (`{pattern}`, full budget, mean over seeds): the loss change when one head is "
+                  "zeroed, in nats, before its far band can be reached / from where it can (one number: the head "
+                  "has no far band).", "",
+                  "| layer | " + " | ".join(f"head {h}" for h in heads_) + " |", "| ---: |" + " ---: |" * len(heads_)]
+        lines += [f"| {layer} | " + " | ".join(
+            f"{a:+.4f}" if math.isnan(b) else (f"- / {b:+.4f}" if math.isnan(a) else f"{a:+.4f} / {b:+.4f}")
+            for a, b in (reach[layer, h] for h in heads_)) + " |" for layer in sorted({l for l, _ in reach})]
     if S.sweep:
         rates = sorted({float(lr) for sw in S.sweep.values() for lr in sw})
         lines += ["", "Learning-rate sweep (half budget, seed 0; full validation loss; * chosen):", "",

@@ -150,10 +150,14 @@ def test_the_design_plan():
     sweep_pending = compare.plan(o, {})
     assert len([r for r in sweep_pending if r.lr is not None]) == 8 * 3      # only the sweep can run
     chosen = compare.plan(o, {p: 1.5e-3 for p in o.patterns})
-    # 24 sweep runs; seeds x budgets per pattern, less the seed-0 half-budget run the sweep made
-    assert len(chosen) == 24 + (3 * 5 + 4 * 3 + 2) * 2 - 8
-    sp = [(r.seed, r.budget) for r in chosen if r.pattern == "sp" and r.lr == 1.5e-3]
+    # chosen rates: no sweep left; seeds x budgets per pattern, the seed-0 half-budget run (the sweep's) included
+    assert len(chosen) == (3 * 5 + 4 * 3 + 2) * 2 and all(r.lr == 1.5e-3 for r in chosen)
+    sp = [(r.seed, r.budget) for r in chosen if r.pattern == "sp"]
     assert sp == [(0, "half"), (0, "full")] + [(s, b) for s in range(1, 5) for b in ("half", "full")]
+    # dense chosen in an earlier call (on another grid): no dense sweep; the others sweep this call's rates
+    some = compare.plan(o, {"dense": 7.5e-4})
+    assert {(r.pattern, r.lr) for r in some if r.pattern == "dense"} == {("dense", 7.5e-4)}
+    assert len([r for r in some if r.lr is not None and r.pattern != "dense"]) == 7 * 3
     assert compare.iters_of("full", 14_418_380, 16384) == 880 and compare.iters_of("half", 14_418_380, 16384) == 440
 
 
@@ -212,7 +216,7 @@ def test_the_report_intervals_and_verdicts_against_a_hand_computation(tmp_path):
     assert hi == pytest.approx(0.004844, abs=1e-6)
     # half budget: +0.001, +0.002, +0.003: [+0.002 -/+ 0.0024844] = [-0.000484, +0.004484], within 0.036
     assert report.paired(S.loss[("sp", "half")], S.loss[("dense", "half")])[2:] == pytest.approx((-0.000484, 0.004484), abs=1e-6)
-    assert report.matches_dense(S, "sp") == "no (full: -0.0200 [-0.0448, +0.0048] against 1 % of dense = 0.0310)"
+    assert report.matches_dense(S, "sp") == "no (full: -0.0200 [-0.0448, +0.0048] against 1 % of dense = 0.0310: not settled)"
     assert report.beats(S, "dense") == "no (half: +0.0020 [-0.0005, +0.0045])"
     table = report.table_md([S])
     assert "| `sp` | 0.001 | full | 3 | 3.0800 | -0.0200 [-0.0448, +0.0048] | 3 | 100 | 10.0 |" in table
@@ -224,6 +228,11 @@ def test_the_verdicts_read_every_bucket_from_384_and_count_seeds(tmp_path):
     assert report.matches_dense(hand_made(tmp_path, near), "sp") == "yes"
     S = hand_made(tmp_path, near, bucket_448_sp=[3.05, 3.16, 3.24])          # +0.05, +0.06, +0.04 from position 448
     assert report.matches_dense(S, "sp").startswith("no (full, positions 448+: +0.0500 [")
+    assert report.matches_dense(S, "sp").endswith(": not settled)")          # [+0.025, +0.075] reaches inside 0.031
+    S = hand_made(tmp_path, near, bucket_448_sp=[3.10, 3.21, 3.29])          # +0.10, +0.11, +0.09: [+0.075, +0.125]
+    assert report.matches_dense(S, "sp").endswith(": higher loss than dense)")
+    S = hand_made(tmp_path, [2.901, 3.002, 3.103])                            # -0.099, -0.098, -0.097: wholly below -0.031
+    assert report.matches_dense(S, "sp").startswith("no (full: -0.0980 [") and "lower loss than dense" in report.matches_dense(S, "sp")
     S = hand_made(tmp_path, [3.001])                                           # one full-budget seed of sp
     assert report.matches_dense(S, "sp") == "not enough seeds (full: 1 paired)"
     assert report.beats(hand_made(tmp_path, [2.9, 3.0, 3.1]), "dense") == "no (half: +0.0020 [-0.0005, +0.0045])"
@@ -247,3 +256,18 @@ def test_the_notebook_draws_the_results(straight, monkeypatch):
     assert kinds.count("image/png") == 2                                     # the summary and sp's ablation
     text = "".join(o["data"].get("text/markdown", "") for o in cell.outputs if "data" in o)
     assert "## 4 heads, N = 32" in text and "| pattern | matches dense | sp beats it |" in text
+
+
+def test_ablation_by_reach_splits_the_buckets_where_each_far_band_starts():
+    # sp_exclusive, 4 heads, N = 32: bands [0, 8), [8, 16), [16, 24), [24, 32); buckets of 8 positions
+    assert report.far_starts("sp_exclusive", 4, 32) == {1: 8, 2: 16, 3: 24}
+    assert report.far_starts("longformer", 4, 32) == {}
+    S = report.Setting(4, 32)
+    for h in range(4):
+        for b in (0, 8, 16, 24):
+            for seed in (0, 1):  # 1 once the head's band is reachable, 0 before; head 0 (no far band): 0.5
+                S.ablation["sp_exclusive", "full", 0, h, b][seed] = 0.5 if h == 0 else float(b >= 8 * h)
+    reach = report.ablation_by_reach(S, "sp_exclusive")
+    assert reach[0, 0][0] == 0.5 and math.isnan(reach[0, 0][1])
+    assert [reach[0, h] for h in (1, 2, 3)] == [(0.0, 1.0)] * 3
+    assert "| 0 | +0.5000 | +0.0000 / +1.0000 |" in report.table_md([S])
