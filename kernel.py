@@ -85,6 +85,9 @@ def normalize_bands(bands, n_head):
     """
     if isinstance(bands, torch.Tensor):
         out = _normalize_tensor(bands)
+    elif torch.compiler.is_compiling():
+        # dynamo traces this once with the bands as constants; through the lru_cache it would warn
+        out = _normalize_nested.__wrapped__(_as_tuples(bands))
     else:
         out = _normalize_nested(_as_tuples(bands))
     if len(out) != n_head:

@@ -7,6 +7,7 @@ there is no GPU), against both. bf16 is left out here: the interpreter's bf16 tl
 """
 import os
 import random
+import warnings
 
 import pytest
 import torch
@@ -375,6 +376,21 @@ def test_triton_outputs_in_bthd_order_and_custom_ops_check():
                      (kernel._band_bwd_op, (torch.randn_like(o), *saved, flat, 0.25))):
         result = torch.library.opcheck(op, args)
         assert set(result.values()) == {"SUCCESS"}, result
+
+
+@needs_interpreter
+def test_the_model_traces_as_one_graph_without_warnings():
+    # torch.compile(model, fullgraph=True) needs the attention call traceable without a graph break,
+    # and nothing should warn every user who compiles (dynamo warns when it traces an lru_cache)
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(n_layer=1, n_head=4, n_embd=64, block_size=32, vocab_size=97, dropout=0.0, attn="sp",
+                      attn_backend="triton"))
+    x = torch.randint(0, 97, (2, 32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        explained = torch._dynamo.explain(m)(x, x)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
 
 
 @needs_interpreter
