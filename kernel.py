@@ -656,9 +656,10 @@ def _launch(kernel, plan, args, ints):
     """kernel[(programs,)](*args, *ints, **plan.meta), with the host's work cut to the launch itself.
 
     args are the tensors and floats, ints the integer arguments (strides, then B, H, T), in the
-    kernel's order; the grid is one program a schedule row and batch element. Called through its [grid], Triton's JIT works out at every call how each argument
-    specializes the compiled code (a tensor's dtype and 16-byte alignment, an integer being 1 or a
-    multiple of 16) to find the binary; for a short kernel that costs the host more than the launch.
+    kernel's order; the grid is one program a schedule row and batch element. Called through its
+    [grid], Triton's JIT works out at every call how each argument specializes the compiled code (a
+    tensor's dtype and 16-byte alignment, an integer being 1 or a multiple of 16) to find the binary;
+    for a short kernel that costs the host more than the launch.
     Here every tensor is 16-byte aligned (_kernel_ready copies one that is not; fresh allocations
     are) and its dtype is fixed by the plan, so the integers decide the binary: the first call with
     given integers goes through the JIT, which compiles or finds the binary, and later calls hand

@@ -3,10 +3,12 @@
 Each run is `python train.py CONFIG --attn=A --compile=C [--compile_mode=M] ...` for --iters iterations
 (no evaluation but the first and last), alone on the card; its log.csv gives the median ms/iter over
 iterations 100 .. iters-1 (the first 100 hold compilation and warm-up). Prints one markdown row per
-(config, compile setting): dense ms/iter, sp ms/iter, and sp's tokens/s over dense's.
+(config, compile setting): dense ms/iter, then each other pattern's ms/iter and its tokens/s over dense's.
 
     python tools/train_speed.py                                  # the baby GPT and the N = 1024 setting
     python tools/train_speed.py --iters=1000 --settings=eager,compile,graphs
+    python tools/train_speed.py --configs=quality --patterns=dense,sp,window --settings=compile
+                                 # the quality experiment's model (results/quality; needs data/pystdlib)
 """
 import argparse
 import csv
@@ -24,6 +26,10 @@ CONFIGS = {  # name: (what the table calls it, train.py arguments)
     "baby": ("baby GPT: T = 256, 6 x 6 heads x 384, batch 64", ["config/train_shakespeare_char.py", "--dropout=0.0"]),
     "n1024": ("T = 1024, 6 x 8 heads x 512, batch 16", ["config/train_shakespeare_char.py", "--dropout=0.0",
                                                       "--block_size=1024", "--n_head=8", "--n_embd=512", "--batch_size=16"]),
+    "quality": ("pystdlib: T = 1024, 6 x 16 heads x 512, batch 16 (compare.py)",
+                ["--dataset=pystdlib", "--n_layer=6", "--n_head=16", "--n_embd=512", "--block_size=1024",
+                 "--batch_size=16", "--gradient_accumulation_steps=1", "--dropout=0.0", "--bias=False",
+                 "--weight_decay=0.1", "--beta2=0.99", "--learning_rate=7.5e-4"]),
 }
 SETTINGS = {"eager": ["--compile=False"], "compile": ["--compile=True"],
             "graphs": ["--compile=True", "--compile_mode=reduce-overhead"]}
@@ -44,21 +50,25 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=1000)
     ap.add_argument("--settings", default="eager,compile,graphs", help=f"from {','.join(SETTINGS)}")
-    ap.add_argument("--configs", default=",".join(CONFIGS), help="names of CONFIGS, comma-separated")
+    ap.add_argument("--configs", default="baby,n1024", help=f"from {','.join(CONFIGS)}")
+    ap.add_argument("--patterns", default="dense,sp", help="attention patterns, dense first")
     args = ap.parse_args()
+    patterns = args.patterns.split(",")
+    if patterns[0] != "dense":
+        ap.error("--patterns must start with dense (the others are compared with it)")
     card = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(f"{card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}, {args.iters} iterations a run, "
           f"median ms/iter over iterations 100..{args.iters - 1}")
-    print("| setting | compile | dense ms/iter | sp ms/iter | sp tokens/s vs dense |")
-    print("| --- | --- | ---: | ---: | ---: |")
+    print("| setting | compile | dense ms/iter | " + " | ".join(f"{p} ms/iter | {p} tokens/s vs dense" for p in patterns[1:]) + " |")
+    print("| --- | --- | ---: |" + " ---: | ---: |" * (len(patterns) - 1))
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs.split(","):
             label, config = CONFIGS[name]
             for setting in args.settings.split(","):
                 ms = {a: ms_per_iter(config, a, setting, args.iters, os.path.join(tmp, f"{name}-{a}-{setting}"))
-                      for a in ("dense", "sp")}
-                print(f"| {label} | {setting} | {ms['dense']:.2f} | {ms['sp']:.2f} | {ms['dense'] / ms['sp']:.2f}x |",
-                      flush=True)
+                      for a in patterns}
+                print(f"| {label} | {setting} | {ms['dense']:.2f} | "
+                      + " | ".join(f"{ms[p]:.2f} | {ms['dense'] / ms[p]:.2f}x" for p in patterns[1:]) + " |", flush=True)
 
 
 if __name__ == "__main__":
