@@ -270,6 +270,18 @@ def setting_md(S):
     lines += ["", "| pattern | matches dense | sp beats it |", "| --- | --- | --- |"]
     lines += [f"| `{p}` | {'' if p == 'dense' else matches_dense(S, p)} | {'' if p == 'sp' else beats(S, p)} |"
               for p in pats]
+    starts, others = S.starts("dense", "full"), [p for p in pats if p != "sp"]
+    if starts and "sp" in pats:
+        lines += ["", "Loss by position (full budget): each pattern's mean over seeds per 64-position bucket, and sp "
+                  "minus each other pattern, paired over seeds [95 % interval]:", "",
+                  "| bucket | " + " | ".join(f"`{p}`" for p in pats) + " | " + " | ".join(f"sp - `{p}`" for p in others)
+                  + " |", "| ---: |" + " ---: |" * (len(pats) + len(others))]
+        for b in starts:
+            cells = [f"{mean_of(list(S.bucket.get((p, 'full', b), {}).values())):.3f}" for p in pats]
+            for p in others:
+                n, d, lo, hi = paired(S.bucket.get(("sp", "full", b), {}), S.bucket.get((p, "full", b), {}))
+                cells.append(f"{d:+.4f}" + ("" if lo is None else f" [{lo:+.4f}, {hi:+.4f}]"))
+            lines.append(f"| {b} | " + " | ".join(cells) + " |")
     distances = sorted({k[2] for k in S.gain})
     if distances:
         lines += ["", "Copy gain (nats per repeated token; full budget, mean over seeds):", "",

@@ -221,6 +221,7 @@ def test_the_report_intervals_and_verdicts_against_a_hand_computation(tmp_path):
     table = report.table_md([S])
     assert "| `sp` | 0.001 | full | 3 | 3.0800 | -0.0200 [-0.0448, +0.0048] | 3 | 100 | 10.0 |" in table
     assert "9.99" not in table                                                 # the other rate's run is not counted
+    assert "| 384 | 3.100 | 3.080 | -0.0200 [-0.0448, +0.0048] |" in table      # by position: the same per bucket
 
 
 def test_the_verdicts_read_every_bucket_from_384_and_count_seeds(tmp_path):
