@@ -228,9 +228,9 @@ def ablation_by_reach(S, pattern, budget="full"):
     can see that band) and in the buckets that start at or after it. (all buckets, nan) for a head
     without a far band; {} without ablation rows."""
     keys = [k for k in S.ablation if k[:2] == (pattern, budget)]
-    starts = sorted({k[4] for k in keys})
     if not keys:
         return {}
+    starts = sorted({k[4] for k in keys})
     size = starts[1] - starts[0] if len(starts) > 1 else S.block_size
     far = far_starts(pattern, S.n_head, S.block_size)
     out = {}
