@@ -67,11 +67,14 @@ def test_gpu_backends_agree_in_the_model():
         assert (grad - ref_grad).norm() / ref_grad.norm() < 3e-2, backend
 
 
-@pytest.mark.parametrize("attn", ["dense", "sp"])
-def test_gpu_training_steps_replayed_from_cuda_graphs_give_the_compiled_steps_losses(attn, tmp_path):
+@pytest.mark.parametrize("attn,tol", [("dense", 2e-2), ("sp", 2e-3)])
+def test_gpu_training_steps_replayed_from_cuda_graphs_give_the_compiled_steps_losses(attn, tol, tmp_path):
     # train.py --compile_mode=reduce-overhead records the step as CUDA graphs and replays them. A replay
     # that read a stale input (the batch it recorded, the kernel's schedule from before) would change
-    # the losses within a few steps; fp32, so the two runs differ only by how the step is launched.
+    # the losses by 0.1 or more within a few steps (one batch's loss differs from the next by that much);
+    # fp32, so the two runs differ only by how the step is launched, and by run-to-run noise: the band
+    # kernel is deterministic, SDPA's fp32 backward is not, and a gradient spike at this learning rate
+    # can blow dense's noise up to about 0.01 for a few steps.
     import train
     args = ["--dataset=shakespeare_char", "--device=cuda", "--dtype=float32", "--compile=True",
             "--batch_size=8", "--block_size=128", "--n_layer=2", "--n_head=4", "--n_embd=64", "--dropout=0.0",
@@ -80,5 +83,5 @@ def test_gpu_training_steps_replayed_from_cuda_graphs_give_the_compiled_steps_lo
     default = train.train(train.parse_args(args + [f"--out_dir={tmp_path}/default"]))
     graphed = train.train(train.parse_args(args + [f"--out_dir={tmp_path}/graphed", "--compile_mode=reduce-overhead"]))
     assert [i for i, _ in graphed] == [i for i, _ in default] == list(range(25))
-    assert [loss for _, loss in graphed] == pytest.approx([loss for _, loss in default], abs=2e-3)
+    assert [loss for _, loss in graphed] == pytest.approx([loss for _, loss in default], abs=tol)
     assert graphed[-1][1] < graphed[0][1] - 0.5                            # it trained
