@@ -505,8 +505,6 @@ def triton_band_attention(q, k, v, bands, scale):
         q, scale = -q, -scale
     elif scale == 0:
         q, scale = q * 0, 1.0
-    if torch.compiler.is_compiling():
-        return _band_fwd_op(q, k, v, _flat_bands(bands), float(scale))[0]
     return _BandAttention.apply(q, k, v, bands, float(scale))
 
 
@@ -516,16 +514,22 @@ def triton_supports(q):
     return HAS_TRITON and 16 <= D <= 128 and D & (D - 1) == 0
 
 
-# Two wrappers around the same launches. Eager calls go through a plain autograd.Function, the
-# cheapest way in and out of Python. Under torch.compile the custom ops make each launch one opaque
-# graph node (dynamo does not trace into Triton's launcher), with autograd through
-# register_autograd; the bands cross torch.library's schema as a flat list of ints (_flat_bands).
+# One autograd.Function for every call. Called eagerly, it runs the launches itself: the cheapest way
+# in and out of Python. Under torch.compile, dynamo traces it and cannot trace into Triton's launcher,
+# so there its forward and backward call the launches as two operators, band_attention::fwd and ::bwd,
+# which the compiled graph keeps as opaque nodes. The operators are registered bare (a schema, a
+# kernel per device, a fake for tracing): torch.library.custom_op would wrap each call in Python of its
+# own (an autograd layer, a redispatch, checks), which a compiled step pays at every call
+# (docs/kernel.md, section 10). The bands cross the schema as a flat list of ints (_flat_bands).
 if HAS_TRITON:
 
     class _BandAttention(torch.autograd.Function):
         @staticmethod
         def forward(ctx, q, k, v, bands, scale):
-            o, lse = _fwd_impl(q, k, v, bands, scale)
+            if torch.compiler.is_compiling():
+                o, lse = torch.ops.band_attention.fwd(q, k, v, _flat_bands(bands), scale)
+            else:
+                o, lse = _fwd_impl(q, k, v, bands, scale)
             ctx.save_for_backward(q, k, v, o, lse)
             ctx.bands, ctx.scale = bands, scale
             return o
@@ -533,41 +537,34 @@ if HAS_TRITON:
         @staticmethod
         def backward(ctx, do):
             q, k, v, o, lse = ctx.saved_tensors
-            dq, dk, dv = _bwd_impl(do, q, k, v, o, lse, ctx.bands, ctx.scale)
+            if torch.compiler.is_compiling():
+                dq, dk, dv = torch.ops.band_attention.bwd(do, q, k, v, o, lse, _flat_bands(ctx.bands), ctx.scale)
+            else:
+                dq, dk, dv = _bwd_impl(do, q, k, v, o, lse, ctx.bands, ctx.scale)
             return dq, dk, dv, None, None
 
-    @torch.library.custom_op("band_attention::fwd", mutates_args=())
-    def _band_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bands_flat: list[int],
-                     scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        return _fwd_impl(q, k, v, _unflat_bands(bands_flat, q.shape[1]), scale)
+    torch.library.define("band_attention::fwd", "(Tensor q, Tensor k, Tensor v, int[] bands_flat, float scale) "
+                         "-> (Tensor, Tensor)")
+    torch.library.define("band_attention::bwd", "(Tensor do, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, "
+                         "int[] bands_flat, float scale) -> (Tensor, Tensor, Tensor)")
 
-    @_band_fwd_op.register_fake
+    def _band_fwd_op(q, k, v, bands_flat, scale):
+        return _fwd_impl(q, k, v, _unflat_bands(tuple(bands_flat), q.shape[1]), scale)
+
+    def _band_bwd_op(do, q, k, v, o, lse, bands_flat, scale):
+        return _bwd_impl(do, q, k, v, o, lse, _unflat_bands(tuple(bands_flat), q.shape[1]), scale)
+
+    torch.library.impl("band_attention::fwd", ("CUDA", "CPU"), _band_fwd_op)  # CPU: under TRITON_INTERPRET=1
+    torch.library.impl("band_attention::bwd", ("CUDA", "CPU"), _band_bwd_op)
+
+    @torch.library.register_fake("band_attention::fwd")
     def _(q, k, v, bands_flat, scale):
         B, H, T, D = q.shape
         return _bthd_empty(B, H, T, D, q), _stats_empty(B, H, T, q.device)
 
-    @torch.library.custom_op("band_attention::bwd", mutates_args=())
-    def _band_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     o: torch.Tensor, lse: torch.Tensor, bands_flat: list[int],
-                     scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return _bwd_impl(do, q, k, v, o, lse, _unflat_bands(bands_flat, q.shape[1]), scale)
-
-    @_band_bwd_op.register_fake
+    @torch.library.register_fake("band_attention::bwd")
     def _(do, q, k, v, o, lse, bands_flat, scale):
         return tuple(_bthd_empty(*q.shape, q) for _ in range(3))
-
-    def _band_setup_context(ctx, inputs, output):
-        q, k, v, bands_flat, scale = inputs
-        o, lse = output
-        ctx.save_for_backward(q, k, v, o, lse)
-        ctx.bands_flat, ctx.scale = bands_flat, scale
-
-    def _band_backward(ctx, do, dlse):
-        q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = _band_bwd_op(do, q, k, v, o, lse, ctx.bands_flat, ctx.scale)
-        return dq, dk, dv, None, None
-
-    _band_fwd_op.register_autograd(_band_backward, setup_context=_band_setup_context)
 
 
 def _flat_bands(bands):
@@ -576,8 +573,9 @@ def _flat_bands(bands):
     return [x for b in bands for pair in list(b) + [(0, 0)] * (K - len(b)) for x in pair]
 
 
+@functools.lru_cache(maxsize=256)
 def _unflat_bands(bands_flat, n_head):
-    """The inverse of _flat_bands."""
+    """The inverse of _flat_bands (bands_flat as a tuple); cached, since the operators call it at every call."""
     K = len(bands_flat) // (2 * n_head)
     pairs = list(zip(bands_flat[0::2], bands_flat[1::2]))
     return tuple(tuple(p for p in pairs[h * K:(h + 1) * K] if p[1] > p[0]) for h in range(n_head))

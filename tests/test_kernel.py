@@ -362,20 +362,42 @@ def test_dkdv_config_with_tiny_stat_tiles_is_refused(monkeypatch):
 @needs_interpreter
 def test_triton_outputs_in_bthd_order_and_custom_ops_check():
     # o and dq/dk/dv come in (B, T, H, D) memory order: the model's y.transpose(1, 2) and the grads of
-    # the fused qkv views are then views, so autograd keeps no second copy of o. The custom ops that
-    # torch.compile uses must declare those strides in their fake implementations (opcheck compares).
+    # the fused qkv views are then views, so autograd keeps no second copy of o. The operators that
+    # torch.compile's graphs call must declare those strides in their fake implementations (opcheck
+    # compares). They have no autograd of their own (_BandAttention's is traced around them), so
+    # opcheck gets inputs that do not require grad.
     bands = sp_bands(2, 20, "sp")
     q, k, v = (t.detach().requires_grad_() for t in make_qkv(1, 2, 20, 16, torch.float32, fused=True))
     out = kernel.band_attention(q, k, v, bands, backend="triton")
     out.backward(torch.randn_like(out))
     assert out.transpose(1, 2).is_contiguous()
     flat = kernel._flat_bands(kernel.normalize_bands(bands, 2))
-    o, lse = kernel._band_fwd_op(q, k, v, flat, 0.25)
-    saved = (t.detach() for t in (q, k, v, o, lse))
-    for op, args in ((kernel._band_fwd_op, (q, k, v, flat, 0.25)),
-                     (kernel._band_bwd_op, (torch.randn_like(o), *saved, flat, 0.25))):
+    q, k, v = (t.detach() for t in (q, k, v))
+    o, lse = torch.ops.band_attention.fwd(q, k, v, flat, 0.25)
+    for op, args in ((torch.ops.band_attention.fwd.default, (q, k, v, flat, 0.25)),
+                     (torch.ops.band_attention.bwd.default, (torch.randn_like(o), q, k, v, o, lse, flat, 0.25))):
         result = torch.library.opcheck(op, args)
         assert set(result.values()) == {"SUCCESS"}, result
+
+
+@needs_interpreter
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_torch_compile_runs_the_operators_and_matches_the_reference(backend):
+    # Under torch.compile the launches go through the operators band_attention::fwd / ::bwd (dynamo
+    # cannot trace Triton's launcher): their outputs and gradients must be the eager kernel's. Ragged T
+    # and an sp_exclusive head with rows that see nothing; the graphs must hold both operators.
+    torch.manual_seed(11)
+    bands = sp_bands(3, 40, "sp_exclusive")
+    q, k, v = make_qkv(2, 3, 45, 16, torch.float32, fused=True)
+    from torch._dynamo.testing import AotEagerAndRecordGraphs
+    recorder = AotEagerAndRecordGraphs()
+    compiled = torch.compile(lambda a, b, c: kernel.band_attention(a, b, c, bands, backend="triton"),
+                             backend=recorder if backend == "aot_eager" else backend, fullgraph=True)
+    torch._dynamo.reset()
+    assert_close_to_reference(compiled, q, k, v, bands, tol=1e-5)
+    if backend == "aot_eager":
+        assert "band_attention.fwd" in "".join(g.code for g in recorder.fw_graphs)
+        assert "band_attention.bwd" in "".join(g.code for g in recorder.bw_graphs)
 
 
 @needs_interpreter
@@ -387,10 +409,11 @@ def test_the_model_traces_as_one_graph_without_warnings():
     m = GPT(GPTConfig(n_layer=1, n_head=4, n_embd=64, block_size=32, vocab_size=97, dropout=0.0, attn="sp",
                       attn_backend="triton"))
     x = torch.randint(0, 97, (2, 32))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")  # not "error", which raises inside torch code that dynamo traces
         explained = torch._dynamo.explain(m)(x, x)
     assert explained.graph_count == 1 and explained.graph_break_count == 0
+    assert [str(w.message) for w in shown] == []
 
 
 @needs_interpreter

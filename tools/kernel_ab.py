@@ -5,9 +5,9 @@ bench_kernel.bench_graph) and as an eager call (host included), for both version
 difference of their outputs and gradients. Only the public band_attention is called, so any two
 versions of kernel.py compare. Run it twice: a difference smaller than the two runs' spread is noise.
 
-Run from the repository root with the other version next to kernel.py, its custom-op names renamed
+Run from the repository root with the other version next to kernel.py, its operator names renamed
 so that both can load; for example the version of commit X:
-    git show X:kernel.py | sed 's/"band_attention::/"band_attention_b::/' > kernel_b.py
+    git show X:kernel.py | sed 's/"band_attention::/"band_attention_b::/; s/ops\.band_attention\./ops.band_attention_b./' > kernel_b.py
     python3 tools/kernel_ab.py kernel_b
 """
 import importlib

@@ -78,7 +78,9 @@ def timed_kernel_source():
                    "o, dq, lse, delta, plan.schedule, _tbuf('dq', plan.schedule.shape[0] * B, q.device), scale,")
     src = _replace(src, "_stat_tiles(delta, plan), plan.schedule, scale,",
                    "_stat_tiles(delta, plan), plan.schedule, _tbuf('dkdv', plan.schedule.shape[0] * B, q.device), scale,")
-    return src.replace('"band_attention::', '"band_attention_timed::') + BUFFERS
+    for ours, timed in (('"band_attention::', '"band_attention_timed::'), ("ops.band_attention.", "ops.band_attention_timed.")):
+        src = src.replace(ours, timed)  # its own operators, so that both copies can register
+    return src + BUFFERS
 
 
 def load_timed_kernel():
