@@ -15,7 +15,8 @@ The design (results/quality/README.md says why, and how to run it in 10-minute G
   budgets  full = one pass over the train split, half = half of it, each with its own schedule: linear
            warmup over warmup_frac of the steps, then cosine from lr down to lr / 10 at the last step
   lr       in each setting (n_head, N) every pattern first trains at each --lr_sweep rate (half budget,
-           seed 0); the lowest full-validation loss picks its rate for all its other runs (lr.json)
+           seed 0), and one rate further while its best is at an edge; the lowest full-validation loss
+           picks its rate for all its other runs (lr.json)
   seeds    s = 0, 1, ... is TrainConfig.seed, the initialization and the batch order: the runs of one
            seed are paired across patterns. --seeds=design gives 5 to dense, sp and window, 3 to
            sp_exclusive, sp_balanced, longformer and bigbird, 2 to reformer
@@ -77,6 +78,7 @@ PER_CALL = ("patterns", "seeds", "budgets", "lr_sweep", "n_head", "block_size", 
 SETUP_S = 30.0           # a run's set-up before its first step: model, data, the first CUDA calls
 FIRST_ANALYSIS_S = 60.0  # the evaluation after a run, until this call has timed one
 MIN_TRAIN_S = 30.0       # no run is started or resumed with less training time than this
+LR_SWEEP_MAX = 5         # rates a pattern's lr sweep may grow to, past the edges of --lr_sweep
 
 
 @dataclass
@@ -140,15 +142,17 @@ def seeds_of(o, pattern):
     return DESIGN_SEEDS.get(pattern, 3) if o.seeds == "design" else int(o.seeds)
 
 
-def plan(o, lrs):
+def plan(o, lrs, beyond=None):
     """Every run of this call's setting, in order: the lr sweep of each pattern whose rate is not chosen
-    yet (seed 0, half budget, each --lr_sweep rate; none with one rate), then seed by seed and budget by
-    budget every pattern at its chosen rate lrs[pattern] (None while unchosen). The sweep's run at the
-    chosen rate is also that pattern's seed-0 half-budget run, so it appears once. A pattern chosen in an
-    earlier call keeps its rate and sweeps nothing, whatever this call's --lr_sweep."""
-    H, N = o.n_head, o.block_size
-    sweep = [Run(p, H, N, 0, "half", lr) for p in o.patterns if p not in lrs
+    yet (seed 0, half budget, each --lr_sweep rate; none with one rate), or the one rate past its sweep's
+    edge that it tries next (beyond[pattern], see choose_lrs); then seed by seed and budget by budget every
+    pattern at its chosen rate lrs[pattern] (None while unchosen). The sweep's run at the chosen rate is
+    also that pattern's seed-0 half-budget run, so it appears once. A pattern chosen in an earlier call
+    keeps its sweep and rate, whatever this call's --lr_sweep."""
+    H, N, beyond = o.n_head, o.block_size, beyond or {}
+    sweep = [Run(p, H, N, 0, "half", lr) for p in o.patterns if p not in lrs and p not in beyond
              for lr in o.lr_sweep] if len(o.lr_sweep) > 1 else []
+    sweep += [Run(p, H, N, 0, "half", beyond[p]) for p in o.patterns if p in beyond]
     seeded = [Run(p, H, N, s, b, lrs.get(p)) for s in range(max(seeds_of(o, p) for p in o.patterns))
               for b in o.budgets for p in o.patterns if s < seeds_of(o, p)]
     if sweep:  # an unchosen seed-0 half-budget run will be one of the sweep's
@@ -175,30 +179,59 @@ def train_config(run, o, base, full_tokens):
 
 
 def choose_lrs(o, save=True):
-    """{pattern: lr} of this call's setting. A pattern's rate is chosen once all its sweep runs (seed 0,
+    """({pattern: lr}, {pattern: lr}): the chosen rates of this call's setting, and for a pattern whose
+    sweep goes on, the rate it tries next. A pattern's rate is chosen once all its sweep runs (seed 0,
     half budget, each --lr_sweep rate) are in runs.csv: the rate of the lowest full-validation loss (a
-    run that diverged counts as +inf); with one rate, that rate. A choice is kept in results_dir/lr.json
-    (when `save`), and later calls use it even if their --lr_sweep differs."""
+    run that diverged counts as +inf); with one rate, that rate. A best rate at the top or the bottom of
+    the sweep may not be the best there is, so the sweep then goes on one rate further (twice the top,
+    half the bottom), until the best is inside it or it holds LR_SWEEP_MAX rates; meanwhile the pattern's
+    seeded runs wait. A choice and its sweep are kept in results_dir/lr.json (when `save`), and later
+    calls go on from them whatever their --lr_sweep."""
     path = os.path.join(o.results_dir, "lr.json")
     store = json.load(open(path)) if os.path.exists(path) else {}
-    chosen = store.setdefault(R.setting_name(o.n_head, o.block_size), {})
+    setting = R.setting_name(o.n_head, o.block_size)
+    chosen = store.setdefault(setting, {})
     runs = {R.key_of(r): r for r in R.read_csv(os.path.join(o.results_dir, "runs.csv"))}
-    new = False
+
+    def sweep_run(p, lr):  # the row of p's sweep run at lr, or None
+        return runs.get(Run(p, o.n_head, o.block_size, 0, "half", lr).key)
+
+    new, beyond = set(), {}
     for p in o.patterns:
-        sweep = {lr: runs.get(Run(p, o.n_head, o.block_size, 0, "half", lr).key) for lr in o.lr_sweep}
-        if p in chosen or (len(o.lr_sweep) > 1 and None in sweep.values()):
-            continue
-        losses = {R.fmt_lr(lr): float(r["val_loss"]) for lr, r in sweep.items() if r is not None}
-        best = min(o.lr_sweep, key=lambda lr: R.nan_last(losses.get(R.fmt_lr(lr), math.inf)))
-        chosen[p], new = dict(lr=best, sweep=losses), True
-        if losses:
-            edge = " (at the edge of --lr_sweep: a wider sweep may do better)" if best in (min(o.lr_sweep), max(o.lr_sweep)) else ""
-            print(f"lr for {p} at {R.setting_name(o.n_head, o.block_size)}: {best:g}{edge}; half-budget seed-0 val "
-                  f"loss by lr: {', '.join(f'{k}: {v:.4f}' for k, v in losses.items())}", flush=True)
+        if p not in chosen:
+            rows = {lr: sweep_run(p, lr) for lr in o.lr_sweep}
+            if len(o.lr_sweep) > 1 and None in rows.values():
+                continue
+            chosen[p] = dict(lr=o.lr_sweep[0], sweep={R.fmt_lr(lr): float(r["val_loss"]) for lr, r in rows.items() if r})
+            new.add(p)
+        sweep = chosen[p]["sweep"]
+        while len(sweep) > 1:
+            best = min(sweep, key=lambda lr: R.nan_last(sweep[lr]))
+            chosen[p]["lr"] = float(best)
+            rates = sorted(map(float, sweep))
+            if rates[0] < float(best) < rates[-1] or not math.isfinite(sweep[best]) or len(rates) >= LR_SWEEP_MAX:
+                break
+            further = 2 * rates[-1] if float(best) == rates[-1] else rates[0] / 2
+            row = sweep_run(p, further)
+            if row is None:
+                beyond[p] = further
+                break
+            sweep[R.fmt_lr(further)] = float(row["val_loss"])
+            new.add(p)
+        if p in new:
+            losses = ", ".join(f"{k}: {sweep[k]:.4f}" for k in sorted(sweep, key=float))
+            if p in beyond:
+                print(f"lr sweep for {p} at {setting}: the best rate is at an edge; trying {beyond[p]:g} next "
+                      f"(half-budget seed-0 val loss by lr: {losses})", flush=True)
+            elif sweep:
+                edge = (f" (at an edge of its sweep, which holds LR_SWEEP_MAX = {LR_SWEEP_MAX} rates)"
+                        if chosen[p]["lr"] in (min(map(float, sweep)), max(map(float, sweep))) else "")
+                print(f"lr for {p} at {setting}: {chosen[p]['lr']:g}{edge}; half-budget seed-0 val loss by lr: "
+                      f"{losses}", flush=True)
     if new and save:
         os.makedirs(o.results_dir, exist_ok=True)
         write_atomic(path, json.dumps(store, indent=1, sort_keys=True) + "\n")
-    return {p: c["lr"] for p, c in chosen.items()}
+    return {p: c["lr"] for p, c in chosen.items() if p not in beyond}, beyond
 
 
 # -----------------------------------------------------------------------------
@@ -214,7 +247,7 @@ def run_experiment(o, base):
     clock = Clock(o.max_minutes)
     while True:
         done = {R.key_of(r) for r in R.read_csv(os.path.join(o.results_dir, "runs.csv"))}
-        todo = [r for r in plan(o, choose_lrs(o)) if r.key not in done]
+        todo = [r for r in plan(o, *choose_lrs(o)) if r.key not in done]
         ready = [r for r in todo if r.lr is not None]
         if not ready or not run_one(ready[0], o, base, full_tokens, windows, clock):
             break
@@ -484,7 +517,7 @@ def show_plan(o, base):
     splits, data = check_data(o)
     full_tokens = o.full_tokens or data["train_tokens"]
     done = {R.key_of(r) for r in R.read_csv(os.path.join(o.results_dir, "runs.csv"))}
-    runs = plan(o, choose_lrs(o, save=False))
+    runs = plan(o, *choose_lrs(o, save=False))
     for r in runs:
         iters = iters_of(r.budget, full_tokens, o.batch_tokens)
         state = "waiting for the lr sweep" if r.lr is None else "done" if r.key in done else None

@@ -175,13 +175,43 @@ def test_choose_lrs_takes_the_lowest_loss_and_keeps_it(tmp_path, capsys):
              for p, lr, v in [("dense", "0.001", "3.2"), ("dense", "0.002", "3.1"), ("dense", "0.004", "nan"),
                               ("sp", "0.001", "3.3"), ("sp", "0.002", "3.4")]]   # sp's 0.004 run is missing
     write_csv(tmp_path / "results", "runs.csv", sweep)
-    assert compare.choose_lrs(o) == {"dense": 0.002}                          # a diverged run counts as +inf
+    assert compare.choose_lrs(o) == ({"dense": 0.002}, {})                    # a diverged run counts as +inf
     o2, _ = compare.parse_args(TOY + dirs(tmp_path) + ["--lr_sweep=3e-3"])
-    assert compare.choose_lrs(o2) == {"dense": 0.002, "sp": 0.003}           # kept; sp: the one rate
+    assert compare.choose_lrs(o2) == ({"dense": 0.002, "sp": 0.003}, {})     # kept; sp: the one rate
     stored = json.load(open(tmp_path / "results" / "lr.json"))["h4_n32"]
     assert stored["dense"]["lr"] == 0.002 and stored["dense"]["sweep"]["0.002"] == 3.1
     assert math.isnan(stored["dense"]["sweep"]["0.004"]) and stored["sp"] == {"lr": 0.003, "sweep": {}}
     assert "lr for dense at h4_n32: 0.002;" in capsys.readouterr().out
+
+
+def test_a_sweep_whose_best_rate_is_at_an_edge_goes_on_past_it(tmp_path, capsys):
+    o, _ = compare.parse_args(TOY + dirs(tmp_path) + ["--lr_sweep=1e-3,2e-3,4e-3", "--seeds=1", "--budgets=half"])
+    (tmp_path / "results").mkdir()
+
+    def sweep_rows(*runs):
+        write_csv(tmp_path / "results", "runs.csv",
+                  [dict(pattern=p, n_head=4, block_size=32, seed=0, budget="half", lr=lr, val_loss=v) for p, lr, v in runs])
+
+    grid = [("dense", "0.001", "3.3"), ("dense", "0.002", "3.2"), ("dense", "0.004", "3.1"),   # best at the top
+            ("sp", "0.001", "3.0"), ("sp", "0.002", "3.2"), ("sp", "0.004", "3.4")]           # best at the bottom
+    sweep_rows(*grid)
+    lrs, beyond = compare.choose_lrs(o)
+    assert lrs == {} and beyond == {"dense": 0.008, "sp": 0.0005}
+    run_next = compare.plan(o, lrs, beyond)
+    assert [(r.pattern, r.lr) for r in run_next if r.lr is not None] == [("dense", 0.008), ("sp", 0.0005)]
+    assert "trying 0.008 next" in capsys.readouterr().out
+    # dense's next rate is worse: 0.004 is inside now. sp's is better again: on to 0.00025, which is
+    # worse; sp's sweep then holds 5 rates with its best inside
+    sweep_rows(*grid, ("dense", "0.008", "3.15"), ("sp", "0.0005", "2.9"), ("sp", "0.00025", "2.95"))
+    assert compare.choose_lrs(o) == ({"dense": 0.004, "sp": 0.0005}, {})
+    stored = json.load(open(tmp_path / "results" / "lr.json"))["h4_n32"]
+    assert sorted(stored["sp"]["sweep"], key=float) == ["0.00025", "0.0005", "0.001", "0.002", "0.004"]
+    assert "lr for dense at h4_n32: 0.004;" in capsys.readouterr().out
+    # a sweep stops growing at LR_SWEEP_MAX rates, even with its best still at an edge
+    (tmp_path / "results" / "lr.json").unlink()
+    sweep_rows(*grid[3:], ("sp", "0.0005", "2.9"), ("sp", "0.00025", "2.8"))
+    assert compare.choose_lrs(o) == ({"sp": 0.00025}, {})                   # dense: its sweep is not in
+    assert "lr for sp at h4_n32: 0.00025 (at an edge of its sweep, which holds LR_SWEEP_MAX = 5" in capsys.readouterr().out
 
 
 def hand_made(tmp_path, full_sp, bucket_448_sp=None, half_sp=(3.501, 3.602, 3.703)):
