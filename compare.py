@@ -224,8 +224,8 @@ def choose_lrs(o, save=True):
                 print(f"lr sweep for {p} at {setting}: the best rate is at an edge; trying {beyond[p]:g} next "
                       f"(half-budget seed-0 val loss by lr: {losses})", flush=True)
             elif sweep:
-                edge = (f" (at an edge of its sweep, which holds LR_SWEEP_MAX = {LR_SWEEP_MAX} rates)"
-                        if chosen[p]["lr"] in (min(map(float, sweep)), max(map(float, sweep))) else "")
+                edge = (" (at an edge of its sweep, which goes no further)"
+                        if len(sweep) > 1 and chosen[p]["lr"] in (min(map(float, sweep)), max(map(float, sweep))) else "")
                 print(f"lr for {p} at {setting}: {chosen[p]['lr']:g}{edge}; half-budget seed-0 val loss by lr: "
                       f"{losses}", flush=True)
     if new and save:

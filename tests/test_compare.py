@@ -211,7 +211,7 @@ def test_a_sweep_whose_best_rate_is_at_an_edge_goes_on_past_it(tmp_path, capsys)
     (tmp_path / "results" / "lr.json").unlink()
     sweep_rows(*grid[3:], ("sp", "0.0005", "2.9"), ("sp", "0.00025", "2.8"))
     assert compare.choose_lrs(o) == ({"sp": 0.00025}, {})                   # dense: its sweep is not in
-    assert "lr for sp at h4_n32: 0.00025 (at an edge of its sweep, which holds LR_SWEEP_MAX = 5" in capsys.readouterr().out
+    assert "lr for sp at h4_n32: 0.00025 (at an edge of its sweep, which goes no further)" in capsys.readouterr().out
 
 
 def hand_made(tmp_path, full_sp, bucket_448_sp=None, half_sp=(3.501, 3.602, 3.703)):
