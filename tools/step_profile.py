@@ -1,7 +1,8 @@
 """Where a training step's time goes: wall time against GPU work, dense against a band pattern.
 
-Builds the model of a train_speed.py setting (random tokens; the data do not change the work), runs
-its training step (forward, backward, AdamW; bf16 autocast) eagerly or compiled, and prints per step:
+Builds the model of a train_speed.py config, as train.py would from the same arguments (random tokens;
+the data do not change the work), runs its training step (forward, backward, AdamW; bf16 autocast)
+eagerly or compiled, and prints per step:
   wall ms      CUDA events over --steps steps after warm-up
   GPU busy ms  the summed durations of the step's kernels (torch.profiler, CUPTI); one stream, so
                wall minus busy is time the GPU waited for the host
@@ -10,7 +11,7 @@ time of a pattern is above its GPU work, its step is bound by the host.
 
     python tools/step_profile.py                          # T = 1024, 6 x 8 x 512, batch 16, compiled
     python tools/step_profile.py --compile=0 --top=25
-    python tools/step_profile.py --T=256 --n_head=6 --n_embd=384 --batch=64   # the baby GPT
+    python tools/step_profile.py --config=baby            # the baby GPT
 """
 import argparse
 import os
@@ -19,19 +20,24 @@ import sys
 import torch
 import triton
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TOOLS)
+sys.path[:0] = [ROOT, TOOLS]
+import train  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
+from train_speed import CONFIGS  # noqa: E402
 
 
 def build(attn, args):
+    argv = [a if a.startswith("--") else os.path.join(ROOT, a) for a in CONFIGS[args.config][1]]
+    cfg = train.parse_args(argv + [f"--attn={attn}"])
+    meta = train.load_dataset(cfg.dataset)[1]
+    vocab = meta["vocab_size"] if meta else train.GPT2_VOCAB_SIZE
     torch.manual_seed(0)
-    config = GPTConfig(block_size=args.T, vocab_size=args.vocab, n_layer=args.n_layer, n_head=args.n_head,
-                       n_embd=args.n_embd, dropout=0.0, bias=False, attn=attn)
-    model = GPT(config).to(args.device)
-    optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.99), args.device)
+    model = GPT(GPTConfig(**train.model_args_of(cfg, vocab))).to(args.device)
+    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), args.device)
     compiled = torch.compile(model, mode=None if args.mode == "default" else args.mode) if args.compile else model
-    x = torch.randint(args.vocab, (args.batch, args.T), device=args.device)
-    y = torch.randint(args.vocab, (args.batch, args.T), device=args.device)
+    x, y = (torch.randint(vocab, (cfg.batch_size, cfg.block_size), device=args.device) for _ in range(2))
 
     def step():
         torch.compiler.cudagraph_mark_step_begin()
@@ -72,12 +78,7 @@ def profile(attn, args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patterns", default="dense,sp")
-    ap.add_argument("--T", type=int, default=1024)
-    ap.add_argument("--n_layer", type=int, default=6)
-    ap.add_argument("--n_head", type=int, default=8)
-    ap.add_argument("--n_embd", type=int, default=512)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--vocab", type=int, default=65, help="65: Tiny Shakespeare's characters")
+    ap.add_argument("--config", default="n1024", help=f"one of tools/train_speed.py's: {', '.join(CONFIGS)}")
     ap.add_argument("--compile", type=int, default=1)
     ap.add_argument("--mode", default="default", help="torch.compile's mode")
     ap.add_argument("--warmup", type=int, default=30)
