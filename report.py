@@ -309,9 +309,10 @@ def setting_md(S):
         rates = sorted({float(lr) for sw in S.sweep.values() for lr in sw})
         lines += ["", "Learning-rate sweep (half budget, seed 0; full validation loss; * chosen):", "",
                   "| pattern | " + " | ".join(f"{lr:g}" for lr in rates) + " |", "| --- |" + " ---: |" * len(rates)]
-        lines += [f"| `{p}` | " + " | ".join(f"{S.sweep[p].get(fmt_lr(lr), math.nan):.4f}"
-                                             + ("*" if lr == S.lrs.get(p) else "") for lr in rates) + " |"
-                  for p in pats if p in S.sweep]
+        def cell(p, lr):  # blank where the pattern's sweep did not try this rate
+            loss = S.sweep[p].get(fmt_lr(lr))
+            return "" if loss is None else f"{loss:.4f}" + ("*" if lr == S.lrs.get(p) else "")
+        lines += [f"| `{p}` | " + " | ".join(cell(p, lr) for lr in rates) + " |" for p in pats if p in S.sweep]
     return lines
 
 

@@ -171,11 +171,13 @@ def write_csv(path, name, table):
 def test_choose_lrs_takes_the_lowest_loss_and_keeps_it(tmp_path, capsys):
     o, _ = compare.parse_args(TOY + dirs(tmp_path) + ["--lr_sweep=1e-3,2e-3,4e-3"])
     (tmp_path / "results").mkdir()
-    sweep = [dict(pattern=p, n_head=4, block_size=32, seed=0, budget="half", lr=lr, val_loss=v)
+    sweep = [dict(pattern=p, n_head=4, block_size=32, seed=0, budget="half", lr=lr, val_loss=v, tokens=1, tokens_per_s=1)
              for p, lr, v in [("dense", "0.001", "3.2"), ("dense", "0.002", "3.1"), ("dense", "0.004", "nan"),
                               ("sp", "0.001", "3.3"), ("sp", "0.002", "3.4")]]   # sp's 0.004 run is missing
     write_csv(tmp_path / "results", "runs.csv", sweep)
     assert compare.choose_lrs(o) == ({"dense": 0.002}, {})                    # a diverged run counts as +inf
+    sweep_table = report.table_md(report.load(tmp_path / "results")).split("Learning-rate sweep")[1]
+    assert "| `dense` | 3.2000 | 3.1000* | nan |" in sweep_table                # a diverged run: nan
     o2, _ = compare.parse_args(TOY + dirs(tmp_path) + ["--lr_sweep=3e-3"])
     assert compare.choose_lrs(o2) == ({"dense": 0.002, "sp": 0.003}, {})     # kept; sp: the one rate
     stored = json.load(open(tmp_path / "results" / "lr.json"))["h4_n32"]
@@ -190,7 +192,8 @@ def test_a_sweep_whose_best_rate_is_at_an_edge_goes_on_past_it(tmp_path, capsys)
 
     def sweep_rows(*runs):
         write_csv(tmp_path / "results", "runs.csv",
-                  [dict(pattern=p, n_head=4, block_size=32, seed=0, budget="half", lr=lr, val_loss=v) for p, lr, v in runs])
+                  [dict(pattern=p, n_head=4, block_size=32, seed=0, budget="half", lr=lr, val_loss=v, tokens=1,
+                        tokens_per_s=1) for p, lr, v in runs])
 
     grid = [("dense", "0.001", "3.3"), ("dense", "0.002", "3.2"), ("dense", "0.004", "3.1"),   # best at the top
             ("sp", "0.001", "3.0"), ("sp", "0.002", "3.2"), ("sp", "0.004", "3.4")]           # best at the bottom
@@ -207,6 +210,8 @@ def test_a_sweep_whose_best_rate_is_at_an_edge_goes_on_past_it(tmp_path, capsys)
     stored = json.load(open(tmp_path / "results" / "lr.json"))["h4_n32"]
     assert sorted(stored["sp"]["sweep"], key=float) == ["0.00025", "0.0005", "0.001", "0.002", "0.004"]
     assert "lr for dense at h4_n32: 0.004;" in capsys.readouterr().out
+    sweep_table = report.table_md(report.load(tmp_path / "results")).split("Learning-rate sweep")[1]
+    assert "| `dense` |  |  | 3.3000 | 3.2000 | 3.1000* | 3.1500 |" in sweep_table  # blank: rates it did not try
     # a sweep stops growing at LR_SWEEP_MAX rates, even with its best still at an edge
     (tmp_path / "results" / "lr.json").unlink()
     sweep_rows(*grid[3:], ("sp", "0.0005", "2.9"), ("sp", "0.00025", "2.8"))
