@@ -171,7 +171,8 @@ def write_csv(path, name, table):
 def test_choose_lrs_takes_the_lowest_loss_and_keeps_it(tmp_path, capsys):
     o, _ = compare.parse_args(TOY + dirs(tmp_path) + ["--lr_sweep=1e-3,2e-3,4e-3"])
     (tmp_path / "results").mkdir()
-    sweep = [dict(pattern=p, n_head=4, block_size=32, seed=0, budget="half", lr=lr, val_loss=v, tokens=1, tokens_per_s=1)
+    sweep = [dict(pattern=p, n_head=4, block_size=32, seed=0, budget="half", lr=lr, val_loss=v, tokens=1,
+                  tokens_per_s=1)
              for p, lr, v in [("dense", "0.001", "3.2"), ("dense", "0.002", "3.1"), ("dense", "0.004", "nan"),
                               ("sp", "0.001", "3.3"), ("sp", "0.002", "3.4")]]   # sp's 0.004 run is missing
     write_csv(tmp_path / "results", "runs.csv", sweep)
