@@ -22,14 +22,27 @@ import time
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import compare  # noqa: E402
+
+
+def quality_config():
+    """compare.py's model and optimizer in its default setting (TRAIN_DEFAULTS, Options), as a CONFIGS
+    entry. The rate is the one its sweep chose for dense, sp and window; a step's time does not depend on it."""
+    o, base = compare.Options(), compare.TRAIN_DEFAULTS
+    batch = o.batch_tokens // (o.block_size * base["gradient_accumulation_steps"])
+    label = (f"{o.dataset}: T = {o.block_size}, {base['n_layer']} x {o.n_head} heads x {base['n_embd']}, "
+             f"batch {batch} (compare.py)")
+    model = {k: v for k, v in base.items() if k not in ("compile", "device", "dtype", "log_interval")}
+    return label, [f"--dataset={o.dataset}", f"--n_head={o.n_head}", f"--block_size={o.block_size}",
+                   f"--batch_size={batch}", *(f"--{k}={v}" for k, v in model.items()), "--learning_rate=7.5e-4"]
+
+
 CONFIGS = {  # name: (what the table calls it, train.py arguments)
     "baby": ("baby GPT: T = 256, 6 x 6 heads x 384, batch 64", ["config/train_shakespeare_char.py", "--dropout=0.0"]),
     "n1024": ("T = 1024, 6 x 8 heads x 512, batch 16", ["config/train_shakespeare_char.py", "--dropout=0.0",
                                                       "--block_size=1024", "--n_head=8", "--n_embd=512", "--batch_size=16"]),
-    "quality": ("pystdlib: T = 1024, 6 x 16 heads x 512, batch 16 (compare.py)",
-                ["--dataset=pystdlib", "--n_layer=6", "--n_head=16", "--n_embd=512", "--block_size=1024",
-                 "--batch_size=16", "--gradient_accumulation_steps=1", "--dropout=0.0", "--bias=False",
-                 "--weight_decay=0.1", "--beta2=0.99", "--learning_rate=7.5e-4"]),
+    "quality": quality_config(),
 }
 SETTINGS = {"eager": ["--compile=False"], "compile": ["--compile=True"],
             "graphs": ["--compile=True", "--compile_mode=reduce-overhead"]}
@@ -59,7 +72,8 @@ def main():
     card = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(f"{card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}, {args.iters} iterations a run, "
           f"median ms/iter over iterations 100..{args.iters - 1}")
-    print("| setting | compile | dense ms/iter | " + " | ".join(f"{p} ms/iter | {p} tokens/s vs dense" for p in patterns[1:]) + " |")
+    print("| setting | compile | dense ms/iter | "
+          + " | ".join(f"{p} ms/iter | {p} tokens/s vs dense" for p in patterns[1:]) + " |")
     print("| --- | --- | ---: |" + " ---: | ---: |" * (len(patterns) - 1))
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs.split(","):
@@ -68,7 +82,8 @@ def main():
                 ms = {a: ms_per_iter(config, a, setting, args.iters, os.path.join(tmp, f"{name}-{a}-{setting}"))
                       for a in patterns}
                 print(f"| {label} | {setting} | {ms['dense']:.2f} | "
-                      + " | ".join(f"{ms[p]:.2f} | {ms['dense'] / ms[p]:.2f}x" for p in patterns[1:]) + " |", flush=True)
+                      + " | ".join(f"{ms[p]:.2f} | {ms['dense'] / ms[p]:.2f}x" for p in patterns[1:]) + " |",
+                      flush=True)
 
 
 if __name__ == "__main__":
