@@ -45,8 +45,7 @@ def pattern_mask(n_head, block_size, pattern, seed=0):
 
 def flex_masked_attention(q, k, v, mask, scale, compiled=True):
     """Attention restricted to the (H, N, N) mask's top-left (T, T) corner with FlexAttention."""
-    return kernel.flex_attention(q, k, v, lambda b, h, qi, kj: mask[h, qi, kj],
-                                 (mask.data_ptr(), q.size(2), str(q.device)), scale, compiled)
+    return kernel.flex_attention(q, k, v, lambda b, h, qi, kj: mask[h, qi, kj], (mask,), scale, compiled)
 
 
 def lsh_params(block_size):

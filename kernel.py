@@ -1056,15 +1056,27 @@ _FLEX_CACHE = {}  # block masks by key, and the compiled flex_attention
 def flex_attention(q, k, v, mask_mod, key, scale, compiled=True):
     """FlexAttention (torch.nn.attention.flex_attention) with the block mask of `mask_mod`, built
     once per `key` and cached, so that the blocks the mask leaves empty are skipped and a row with no
-    visible key gives 0. Compiled once (eager flex is a slow reference); its backward runs on GPUs only."""
+    visible key gives 0. `key` is a tuple of Python values and tensors; a tensor stands for its
+    storage (its address). Compiled once (eager flex is a slow reference); its backward runs on GPUs only."""
     from torch.nn.attention import flex_attention as flex
-    if key not in _FLEX_CACHE:
-        H, T, Tk = q.shape[1], q.shape[2], k.shape[2]
-        _FLEX_CACHE[key] = flex.create_block_mask(mask_mod, None, H, T, Tk, device=q.device)
     if compiled and "compiled" not in _FLEX_CACHE:
         _FLEX_CACHE["compiled"] = torch.compile(flex.flex_attention, dynamic=False)
     run = _FLEX_CACHE["compiled"] if compiled else flex.flex_attention
-    return run(q, k, v, block_mask=_FLEX_CACHE[key], scale=scale)
+    return run(q, k, v, block_mask=_block_mask(mask_mod, key, q.shape[1], q.shape[2], k.shape[2], q.device),
+               scale=scale)
+
+
+@torch.compiler.disable
+def _block_mask(mask_mod, key, H, T, Tk, device):
+    """The cached block mask. It runs eagerly even inside a compiled model (a graph break per call):
+    a recompile traces the lookup with the cache already full, and torch.compile cannot compare a
+    traced tensor address with the keys there; a mask built inside the graph would be rebuilt at
+    every step."""
+    from torch.nn.attention import flex_attention as flex
+    key = tuple(x.data_ptr() if isinstance(x, torch.Tensor) else x for x in key) + (H, T, Tk, str(device))
+    if key not in _FLEX_CACHE:
+        _FLEX_CACHE[key] = flex.create_block_mask(mask_mod, None, H, T, Tk, device=device)
+    return _FLEX_CACHE[key]
 
 
 def flex_band_attention(q, k, v, bands, scale):
@@ -1078,4 +1090,4 @@ def flex_band_attention(q, k, v, bands, scale):
             visible = visible | ((d >= b[h, i, 0]) & (d < b[h, i, 1]))
         return visible
 
-    return flex_attention(q, k, v, mask_mod, (bands, q.shape[-2], str(q.device)), scale)
+    return flex_attention(q, k, v, mask_mod, (bands,), scale)

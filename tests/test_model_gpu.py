@@ -85,3 +85,21 @@ def test_gpu_training_steps_replayed_from_cuda_graphs_give_the_compiled_steps_lo
     assert [i for i, _ in graphed] == [i for i, _ in default] == list(range(25))
     assert [loss for _, loss in graphed] == pytest.approx([loss for _, loss in default], abs=tol)
     assert graphed[-1][1] < graphed[0][1] - 0.5                            # it trained
+
+
+@pytest.mark.parametrize("attn", ["longformer", "bigbird"])
+def test_gpu_compiled_training_of_the_flex_baselines_gives_the_eager_losses(attn, tmp_path):
+    # train.py compiles by default on CUDA; the compiled model's second call recompiles (its first filled
+    # the block-mask cache), and the recompile must find each layer's cached block mask
+    # (tests/test_patterns.py checks the same on CPU, forward only). fp32; the two runs differ by whether
+    # the model around FlexAttention is compiled.
+    import train
+    args = ["--dataset=shakespeare_char", "--device=cuda", "--dtype=float32", "--batch_size=8",
+            "--block_size=128", "--n_layer=2", "--n_head=4", "--n_embd=64", "--dropout=0.0",
+            "--gradient_accumulation_steps=1", "--max_iters=25", "--eval_interval=10", "--eval_iters=2",
+            "--learning_rate=3e-3", "--warmup_iters=3", "--lr_decay_iters=25", "--log_interval=1", f"--attn={attn}"]
+    eager = train.train(train.parse_args(args + [f"--out_dir={tmp_path}/eager", "--compile=False"]))
+    compiled = train.train(train.parse_args(args + [f"--out_dir={tmp_path}/compiled", "--compile=True"]))
+    assert [i for i, _ in compiled] == [i for i, _ in eager] == list(range(25))
+    assert [loss for _, loss in compiled] == pytest.approx([loss for _, loss in eager], abs=2e-2)
+    assert compiled[-1][1] < compiled[0][1] - 0.5                          # it trained
