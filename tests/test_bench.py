@@ -77,3 +77,30 @@ def test_spill_check_sees_loops():
         /*0050*/                   BRA 0x50;
     """
     assert bench_kernel._spills_in_loops(sass) == 1
+
+
+def test_train_speed_gives_each_tree_its_row_and_survives_a_failed_run(tmp_path, monkeypatch, capsys):
+    # tools/train_speed.py times GPU runs; its plumbing is checked here with a tiny CPU model. The second
+    # tree's train.py fails: its row says so and the error follows the table; the first tree's row holds
+    # numbers; the exit status is 1
+    import pytest
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "tools"))
+    import train_speed
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "train.py").write_text("import sys\nsys.exit('this tree cannot train')\n")
+    monkeypatch.setitem(train_speed.CONFIGS, "tiny", ("tiny", [
+        "--dataset=shakespeare_char", "--device=cpu", "--dtype=float32", "--n_layer=1", "--n_head=2",
+        "--n_embd=32", "--block_size=32", "--batch_size=4"]))
+    monkeypatch.setattr(sys, "argv", ["train_speed.py", "--configs=tiny", "--settings=eager", "--iters=4",
+                                      "--skip=1", "--patterns=dense,sp", f"--trees=.,{old}"])
+    with pytest.raises(SystemExit) as exit_:
+        train_speed.main()
+    assert exit_.value.code == 1
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| tiny")]
+    assert len(rows) == 2 and rows[0].startswith("| tiny (.) | eager |") and "(in " not in rows[0]
+    dense, sp, ratio = [c.strip() for c in rows[0].split("|")[3:6]]
+    assert float(dense) > 0 and float(sp) > 0 and ratio == f"{float(dense) / float(sp):.2f}x"
+    assert [c.strip() for c in rows[1].split("|")[3:6]] == ["failed", "failed", ""]
+    assert out.count("this tree cannot train") == 2

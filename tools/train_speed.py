@@ -2,13 +2,20 @@
 
 Each run is `python train.py CONFIG --attn=A --compile=C [--compile_mode=M] ...` for --iters iterations
 (no evaluation but the first and last), alone on the card; its log.csv gives the median ms/iter over
-iterations 100 .. iters-1 (the first 100 hold compilation and warm-up). Prints one markdown row per
+iterations --skip .. iters-1 (the first 100 hold compilation and warm-up). Prints one markdown row per
 (config, compile setting): dense ms/iter, then each other pattern's ms/iter and its tokens/s over dense's.
+A run that fails reads "failed" in its row, its error follows the table, and the exit status is 1.
+
+--trees compares versions of the code in one call (an A/B: the host's speed drifts between calls by
+more than the differences sought). Each tree is a checkout of this repository, e.g. an older commit
+made with `git worktree add out-ab/old COMMIT` (out*/ is git-ignored; carry it to a GPU machine);
+train.py runs from each tree in turn, interleaved pattern by pattern, and each tree gets its own row.
 
     python tools/train_speed.py                                  # the baby GPT and the N = 1024 setting
     python tools/train_speed.py --iters=1000 --settings=eager,compile,graphs
     python tools/train_speed.py --configs=quality --patterns=dense,sp,window --settings=compile
                                  # the quality experiment's model (results/quality; needs data/pystdlib)
+    python tools/train_speed.py --trees=.,out-ab/old --settings=graphs   # this code against an older one
 """
 import argparse
 import csv
@@ -48,15 +55,27 @@ SETTINGS = {"eager": ["--compile=False"], "compile": ["--compile=True"],
             "graphs": ["--compile=True", "--compile_mode=reduce-overhead"]}
 
 
-def ms_per_iter(config, attn, setting, iters, out_dir):
+def ms_per_iter(config, attn, setting, iters, skip, out_dir, tree=ROOT):
+    """Median ms/iter of one train.py run from `tree`, over iterations skip .. iters-1."""
     cmd = [sys.executable, "train.py", *config, f"--attn={attn}", *SETTINGS[setting], f"--max_iters={iters}",
            "--eval_interval=1000000", "--eval_iters=1", "--log_interval=1", f"--out_dir={out_dir}"]
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    run = subprocess.run(cmd, cwd=tree, capture_output=True, text=True)
     if run.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(cmd)} (in {tree}) failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
     with open(os.path.join(out_dir, "log.csv"), newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["ms_per_iter"] and int(r["iter"]) >= 100]
+        rows = [r for r in csv.DictReader(f) if r["ms_per_iter"] and int(r["iter"]) >= skip]
     return statistics.median(float(r["ms_per_iter"]) for r in rows)
+
+
+def cells(ms, patterns):
+    """dense's ms/iter, then each other pattern's and its tokens/s over dense's; None (a failed run) reads 'failed'."""
+    def num(x):
+        return "failed" if x is None else f"{x:.2f}"
+    out = [num(ms["dense"])]
+    for p in patterns[1:]:
+        ratio = "" if ms[p] is None or ms["dense"] is None else f"{ms['dense'] / ms[p]:.2f}x"
+        out += [num(ms[p]), ratio]
+    return " | ".join(out)
 
 
 def main():
@@ -65,25 +84,45 @@ def main():
     ap.add_argument("--settings", default="eager,compile,graphs", help=f"from {','.join(SETTINGS)}")
     ap.add_argument("--configs", default="baby,n1024", help=f"from {','.join(CONFIGS)}")
     ap.add_argument("--patterns", default="dense,sp", help="attention patterns, dense first")
+    ap.add_argument("--skip", type=int, default=100, help="iterations left out of the median (warm-up)")
+    ap.add_argument("--trees", default=".", help="checkouts to run train.py from, comma-separated (an A/B)")
     args = ap.parse_args()
     patterns = args.patterns.split(",")
     if patterns[0] != "dense":
         ap.error("--patterns must start with dense (the others are compared with it)")
+    if not 0 <= args.skip < args.iters:
+        ap.error(f"--skip must lie in [0, --iters), got {args.skip} with --iters={args.iters}")
+    trees = [os.path.join(ROOT, t) for t in args.trees.split(",")]
+    for t in trees:
+        if not os.path.isfile(os.path.join(t, "train.py")):
+            ap.error(f"--trees: {t} holds no train.py (make one with `git worktree add out-ab/NAME COMMIT`)")
     card = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(f"{card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}, {args.iters} iterations a run, "
-          f"median ms/iter over iterations 100..{args.iters - 1}")
+          f"median ms/iter over iterations {args.skip}..{args.iters - 1}")
     print("| setting | compile | dense ms/iter | "
           + " | ".join(f"{p} ms/iter | {p} tokens/s vs dense" for p in patterns[1:]) + " |")
     print("| --- | --- | ---: |" + " ---: | ---: |" * (len(patterns) - 1))
+    errors = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs.split(","):
             label, config = CONFIGS[name]
             for setting in args.settings.split(","):
-                ms = {a: ms_per_iter(config, a, setting, args.iters, os.path.join(tmp, f"{name}-{a}-{setting}"))
-                      for a in patterns}
-                print(f"| {label} | {setting} | {ms['dense']:.2f} | "
-                      + " | ".join(f"{ms[p]:.2f} | {ms['dense'] / ms[p]:.2f}x" for p in patterns[1:]) + " |",
-                      flush=True)
+                ms = {}
+                for a in patterns:
+                    for i, tree in enumerate(trees):
+                        try:
+                            ms[i, a] = ms_per_iter(config, a, setting, args.iters, args.skip,
+                                                   os.path.join(tmp, f"{name}-{a}-{setting}-{i}"), tree)
+                        except RuntimeError as e:
+                            ms[i, a] = None
+                            errors.append(str(e))
+                for i, tree in enumerate(trees):
+                    where = f" ({os.path.relpath(tree, ROOT)})" if len(trees) > 1 else ""
+                    print(f"| {label}{where} | {setting} | {cells({a: ms[i, a] for a in patterns}, patterns)} |",
+                          flush=True)
+    for e in errors:
+        print(f"\n{e}")
+    sys.exit(1 if errors else 0)
 
 
 if __name__ == "__main__":
