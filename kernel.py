@@ -1054,29 +1054,28 @@ _FLEX_CACHE = {}  # block masks by key, and the compiled flex_attention
 
 
 def flex_attention(q, k, v, mask_mod, key, scale, compiled=True):
-    """FlexAttention (torch.nn.attention.flex_attention) with the block mask of `mask_mod`, built
-    once per `key` and cached, so that the blocks the mask leaves empty are skipped and a row with no
-    visible key gives 0. `key` is a tuple of Python values and tensors; a tensor stands for its
-    storage (its address). Compiled once (eager flex is a slow reference); its backward runs on GPUs only."""
+    """FlexAttention (torch.nn.attention.flex_attention) with the block mask of `mask_mod`, so that
+    the blocks the mask leaves empty are skipped and a row with no visible key gives 0. Its backward
+    runs on GPUs only.
+
+    An eager call builds the block mask once per `key` and caches it (`key` is a tuple of Python
+    values and tensors; a tensor stands for its storage, its address), and runs a compiled
+    flex_attention (eager flex is a slow reference). Inside a compiled model the block mask is built
+    in the graph at every call instead: torch.compile cannot look a traced tensor's address up in the
+    cache, and a graph break there, inside GPT.forward's loop over the blocks, makes torch.compile
+    run the whole model eagerly."""
     from torch.nn.attention import flex_attention as flex
+    H, T, Tk = q.shape[1], q.shape[2], k.shape[2]
+    if torch.compiler.is_compiling():
+        block_mask = flex.create_block_mask(mask_mod, None, H, T, Tk, device=q.device)
+        return flex.flex_attention(q, k, v, block_mask=block_mask, scale=scale)
+    key = tuple(x.data_ptr() if isinstance(x, torch.Tensor) else x for x in key) + (H, T, Tk, str(q.device))
+    if key not in _FLEX_CACHE:
+        _FLEX_CACHE[key] = flex.create_block_mask(mask_mod, None, H, T, Tk, device=q.device)
     if compiled and "compiled" not in _FLEX_CACHE:
         _FLEX_CACHE["compiled"] = torch.compile(flex.flex_attention, dynamic=False)
     run = _FLEX_CACHE["compiled"] if compiled else flex.flex_attention
-    return run(q, k, v, block_mask=_block_mask(mask_mod, key, q.shape[1], q.shape[2], k.shape[2], q.device),
-               scale=scale)
-
-
-@torch.compiler.disable
-def _block_mask(mask_mod, key, H, T, Tk, device):
-    """The cached block mask. It runs eagerly even inside a compiled model (a graph break per call):
-    a recompile traces the lookup with the cache already full, and torch.compile cannot compare a
-    traced tensor address with the keys there; a mask built inside the graph would be rebuilt at
-    every step."""
-    from torch.nn.attention import flex_attention as flex
-    key = tuple(x.data_ptr() if isinstance(x, torch.Tensor) else x for x in key) + (H, T, Tk, str(device))
-    if key not in _FLEX_CACHE:
-        _FLEX_CACHE[key] = flex.create_block_mask(mask_mod, None, H, T, Tk, device=device)
-    return _FLEX_CACHE[key]
+    return run(q, k, v, block_mask=_FLEX_CACHE[key], scale=scale)
 
 
 def flex_band_attention(q, k, v, bands, scale):

@@ -99,13 +99,14 @@ def test_mask_attention_matches_reference(pattern, T):
     torch.testing.assert_close(y_flex.transpose(1, 2).reshape(B, T, C).double(), y_ref, rtol=1e-4, atol=1e-4)
 
 
-def test_compiled_flex_mask_path_finds_each_layers_block_mask(monkeypatch):
-    """A compiled model with two longformer layers, called three times: the first call fills the
-    block-mask cache, which makes the second recompile, and the recompile must find both layers'
-    masks. (Under torch 2.11 that lookup, traced with the mask's address in its key, failed with
-    "SymNodeVariable() is not a constant", so train.py could not train longformer or bigbird
-    compiled.) MaskPattern takes the FlexAttention path on CUDA only, so the test sends it there on
-    CPU, where FlexAttention has a forward only; aot_eager traces as inductor does, without
+def test_compiled_flex_mask_path_is_one_graph_with_the_eager_result(monkeypatch):
+    """A compiled model with two longformer layers, called three times, must compile into one graph
+    (fullgraph=True fails at a graph break) and give the eager result. Two earlier versions of the
+    block-mask lookup failed here: traced, the cache lookup with a mask's address in its key failed
+    under torch 2.11 on the second call ("SymNodeVariable() is not a constant"); run outside the
+    graph, it broke the graph inside GPT.forward's loop over the blocks, so torch.compile ran the whole
+    model eagerly. MaskPattern takes the FlexAttention path on CUDA only, so the test sends it there
+    on CPU, where FlexAttention has a forward only; aot_eager traces as inductor does, without
     generating code."""
     def flex_forward(self, q, k, v):  # MaskPattern.forward's CUDA branch
         return baselines.flex_masked_attention(q, k, v, self.mask, q.size(-1) ** -0.5)
@@ -116,7 +117,7 @@ def test_compiled_flex_mask_path_finds_each_layers_block_mask(monkeypatch):
     with torch.no_grad():
         want = m(x, x)[1]  # the CPU path: masked_attention
         monkeypatch.setattr(model.MaskPattern, "forward", flex_forward)
-        compiled = torch.compile(m, backend="aot_eager")
+        compiled = torch.compile(m, backend="aot_eager", fullgraph=True)
         for _ in range(3):
             torch.testing.assert_close(compiled(x, x)[1], want, rtol=1e-5, atol=1e-5)
 
