@@ -1063,7 +1063,7 @@ def flex_attention(q, k, v, mask_mod, key, scale, compiled=True):
     flex_attention (eager flex is a slow reference). Inside a compiled model the block mask is built
     in the graph at every call instead: torch.compile cannot look a traced tensor's address up in the
     cache, and a graph break there, inside GPT.forward's loop over the blocks, makes torch.compile
-    run the whole model eagerly."""
+    skip GPT.forward: the model then runs eagerly but for pieces of each block."""
     from torch.nn.attention import flex_attention as flex
     H, T, Tk = q.shape[1], q.shape[2], k.shape[2]
     if torch.compiler.is_compiling():
