@@ -89,10 +89,10 @@ def test_gpu_training_steps_replayed_from_cuda_graphs_give_the_compiled_steps_lo
 
 @pytest.mark.parametrize("attn", ["longformer", "bigbird"])
 def test_gpu_compiled_training_of_the_flex_baselines_gives_the_eager_losses(attn, tmp_path):
-    # train.py compiles by default on CUDA; the compiled model's second call recompiles (its first filled
-    # the block-mask cache), and the recompile must find each layer's cached block mask
-    # (tests/test_patterns.py checks the same on CPU, forward only). fp32; the two runs differ by whether
-    # the model around FlexAttention is compiled.
+    # train.py compiles by default on CUDA. The compiled model builds each layer's block mask inside its
+    # graph, the eager one looks it up in kernel.flex_attention's cache: both must give the same losses
+    # (tests/test_patterns.py checks on CPU, forward only, that the compiled model is one graph). fp32;
+    # the two runs differ by whether the model around FlexAttention is compiled.
     import train
     args = ["--dataset=shakespeare_char", "--device=cuda", "--dtype=float32", "--batch_size=8",
             "--block_size=128", "--n_layer=2", "--n_head=4", "--n_embd=64", "--dropout=0.0",

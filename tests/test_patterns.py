@@ -104,8 +104,8 @@ def test_compiled_flex_mask_path_is_one_graph_with_the_eager_result(monkeypatch)
     (fullgraph=True fails at a graph break) and give the eager result. Two earlier versions of the
     block-mask lookup failed here: traced, the cache lookup with a mask's address in its key failed
     under torch 2.11 on the second call ("SymNodeVariable() is not a constant"); run outside the
-    graph, it broke the graph inside GPT.forward's loop over the blocks, so torch.compile ran the whole
-    model eagerly. MaskPattern takes the FlexAttention path on CUDA only, so the test sends it there
+    graph, it broke the graph inside GPT.forward's loop over the blocks, so torch.compile skipped
+    GPT.forward and compiled only pieces of each block. MaskPattern takes the FlexAttention path on CUDA only, so the test sends it there
     on CPU, where FlexAttention has a forward only; aot_eager traces as inductor does, without
     generating code."""
     def flex_forward(self, q, k, v):  # MaskPattern.forward's CUDA branch
