@@ -27,7 +27,7 @@ OPTIONS = [  # name, default, what it sets
     ("num_samples", 10, "how many samples to draw"),
     ("max_new_tokens", 500, "tokens generated per sample"),
     ("temperature", 0.8, "below 1 more predictable, above 1 more random"),
-    ("top_k", 200, "draw each token from the top_k most likely ones only"),
+    ("top_k", 200, "draw each token from the top_k most likely ones only; 0: from all of them"),
     ("seed", 1337, "the random seed"),
     ("device", "auto", "auto, cpu, cuda, cuda:N or mps"),
     ("dtype", "auto", "auto (bf16 on CUDA when supported), float32, bfloat16 or float16"),
@@ -55,6 +55,8 @@ def parse_args(argv):
         raise ConfigError("--num_samples and --max_new_tokens must be at least 1")
     if opts["temperature"] <= 0:
         raise ConfigError(f"--temperature must be > 0, got {opts['temperature']}")
+    if opts["top_k"] < 0:
+        raise ConfigError(f"--top_k must be >= 0 (0: no cut), got {opts['top_k']}")
     return opts
 
 
@@ -124,7 +126,7 @@ def main(argv):
         print(note)
     with torch.no_grad(), ctx:
         for _ in range(opts["num_samples"]):
-            y = model.generate(x, opts["max_new_tokens"], temperature=opts["temperature"], top_k=opts["top_k"])
+            y = model.generate(x, opts["max_new_tokens"], opts["temperature"], top_k=opts["top_k"] or None)
             print(shown + decode(y[0, x.size(1):].tolist()))
             print("---------------")
 
