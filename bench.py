@@ -152,18 +152,29 @@ def environment(device):
                 date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
 
 
+def ints(text):
+    """argparse type of a comma-separated list of positive integers."""
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--T", default=None, help="context lengths of the training table (1024,4096,16384,32768)")
+    ap.add_argument("--T", type=ints, default=None, help="context lengths of the training table (1024,4096,16384,32768)")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--what", default="train,decode")
-    ap.add_argument("--contexts", default=None, help="context lengths of the decoding table (1024,4096)")
+    ap.add_argument("--contexts", type=ints, default=None, help="context lengths of the decoding table (1024,4096)")
     ap.add_argument("--tokens_per_step", type=int, default=65536)
     ap.add_argument("--micro_tokens", type=int, default=16384, help="tokens per forward/backward")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--new_tokens", type=int, default=128, help="tokens per timed generate (at least 3)")
-    ap.add_argument("--decode_batch", default="1,16", help="batch sizes of the decoding table")
+    ap.add_argument("--decode_batch", type=ints, default=[1, 16], help="batch sizes of the decoding table")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--compile", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
     ap.add_argument("--tiny", action="store_true", help="a 2-layer toy model and small sizes (smoke test)")
@@ -174,8 +185,8 @@ def main():
     shape = TINY if args.tiny else GPT2_SMALL
     if args.tiny:
         args.tokens_per_step, args.micro_tokens, args.new_tokens = 512, 256, 8
-    args.T = args.T or ("64,128" if args.tiny else "1024,4096,16384,32768")
-    args.contexts = args.contexts or ("64,128" if args.tiny else "1024,4096")
+    args.T = args.T or ([64, 128] if args.tiny else [1024, 4096, 16384, 32768])
+    args.contexts = args.contexts or ([64, 128] if args.tiny else [1024, 4096])
     if args.compile is None:
         args.compile = args.device.startswith("cuda")
     torch._dynamo.config.cache_size_limit = 64  # one compiled graph per variant and length
@@ -192,7 +203,7 @@ def main():
     if "train" in args.what:
         print("| T | variant | tokens/s | vs dense | ms/step | MFU | peak GiB |")
         print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-        for T in map(int, args.T.split(",")):
+        for T in args.T:
             dense = None
             for variant in args.variants.split(","):
                 try:
@@ -215,8 +226,8 @@ def main():
         print("\n| context | batch | step | attn | decode tokens/s | vs dense | ms/step | prefill + first step ms |")
         print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: |")
         graphs = (True, False) if args.device.startswith("cuda") else (False,)
-        for context in map(int, args.contexts.split(",")):
-            for batch in map(int, str(args.decode_batch).split(",")):
+        for context in args.contexts:
+            for batch in args.decode_batch:
                 for graph in graphs:
                     dense = None
                     for attn in ("dense", "sp"):

@@ -23,6 +23,9 @@ def test_bench_smoke(tmp_path):
     for row in res["train"] + res["decode"]:
         assert math.isfinite(row["tokens_per_s"]) and row["tokens_per_s"] > 0
     assert res["env"]["torch"] == __import__("torch").__version__
+    r = subprocess.run([sys.executable, "bench.py", "--device=cpu", "--T=1024,abc"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.splitlines()[-1].endswith("got '1024,abc'"), r.stderr
 
 
 def test_bench_kernel_table_has_every_column():
