@@ -83,18 +83,22 @@ def normalize_bands(bands, n_head):
     distances. A tensor is read on the host once and remembered (until it is modified in place), so
     bands on the GPU cost no copy and no wait after the first call, and can be used inside a CUDA graph.
     """
-    if isinstance(bands, torch.Tensor):
-        out = _normalize_tensor(bands)
-    elif torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() and not isinstance(bands, torch.Tensor):
         # dynamo traces this once with the bands as constants; through the lru_cache it would warn
         out = _normalize_nested.__wrapped__(_as_tuples(bands))
+    elif _NORMALIZED.get(id(bands)) is bands:  # this function's own output, passed back in (the model's calls)
+        out = bands
     else:
-        out = _normalize_nested(_as_tuples(bands))
+        out = _normalize_tensor(bands) if isinstance(bands, torch.Tensor) else _normalize_nested(_as_tuples(bands))
+        if len(_NORMALIZED) >= 256:
+            _NORMALIZED.clear()
+        _NORMALIZED[id(out)] = out  # which also keeps it alive, so that its id is not reused
     if len(out) != n_head:
         raise ValueError(f"bands has {len(out)} heads but q has {n_head}")
     return out
 
 
+_NORMALIZED = {}  # id(normalized bands) -> those bands
 _TENSOR_BANDS = {}  # id(bands tensor) -> (a weak reference to it, its version counter, normalized bands)
 
 
@@ -800,10 +804,17 @@ def _stat_tiles(t, plan):
 def _kernel_ready(t):
     # The kernels take any batch/head/time strides (views of a fused qkv projection need no copy),
     # but vectorized loads need the head dim packed, and tensor descriptors a 16-byte aligned start
-    # and strides (a broadcast's stride 0 is not one; a size-1 dim's stride does not count).
-    aligned = t.data_ptr() % 16 == 0 and all(n == 1 or (st > 0 and st * t.element_size() % 16 == 0)
-                                             for n, st in zip(t.shape[:-1], t.stride()[:-1]))
-    return t if t.stride(-1) == 1 and aligned else t.clone(memory_format=torch.contiguous_format)
+    # and strides. Every call checks this, so the strides' part is cached by layout.
+    ready = t.data_ptr() % 16 == 0 and _packed_layout(t.shape, t.stride(), t.element_size())
+    return t if ready else t.clone(memory_format=torch.contiguous_format)
+
+
+@functools.lru_cache(maxsize=1024)
+def _packed_layout(shape, stride, itemsize):
+    """The head dim packed, and every other stride 16-byte aligned (a broadcast's stride 0 is not;
+    a size-1 dim's stride does not count)."""
+    return stride[-1] == 1 and all(n == 1 or (st > 0 and st * itemsize % 16 == 0)
+                                   for n, st in zip(shape[:-1], stride[:-1]))
 
 
 def _bthd_empty(B, H, T, D, like):
@@ -811,13 +822,14 @@ def _bthd_empty(B, H, T, D, like):
     y.transpose(1, 2) -> (B, T, H * D), and the gradients go back into views of the fused (B, T, 3C)
     qkv projection: in this order both are views, not copies (SDPA's kernels return the same layout),
     and autograd does not save the output twice (as o, and as y for the output projection)."""
-    return torch.empty((B, T, H, D), dtype=like.dtype, device=like.device).transpose(1, 2)
+    return torch.empty_strided((B, H, T, D), (T * H * D, D, H * D, 1), dtype=like.dtype, device=like.device)
 
 
 def _stats_empty(B, H, T, device):
     """An uninitialized (B, H, T) fp32 tensor for per-row statistics (LSE, Delta), each row of T padded to
     a multiple of 4 elements: a TMA descriptor needs 16-byte row strides."""
-    return torch.empty((B, H, triton.cdiv(T, 4) * 4), dtype=torch.float32, device=device)[..., :T]
+    padded = (T + 3) // 4 * 4  # not triton.cdiv, slow to call on the host (docs/kernel.md, section 10)
+    return torch.empty_strided((B, H, T), (H * padded, padded, 1), dtype=torch.float32, device=device)
 
 
 def _dot_precision(dtype):

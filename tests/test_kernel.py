@@ -192,6 +192,21 @@ def test_tensor_bands_are_read_once_until_changed(monkeypatch):
         kernel.normalize_bands(t, 3)
 
 
+def test_normalized_bands_come_back_as_they_are(monkeypatch):
+    # the model passes its normalized bands at every call: they are recognized, not checked again;
+    # anything else (a list, an equal tuple made elsewhere) still goes through the checks
+    bands = kernel.normalize_bands(kernel.bands_tensor((((0, 2), (4, 6)), ((1, 3),))), 2)
+    monkeypatch.setattr(kernel, "_as_tuples", lambda b: pytest.fail("checked the bands again"))
+    assert kernel.normalize_bands(bands, 2) is bands
+    with pytest.raises(ValueError, match="bands has 2 heads but q has 3"):
+        kernel.normalize_bands(bands, 3)
+    monkeypatch.undo()
+    same = tuple(tuple(tuple(p) for p in head) for head in bands)
+    assert kernel.normalize_bands(same, 2) == bands
+    with pytest.raises(ValueError, match="sorted and disjoint"):
+        kernel.normalize_bands((((4, 6), (0, 2)), ((1, 3),)), 2)
+
+
 def test_auto_picks_torch_on_cpu(monkeypatch):
     def boom(*args):
         raise AssertionError("auto must not pick the Triton kernel for CPU tensors")

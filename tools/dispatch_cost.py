@@ -1,17 +1,22 @@
-"""The Python around the band kernel's launches, per call: what a compiled step pays for the operators.
+"""The Python around the band kernel's launches, per call, with the launches stubbed out (so it runs on
+any machine, CPU or GPU, and measures Python alone).
 
-Under torch.compile the graphs call the launches through kernel.py's operators band_attention::fwd and
-::bwd. This times, with the launches themselves stubbed out (so it runs on any machine, CPU or GPU,
-and measures Python alone), a forward and a backward call at (1, 8, 1024, 64), sp (batch 1, so that
-a CPU's allocation of the outputs does not dominate; on a GPU the caching allocator makes it cheap):
-  impl        kernel._fwd_impl / _bwd_impl called directly (what an eager call runs)
+Table 1, what a compiled step pays for the operators: a forward and a backward call at (1, 8, 1024, 64),
+sp (batch 1, so that a CPU's allocation of the outputs does not dominate; on a GPU the caching
+allocator makes it cheap), made three ways:
+  impl        kernel._fwd_impl / _bwd_impl called directly
   operator    torch.ops.band_attention.fwd / .bwd (what a compiled graph runs): the dispatcher, then impl
   custom_op   the same impl behind torch.library.custom_op, as kernel.py registered it until
               2026-12-04: torch.library's own Python (autograd layer, redispatch, checks) around it
+Table 2, what an eager step pays: kernel.band_attention called as the model calls it (its normalized
+bands, views of a fused qkv projection), forward alone and forward + backward through autograd, at
+(1, 8, 128, 64) (small, so that a CPU's copies inside autograd's backward stay small).
 Best of 5 rounds of 2000 calls each.
 
-    python tools/dispatch_cost.py       # results/kernel/dispatch_cost.log
+    python tools/dispatch_cost.py                   # results/kernel/dispatch_cost.log
+    python tools/dispatch_cost.py --tree=../old     # the kernel.py and model.py of another checkout
 """
+import argparse
 import os
 import platform
 import sys
@@ -19,14 +24,22 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+ap.add_argument("--tree", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                help="the checkout whose kernel.py and model.py are measured (default: this one)")
+args = ap.parse_args()
+if torch.cuda.is_available():
+    device = "cuda"
+else:  # CPU tensors take the Triton path only under the interpreter; the launches are stubbed anyway
+    device = "cpu"
+    os.environ["TRITON_INTERPRET"] = "1"
+sys.path.insert(0, os.path.abspath(args.tree))
 import kernel  # noqa: E402
 from model import head_bands  # noqa: E402
 
 kernel._launch = lambda *args: None          # no launch: Python alone
 kernel._tma_on = lambda device: False        # pointer tiles (no descriptors), which also works on a CPU
 
-device = "cuda" if torch.cuda.is_available() else "cpu"
 B, H, T, D = 1, 8, 1024, 64
 q, k, v, do = (torch.randn(B, H, T, D, device=device, dtype=torch.bfloat16) for _ in range(4))
 bands = kernel.normalize_bands(head_bands(H, T, "sp"), H)
@@ -55,6 +68,22 @@ CALLS = {
                  "custom_op": lambda: custom_bwd(do, q, k, v, o, lse, flat, 0.125)},
 }
 
+# Table 2: the model's call, eagerly
+Ts = 128
+qkv = torch.randn(B, Ts, 3 * H * D, device=device, dtype=torch.bfloat16, requires_grad=True)
+qs, ks, vs = (t.view(B, Ts, H, D).transpose(1, 2) for t in qkv.split(H * D, dim=2))
+dos = torch.randn(B, H, Ts, D, device=device, dtype=torch.bfloat16)
+bands_s = kernel.normalize_bands(head_bands(H, Ts, "sp"), H)
+
+
+def eager_forward():
+    with torch.no_grad():
+        kernel.band_attention(qs, ks, vs, bands_s, backend="triton")
+
+
+def eager_forward_backward():
+    torch.autograd.grad(kernel.band_attention(qs, ks, vs, bands_s, backend="triton"), (qkv,), dos)
+
 
 def us_per_call(fn, n=2000, rounds=5):
     for _ in range(200):
@@ -69,8 +98,10 @@ def us_per_call(fn, n=2000, rounds=5):
 
 
 print(f"{platform.processor() or platform.machine()}, {device}, torch {torch.__version__}, python {platform.python_version()}; "
-      f"(B, H, T, D) = {(B, H, T, D)}, sp, bf16, launches stubbed; us a call, best of 5 x 2000")
-print("| call | impl | operator | custom_op |\n| --- | ---: | ---: | ---: |")
+      f"kernel.py of {os.path.abspath(args.tree)}; sp, bf16, launches stubbed; us a call, best of 5 x 2000")
+print(f"{(B, H, T, D)}:\n| call | impl | operator | custom_op |\n| --- | ---: | ---: | ---: |")
 with torch.no_grad():  # as inside a compiled graph
     for name, fns in CALLS.items():
         print(f"| {name} | " + " | ".join(f"{us_per_call(fns[way]):.1f}" for way in ("impl", "operator", "custom_op")) + " |")
+print(f"{(B, H, Ts, D)}, kernel.band_attention eagerly: forward {us_per_call(eager_forward):.1f}, "
+      f"forward + backward {us_per_call(eager_forward_backward):.1f}")
