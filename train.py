@@ -206,9 +206,12 @@ def model_args_of(cfg, vocab_size):
 
 def check_config(cfg):
     """Raise a ConfigError naming the first setting that cannot work. Only the settings themselves are
-    read (no dataset, no device), so the mistake is reported before anything slow happens."""
+    read (no dataset, no device; for a resume, whether its checkpoint exists), so the mistake is
+    reported before anything slow happens."""
     if cfg.init_from not in ("scratch", "resume"):
         raise ConfigError(f"init_from must be 'scratch' or 'resume', got {cfg.init_from!r}")
+    if cfg.init_from == "resume" and not os.path.exists(os.path.join(cfg.out_dir, "ckpt.pt")):
+        raise no_checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"))
     if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {cfg.dtype!r}")
     if not 0.0 <= cfg.attn_switch_frac <= 1.0:
@@ -600,7 +603,7 @@ def save_checkpoint(path, state):
 
 def load_checkpoint(path, map_location="cpu"):
     if not os.path.exists(path):
-        raise ConfigError(f"no checkpoint at {path}: train first (python train.py ...) or check --out_dir")
+        raise no_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:
@@ -609,6 +612,10 @@ def load_checkpoint(path, map_location="cpu"):
     if not isinstance(ckpt, dict) or not {"model", "model_args"} <= set(ckpt):
         raise ConfigError(f"{path} is not a checkpoint of this project (no model / model_args in it)")
     return ckpt
+
+
+def no_checkpoint(path):
+    return ConfigError(f"no checkpoint at {path}: train first (python train.py ...) or check --out_dir")
 
 
 # -----------------------------------------------------------------------------

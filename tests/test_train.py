@@ -279,6 +279,8 @@ def test_second_ctrl_c_quits_at_once_with_one_line(tmp_path):
 def test_missing_and_corrupt_checkpoint(tmp_path):
     r = run_cli(TINY + [f"--out_dir={tmp_path}", "--init_from=resume"])
     assert r.returncode == 1 and "no checkpoint at" in r.stderr
+    with pytest.raises(ConfigError, match="no checkpoint at"):  # said before the data is read or prepared
+        train.check_config(train.parse_args(TINY + [f"--out_dir={tmp_path}", "--init_from=resume"]))
     (tmp_path / "ckpt.pt").write_bytes(b"not a checkpoint")
     r = run_cli(TINY + [f"--out_dir={tmp_path}", "--init_from=resume"])
     assert r.returncode == 1 and "not a readable checkpoint" in r.stderr and len(r.stderr.splitlines()) == 1
