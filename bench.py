@@ -165,7 +165,8 @@ def ints(text):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--T", type=ints, default=None, help="context lengths of the training table (1024,4096,16384,32768)")
+    ap.add_argument("--T", type=ints, default=None,
+                    help="context lengths of the training table (1024,4096,16384,32768)")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--what", default="train,decode")
     ap.add_argument("--contexts", type=ints, default=None, help="context lengths of the decoding table (1024,4096)")

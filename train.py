@@ -210,8 +210,9 @@ def check_config(cfg):
     reported before anything slow happens."""
     if cfg.init_from not in ("scratch", "resume"):
         raise ConfigError(f"init_from must be 'scratch' or 'resume', got {cfg.init_from!r}")
-    if cfg.init_from == "resume" and not os.path.exists(os.path.join(cfg.out_dir, "ckpt.pt")):
-        raise no_checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"))
+    ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
+    if cfg.init_from == "resume" and not os.path.exists(ckpt_path):
+        raise no_checkpoint(ckpt_path)
     if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {cfg.dtype!r}")
     if not 0.0 <= cfg.attn_switch_frac <= 1.0:

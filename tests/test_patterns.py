@@ -105,9 +105,9 @@ def test_compiled_flex_mask_path_is_one_graph_with_the_eager_result(monkeypatch)
     block-mask lookup failed here: traced, the cache lookup with a mask's address in its key failed
     under torch 2.11 on the second call ("SymNodeVariable() is not a constant"); run outside the
     graph, it broke the graph inside GPT.forward's loop over the blocks, so torch.compile skipped
-    GPT.forward and compiled only pieces of each block. MaskPattern takes the FlexAttention path on CUDA only, so the test sends it there
-    on CPU, where FlexAttention has a forward only; aot_eager traces as inductor does, without
-    generating code."""
+    GPT.forward and compiled only pieces of each block. MaskPattern takes the FlexAttention path on
+    CUDA only, so the test sends it there on CPU, where FlexAttention has a forward only; aot_eager
+    traces as inductor does, without generating code."""
     def flex_forward(self, q, k, v):  # MaskPattern.forward's CUDA branch
         return baselines.flex_masked_attention(q, k, v, self.mask, q.size(-1) ** -0.5)
 
