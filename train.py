@@ -130,6 +130,35 @@ def train(cfg):
     switch_iter = cfg.max_iters - round(cfg.attn_switch_frac * cfg.max_iters) if cfg.attn_switch_frac > 0 else None
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * block_size
     history, t_start, step_s = [], time.time(), 0.0
+    pending, t_read = None, t_start  # the step queued last, its loss not read yet; when the last was read
+
+    def read_pending():
+        """Read the pending step's loss (this waits for the device to finish that step), stop on a NaN,
+        and log the step. Called once the next step is queued, so that the device has work while the
+        host waits here, and before anything that needs good weights: an evaluation, a checkpoint."""
+        nonlocal pending, t_read, step_s
+        if pending is None:
+            return
+        it, loss, grad_norm, lr, t0 = pending
+        pending, loss = None, float(loss)
+        check_finite("loss", loss, it, ckpt_path)
+        now = time.time()
+        dt, t_read = now - max(t0, t_read), now  # since the step before it was read (they overlap)
+        history.append((it, loss))
+        step_s += dt
+        if it % cfg.log_interval == 0:
+            mfu = raw_model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps // env.world, dt,
+                                         peak_flops=cfg.peak_flops or None)
+            console.say(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
+                        f"{tokens_per_iter / dt:,.0f} tok/s, mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, "
+                        f"grad norm {float(grad_norm):.3f}")
+            log.row(iter=it, train_loss=f"{loss:.5f}", lr=lr, ms_per_iter=f"{dt * 1000:.2f}",
+                    tokens_per_s=f"{tokens_per_iter / dt:.0f}", mfu="" if mfu is None else f"{mfu:.4f}",
+                    elapsed_s=f"{time.time() - t_start:.1f}", grad_norm=f"{float(grad_norm):.6g}")
+        per_iter = step_s / len(history)
+        console.progress(f"training: iter {it}/{cfg.max_iters}, {per_iter:.2f} s/iter",
+                         per_iter * (cfg.max_iters - it - 1))
+
     try:
         with CtrlC(env) as ctrl_c, CsvLog(os.path.join(cfg.out_dir, "log.csv") if env.master else None) as log:
             while True:
@@ -144,9 +173,11 @@ def train(cfg):
                 if env.master and 0 < cfg.time_limit_s < time.time() - t_start:
                     ctrl_c.request(f"time_limit_s={cfg.time_limit_s:g}")  # stop() tells the other processes
                 if ctrl_c.stop():  # here, between iterations, the state is whole
+                    read_pending()
                     save_on_stop(run, cfg, env, ckpt_path, console, ctrl_c.why)
                     break
                 if run.iter_num % cfg.eval_interval == 0 or run.iter_num >= cfg.max_iters:
+                    read_pending()
                     losses = evaluate(model, splits, block_size, cfg, env, ctrl_c, console)
                     if losses is None:
                         continue  # Ctrl-C cut the evaluation short: the check above saves and stops
@@ -163,22 +194,8 @@ def train(cfg):
 
                 t0 = time.time()
                 loss, grad_norm = train_step(model, run, scaler, splits["train"], cfg, env)
-                check_finite("loss", loss, run.iter_num, ckpt_path)
-                dt = time.time() - t0
-                history.append((run.iter_num, loss))
-                step_s += dt
-                if run.iter_num % cfg.log_interval == 0:
-                    mfu = raw_model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps // env.world, dt,
-                                                 peak_flops=cfg.peak_flops or None)
-                    console.say(f"iter {run.iter_num}: loss {loss:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
-                                f"{tokens_per_iter / dt:,.0f} tok/s, mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, "
-                                f"grad norm {float(grad_norm):.3f}")
-                    log.row(iter=run.iter_num, train_loss=f"{loss:.5f}", lr=lr, ms_per_iter=f"{dt * 1000:.2f}",
-                            tokens_per_s=f"{tokens_per_iter / dt:.0f}", mfu="" if mfu is None else f"{mfu:.4f}",
-                            elapsed_s=f"{time.time() - t_start:.1f}", grad_norm=f"{float(grad_norm):.6g}")
-                per_iter = step_s / len(history)
-                console.progress(f"training: iter {run.iter_num}/{cfg.max_iters}, {per_iter:.2f} s/iter",
-                                 per_iter * (cfg.max_iters - run.iter_num - 1))
+                read_pending()  # the previous step's loss, while the device works on this one
+                pending = (run.iter_num, loss, grad_norm, lr, t0)
                 run.iter_num += 1
     except KeyboardInterrupt:  # a second Ctrl-C (see CtrlC): stop at once, and say what is on disk
         raise KeyboardInterrupt(f"Ctrl-C again: stopped at once, without saving; {saved(run, ckpt_path)}") from None
@@ -478,7 +495,8 @@ def get_batch(data, ix, block_size, device):
 
 def train_step(model, run, scaler, data, cfg, env):
     """One optimizer step on a global batch of gradient_accumulation_steps micro-batches, of which this
-    process takes its share. Returns the global batch's mean loss (a float) and the gradient norm."""
+    process takes its share. Returns the global batch's mean loss and the gradient norm, as tensors
+    that the device may still be computing (reading them waits for it)."""
     block_size, B = run.model.config.block_size, cfg.batch_size
     accum = cfg.gradient_accumulation_steps // env.world  # micro-batches of this process
     # The step's micro-batches are drawn together; process r takes the r-th share of them.
@@ -499,7 +517,6 @@ def train_step(model, run, scaler, data, cfg, env):
     if env.ddp:
         dist.all_reduce(total)
         total /= env.world  # the global batch's mean loss
-    total = float(total)  # waits for the GPU: the caller's timing covers the whole step
     scaler.unscale_(run.optimizer)  # a no-op unless fp16 loss scaling is on
     # the norm is logged also without clipping (an infinite bound clips nothing)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))

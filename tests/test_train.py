@@ -1,5 +1,6 @@
 """train.py and sample.py as a user runs them: exact resume, Ctrl-C, NaN, every bad input, --help,
 and the progress shown while a slow machine works."""
+import csv
 import os
 import pty
 import select
@@ -85,6 +86,41 @@ def test_resume_continues_exactly(tmp_path):
     assert [it for it, _ in straight] == list(range(20))
     assert straight == first + second
     assert straight[-1][1] < straight[0][1]
+
+
+def test_a_steps_loss_is_read_once_the_next_step_is_queued(tmp_path, monkeypatch):
+    # Reading a loss waits for the device to finish its step; read at once, it would leave a GPU idle
+    # while the host queues the next step. So each loss is read after the next step is queued, and
+    # every pending loss is read (a NaN stops the run) before an evaluation and its checkpoint.
+    events, real_step, real_checkpoint = [], train.train_step, train.checkpoint
+
+    class Loss:  # a step's loss tensor, its reading recorded
+        def __init__(self, it, value):
+            self.it, self.value = it, value
+
+        def __float__(self):
+            events.append(("read", self.it))
+            return float(self.value)
+
+    def step(model, run, *a):
+        events.append(("step", run.iter_num))
+        loss, grad_norm = real_step(model, run, *a)
+        return Loss(run.iter_num, loss), grad_norm
+
+    def checkpoint(run, *a):
+        events.append(("save", run.iter_num))
+        real_checkpoint(run, *a)
+
+    monkeypatch.setattr(train, "train_step", step)
+    monkeypatch.setattr(train, "checkpoint", checkpoint)
+    history = train.train(train.parse_args(TINY + [f"--out_dir={tmp_path}", "--max_iters=6", "--eval_interval=3",
+                                                   "--log_interval=1"]))
+    assert events == [("save", 0), ("step", 0), ("step", 1), ("read", 0), ("step", 2), ("read", 1), ("read", 2),
+                      ("save", 3), ("step", 3), ("step", 4), ("read", 3), ("step", 5), ("read", 4), ("read", 5),
+                      ("save", 6)]
+    assert [it for it, _ in history] == list(range(6))
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [r["iter"] for r in rows if r["ms_per_iter"]] == [str(i) for i in range(6)]
 
 
 def test_time_limit_stops_with_a_checkpoint_and_resume_finishes_exactly(tmp_path, monkeypatch, capsys):
