@@ -130,20 +130,20 @@ def train(cfg):
     switch_iter = cfg.max_iters - round(cfg.attn_switch_frac * cfg.max_iters) if cfg.attn_switch_frac > 0 else None
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * block_size
     history, t_start, step_s = [], time.time(), 0.0
-    pending, t_read = None, t_start  # the step queued last, its loss not read yet; when the last was read
+    pending = None  # the step queued last, whose loss is not read yet
 
     def read_pending():
         """Read the pending step's loss (this waits for the device to finish that step), stop on a NaN,
         and log the step. Called once the next step is queued, so that the device has work while the
         host waits here, and before anything that needs good weights: an evaluation, a checkpoint."""
-        nonlocal pending, t_read, step_s
+        nonlocal pending, step_s
         if pending is None:
             return
-        it, loss, grad_norm, lr, t0 = pending
+        it, loss, grad_norm, lr, queued_s = pending
+        t_wait = time.time()
         pending, loss = None, float(loss)
+        dt = queued_s + time.time() - t_wait  # the loop's time on the step: queueing it, then waiting for it
         check_finite("loss", loss, it, ckpt_path)
-        now = time.time()
-        dt, t_read = now - max(t0, t_read), now  # since the step before it was read (they overlap)
         history.append((it, loss))
         step_s += dt
         if it % cfg.log_interval == 0:
@@ -194,8 +194,9 @@ def train(cfg):
 
                 t0 = time.time()
                 loss, grad_norm = train_step(model, run, scaler, splits["train"], cfg, env)
+                queued_s = time.time() - t0
                 read_pending()  # the previous step's loss, while the device works on this one
-                pending = (run.iter_num, loss, grad_norm, lr, t0)
+                pending = (run.iter_num, loss, grad_norm, lr, queued_s)
                 run.iter_num += 1
     except KeyboardInterrupt:  # a second Ctrl-C (see CtrlC): stop at once, and say what is on disk
         raise KeyboardInterrupt(f"Ctrl-C again: stopped at once, without saving; {saved(run, ckpt_path)}") from None

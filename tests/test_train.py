@@ -91,8 +91,12 @@ def test_resume_continues_exactly(tmp_path):
 def test_a_steps_loss_is_read_once_the_next_step_is_queued(tmp_path, monkeypatch):
     # Reading a loss waits for the device to finish its step; read at once, it would leave a GPU idle
     # while the host queues the next step. So each loss is read after the next step is queued, and
-    # every pending loss is read (a NaN stops the run) before an evaluation and its checkpoint.
+    # every pending loss is read (a NaN stops the run) before an evaluation and its checkpoint. A
+    # step's ms/iter is its queueing plus the wait for it: with a clock that moves one second a step
+    # (as a CPU's would: its steps run while they are queued), every step logs 1000 ms, also the first
+    # one after an evaluation, whose loss is read only after the next step has run.
     events, real_step, real_checkpoint = [], train.train_step, train.checkpoint
+    clock = {"now": 0.0}
 
     class Loss:  # a step's loss tensor, its reading recorded
         def __init__(self, it, value):
@@ -104,6 +108,7 @@ def test_a_steps_loss_is_read_once_the_next_step_is_queued(tmp_path, monkeypatch
 
     def step(model, run, *a):
         events.append(("step", run.iter_num))
+        clock["now"] += 1.0
         loss, grad_norm = real_step(model, run, *a)
         return Loss(run.iter_num, loss), grad_norm
 
@@ -113,6 +118,7 @@ def test_a_steps_loss_is_read_once_the_next_step_is_queued(tmp_path, monkeypatch
 
     monkeypatch.setattr(train, "train_step", step)
     monkeypatch.setattr(train, "checkpoint", checkpoint)
+    monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: clock["now"]))
     history = train.train(train.parse_args(TINY + [f"--out_dir={tmp_path}", "--max_iters=6", "--eval_interval=3",
                                                    "--log_interval=1"]))
     assert events == [("save", 0), ("step", 0), ("step", 1), ("read", 0), ("step", 2), ("read", 1), ("read", 2),
@@ -120,7 +126,7 @@ def test_a_steps_loss_is_read_once_the_next_step_is_queued(tmp_path, monkeypatch
                       ("save", 6)]
     assert [it for it, _ in history] == list(range(6))
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
-    assert [r["iter"] for r in rows if r["ms_per_iter"]] == [str(i) for i in range(6)]
+    assert [(r["iter"], r["ms_per_iter"]) for r in rows if r["ms_per_iter"]] == [(str(i), "1000.00") for i in range(6)]
 
 
 def test_time_limit_stops_with_a_checkpoint_and_resume_finishes_exactly(tmp_path, monkeypatch, capsys):
