@@ -125,7 +125,8 @@ def test_a_steps_loss_is_read_once_the_next_step_is_queued(tmp_path, monkeypatch
                       ("save", 3), ("step", 3), ("step", 4), ("read", 3), ("step", 5), ("read", 4), ("read", 5),
                       ("save", 6)]
     assert [it for it, _ in history] == list(range(6))
-    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    with open(tmp_path / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert [(r["iter"], r["ms_per_iter"]) for r in rows if r["ms_per_iter"]] == [(str(i), "1000.00") for i in range(6)]
 
 
