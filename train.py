@@ -149,12 +149,13 @@ def train(cfg):
         if it % cfg.log_interval == 0:
             mfu = raw_model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps // env.world, dt,
                                          peak_flops=cfg.peak_flops or None)
+            grad_norm = float(grad_norm)  # one copy from the device, for both lines
             console.say(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
                         f"{tokens_per_iter / dt:,.0f} tok/s, mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, "
-                        f"grad norm {float(grad_norm):.3f}")
+                        f"grad norm {grad_norm:.3f}")
             log.row(iter=it, train_loss=f"{loss:.5f}", lr=lr, ms_per_iter=f"{dt * 1000:.2f}",
                     tokens_per_s=f"{tokens_per_iter / dt:.0f}", mfu="" if mfu is None else f"{mfu:.4f}",
-                    elapsed_s=f"{time.time() - t_start:.1f}", grad_norm=f"{float(grad_norm):.6g}")
+                    elapsed_s=f"{time.time() - t_start:.1f}", grad_norm=f"{grad_norm:.6g}")
         per_iter = step_s / len(history)
         console.progress(f"training: iter {it}/{cfg.max_iters}, {per_iter:.2f} s/iter",
                          per_iter * (cfg.max_iters - it - 1))
