@@ -101,9 +101,11 @@ def head_bands(n_head, block_size, pattern):
         bands = [[(start[h], start[h] + width[h])] for h in range(H)]
     elif pattern == "sp":
         bands = [_merge([(0, width[h] + 1), (start[h], start[h] + width[h])]) for h in range(H)]
-    else:  # sp_balanced
+    elif pattern == "sp_balanced":
         cuts = _balanced_cuts(N, H)
         bands = [[(cuts[h], cuts[h + 1])] for h in range(H)]
+    else:
+        raise ConfigError(f"head_bands: {pattern!r} is in BAND_PATTERNS but has no branch here to lay out its bands")
     return kernel.bands_tensor([[(lo, min(hi, N)) for lo, hi in b] for b in bands])
 
 

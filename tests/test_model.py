@@ -1,4 +1,10 @@
 """The model against the spec: band layouts, masks, the KV cache, and bad configurations."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -6,6 +12,7 @@ import kernel
 import model
 from model import GPT, GPTConfig, ConfigError, head_bands, BAND_PATTERNS, ATTN_PATTERNS
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES = [(1, 1), (4, 4), (4, 10), (6, 256), (8, 1024), (12, 1000), (16, 1024), (7, 50)]
 
 
@@ -178,6 +185,40 @@ def test_every_pattern_name_builds():
     for attn in ATTN_PATTERNS:
         assert tiny(attn)(torch.zeros(1, 5, dtype=torch.long))[0].isfinite().all()
     assert set(BAND_PATTERNS) <= set(ATTN_PATTERNS)
+
+
+def test_a_band_pattern_without_a_branch_in_head_bands_is_refused(monkeypatch):
+    # a name added to BAND_PATTERNS alone must not fall into another pattern's branch
+    monkeypatch.setattr(model, "BAND_PATTERNS", BAND_PATTERNS + ("mine",))
+    with pytest.raises(ConfigError, match="'mine' is in BAND_PATTERNS but has no branch"):
+        head_bands(4, 32, "mine")
+
+
+def test_the_readmes_recipe_for_a_pattern_of_your_own(tmp_path):
+    # README, "Hack it": a new band pattern is a name in BAND_PATTERNS and a branch in head_bands,
+    # and the model's tests then check it. Apply the README's two snippets to a copy of model.py and
+    # run the tests that take every pattern on it, selecting the new one.
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = readme.split("## Hack it", 1)[1].split("\n## ", 1)[0]
+    names_line, branch = re.findall(r"```python\n(.*?)```", section, re.S)
+    name = re.search(r'elif pattern == "(\w+)"', branch).group(1)
+    assert name in names_line and name not in ATTN_PATTERNS
+    source = open(os.path.join(ROOT, "model.py"), encoding="utf-8").read()
+    source, n_names = re.subn(r"^BAND_PATTERNS = .*\n", lambda _: names_line, source, count=1, flags=re.M)
+    last_else = "    else:\n        raise ConfigError(f\"head_bands: {pattern!r} is in BAND_PATTERNS"
+    assert n_names == 1 and source.count(last_else) == 1
+    source = source.replace(last_else, branch + last_else)
+    for f in os.listdir(ROOT):
+        if f.endswith(".py"):
+            shutil.copy(os.path.join(ROOT, f), tmp_path / f)
+    shutil.copytree(os.path.join(ROOT, "tests"), tmp_path / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    os.symlink(os.path.join(ROOT, "data"), tmp_path / "data")  # the shipped Tiny Shakespeare
+    (tmp_path / "model.py").write_text(source, encoding="utf-8")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_model.py",
+                        "tests/test_patterns.py", "-k", name], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    passed = int(re.search(r"(\d+) passed", r.stdout).group(1))
+    assert passed >= 4, r.stdout[-3000:]  # trains and generates, KV cache, information flow, pair counts
 
 
 def test_generate_under_autocast():
