@@ -124,7 +124,6 @@ def train(cfg):
     if cfg.compile and cfg.compile_mode == "reduce-overhead" and env.device_type == "cuda":
         warm_up(raw_model, splits["train"], cfg, env)
     model = wrap_model(raw_model, cfg, env, console)  # what the loop calls: compiled, DDP
-    scaler = torch.amp.GradScaler(env.device_type, enabled=(env.dtype == "float16"))
     # attn_switch_frac: from this iteration on the model attends densely. Decided from iter_num alone,
     # so a resumed run switches at the same point (model_args keep the pattern it was built with).
     switch_iter = cfg.max_iters - round(cfg.attn_switch_frac * cfg.max_iters) if cfg.attn_switch_frac > 0 else None
@@ -141,15 +140,18 @@ def train(cfg):
             return
         it, loss, grad_norm, lr, queued_s = pending
         t_wait = time.time()
-        pending, loss = None, float(loss)
+        pending = None
+        loss, grad_norm = float(loss), float(grad_norm)
         dt = queued_s + time.time() - t_wait  # the loop's time on the step: queueing it, then waiting for it
         check_finite("loss", loss, it, ckpt_path)
+        if not run.scaler.is_enabled():  # float16's scaler skips a step whose gradient overflowed
+            # a finite loss with a NaN gradient made NaN weights, which a stop right now would save
+            check_finite("gradient norm", grad_norm, it, ckpt_path)
         history.append((it, loss))
         step_s += dt
         if it % cfg.log_interval == 0:
             mfu = raw_model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps // env.world, dt,
                                          peak_flops=cfg.peak_flops or None)
-            grad_norm = float(grad_norm)  # one copy from the device, for both lines
             console.say(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
                         f"{tokens_per_iter / dt:,.0f} tok/s, mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, "
                         f"grad norm {grad_norm:.3f}")
@@ -194,7 +196,7 @@ def train(cfg):
                     break
 
                 t0 = time.time()
-                loss, grad_norm = train_step(model, run, scaler, splits["train"], cfg, env)
+                loss, grad_norm = train_step(model, run, splits["train"], cfg, env)
                 queued_s = time.time() - t0
                 read_pending()  # the previous step's loss, while the device works on this one
                 pending = (run.iter_num, loss, grad_norm, lr, queued_s)
@@ -368,6 +370,7 @@ class Run:
     model_args: dict                   # GPTConfig's fields: the architecture
     meta: dict | None                  # the char vocabulary (None for GPT-2 BPE), for sample.py
     data_gen: torch.Generator          # draws the training batches: its state is the data order
+    scaler: torch.amp.GradScaler       # float16's loss scale (a no-op otherwise): it adapts as training goes
     iter_num: int = 0
     best_val_loss: float = float("inf")
     saved_at: int | None = None        # iter_num of the last checkpoint this run wrote, if any
@@ -388,10 +391,13 @@ def build_run(cfg, env, meta, ckpt_path):
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
                                            env.device_type)
     # the training batches of every process, all alike; checkpointed
-    run = Run(model, optimizer, model_args, meta, data_gen=torch.Generator().manual_seed(cfg.seed))
+    run = Run(model, optimizer, model_args, meta, data_gen=torch.Generator().manual_seed(cfg.seed),
+              scaler=torch.amp.GradScaler(env.device_type, enabled=(env.dtype == "float16")))
     if ckpt is None:
         return run
     optimizer.load_state_dict(ckpt["optimizer"])
+    if run.scaler.is_enabled() and ckpt.get("scaler"):  # empty when the run was not float16
+        run.scaler.load_state_dict(ckpt["scaler"])
     run.data_gen.set_state(ckpt["data_rng_state"])
     run.iter_num, run.best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
     if len(ckpt["rng_states"]) != env.world:
@@ -495,7 +501,7 @@ def get_batch(data, ix, block_size, device):
     return x.to(device), y.to(device)
 
 
-def train_step(model, run, scaler, data, cfg, env):
+def train_step(model, run, data, cfg, env):
     """One optimizer step on a global batch of gradient_accumulation_steps micro-batches, of which this
     process takes its share. Returns the global batch's mean loss and the gradient norm, as tensors
     that the device may still be computing (reading them waits for it)."""
@@ -514,22 +520,23 @@ def train_step(model, run, scaler, data, cfg, env):
             _, loss = model(X, Y)
             # this process's mean; DDP averages the processes' gradients: the global mean
             loss = loss / accum
-        scaler.scale(loss).backward()
+        run.scaler.scale(loss).backward()
         total += loss.detach()
     if env.ddp:
         dist.all_reduce(total)
         total /= env.world  # the global batch's mean loss
-    scaler.unscale_(run.optimizer)  # a no-op unless fp16 loss scaling is on
+    run.scaler.unscale_(run.optimizer)  # a no-op unless fp16 loss scaling is on
     # the norm is logged also without clipping (an infinite bound clips nothing)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
-    scaler.step(run.optimizer)
-    scaler.update()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
     return total, grad_norm
 
 
 def check_finite(what, value, iter_num, ckpt_path):
-    """Stop on a NaN or infinite loss, before a checkpoint could save the weights that made it."""
+    """Stop on a NaN or infinite loss (or gradient norm), before a checkpoint could save the weights
+    that made it."""
     if not math.isfinite(value):
         raise FloatingPointError(
             f"{what} became {value} at iter {iter_num}; stopped without saving. The last good checkpoint "
@@ -585,6 +592,7 @@ def checkpoint(run, cfg, env, path):
     if env.master:
         save_checkpoint(path, {
             "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict(),
             "model_args": run.model_args, "config": dataclasses.asdict(cfg), "iter_num": run.iter_num,
             "best_val_loss": float(run.best_val_loss), "data_rng_state": run.data_gen.get_state(),
             "rng_states": rng_states, "meta": run.meta,

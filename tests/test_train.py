@@ -88,6 +88,19 @@ def test_resume_continues_exactly(tmp_path):
     assert straight[-1][1] < straight[0][1]
 
 
+def test_float16_resume_keeps_the_loss_scale(tmp_path):
+    # float16 scales the loss (GradScaler), and the scale adapts: an overflow halves it and skips that
+    # step. A resume that started again from the initial scale would skip steps the straight run took.
+    fp16 = TINY + ["--dtype=float16", "--batch_size=1", "--block_size=4", "--gradient_accumulation_steps=1"]
+    straight = train.train(train.parse_args(fp16 + [f"--out_dir={tmp_path}/a", "--max_iters=12", "--eval_interval=6"]))
+    first = train.train(train.parse_args(fp16 + [f"--out_dir={tmp_path}/b", "--max_iters=6", "--eval_interval=6"]))
+    scale = torch.load(f"{tmp_path}/b/ckpt.pt", weights_only=False)["scaler"]["scale"]
+    assert scale < torch.amp.GradScaler("cpu").get_scale()  # it has changed: the test sees a difference
+    second = train.train(train.parse_args(fp16 + [f"--out_dir={tmp_path}/b", "--max_iters=12", "--eval_interval=6",
+                                                  "--init_from=resume"]))
+    assert straight == first + second
+
+
 def test_a_steps_loss_is_read_once_the_next_step_is_queued(tmp_path, monkeypatch):
     # Reading a loss waits for the device to finish its step; read at once, it would leave a GPU idle
     # while the host queues the next step. So each loss is read after the next step is queued, and
@@ -340,6 +353,31 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
     ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=False)
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
     assert not os.path.exists(tmp_path / "ckpt.pt.tmp")
+
+
+def test_a_nan_gradient_stops_before_a_stop_saves_its_weights(tmp_path, monkeypatch):
+    # A step whose loss is finite but whose gradient is NaN leaves NaN weights (clipping multiplies every
+    # gradient by NaN). Here the time limit stops the run right after that step: its checkpoint would
+    # replace the last good one with those weights, so the gradient norm is checked too.
+    clock, real_step = {"now": 0.0}, train.train_step
+
+    def step(model, run, *rest):
+        clock["now"] += 1.0
+        if run.iter_num != 3:
+            return real_step(model, run, *rest)
+        hook = next(run.model.parameters()).register_hook(lambda g: torch.full_like(g, float("nan")))
+        loss, grad_norm = real_step(model, run, *rest)
+        hook.remove()
+        assert loss.isfinite() and not grad_norm.isfinite()
+        return loss, grad_norm
+
+    monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: clock["now"]))
+    monkeypatch.setattr(train, "train_step", step)
+    cfg = train.parse_args(TINY + [f"--out_dir={tmp_path}", "--max_iters=10", "--eval_interval=5", "--time_limit_s=3.5"])
+    with pytest.raises(FloatingPointError, match="gradient norm became nan at iter 3"):
+        train.train(cfg)
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    assert ckpt["iter_num"] == 0 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
 
 def test_ctrl_c_saves_and_resumes(tmp_path):
