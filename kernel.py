@@ -82,6 +82,8 @@ def normalize_bands(bands, n_head):
     Raises ValueError on anything that is not H sorted lists of disjoint intervals of non-negative
     distances. A tensor is read on the host once and remembered (until it is modified in place), so
     bands on the GPU cost no copy and no wait after the first call, and can be used inside a CUDA graph.
+    "In place" is what the tensor's version counter sees: a write through `t.data` or `t.numpy()` is
+    not seen, so change bands through the tensor itself (t[...] = ...), or pass a new one.
     """
     if torch.compiler.is_compiling() and not isinstance(bands, torch.Tensor):
         # dynamo traces this once with the bands as constants; through the lru_cache it would warn
@@ -153,7 +155,7 @@ def bands_tensor(bands, T=None):
     With T, every interval is clipped to distances < T first (an interval beyond T becomes [0, 0))."""
     if T is not None:
         bands = tuple(tuple((lo, min(hi, T)) for lo, hi in head if lo < min(hi, T)) for head in bands)
-    K = max(1, max(len(b) for b in bands))
+    K = max([1] + [len(b) for b in bands])  # no heads: K = 1, zero rows
     rows = [list(b) + [(0, 0)] * (K - len(b)) for b in bands]
     return torch.tensor(rows, dtype=torch.long).view(len(bands), K, 2)
 
@@ -539,7 +541,8 @@ if HAS_TRITON:
             return o
 
         @staticmethod
-        def backward(ctx, do):
+        @torch.autograd.function.once_differentiable  # the kernels' gradients have no gradient of their own:
+        def backward(ctx, do):                        # a double backward is refused, not silently wrong
             q, k, v, o, lse = ctx.saved_tensors
             if torch.compiler.is_compiling():
                 dq, dk, dv = torch.ops.band_attention.bwd(do, q, k, v, o, lse, _flat_bands(ctx.bands), ctx.scale)
@@ -573,7 +576,7 @@ if HAS_TRITON:
 
 def _flat_bands(bands):
     """Normalized bands as the flat [lo0, hi0, lo1, hi1, ...] list of the padded (H, K, 2) layout."""
-    K = max(1, max(len(b) for b in bands))
+    K = max([1] + [len(b) for b in bands])  # no heads: K = 1, zero rows
     return [x for b in bands for pair in list(b) + [(0, 0)] * (K - len(b)) for x in pair]
 
 

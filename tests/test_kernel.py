@@ -259,6 +259,17 @@ def test_triton_empty_rows_zero_output_and_grad():
 
 
 @needs_interpreter
+def test_triton_double_backward_is_refused():
+    # The kernels' gradients are not themselves differentiable: a gradient of a gradient (a gradient
+    # penalty) must fail loudly, not come out as if that term were zero.
+    q, k, v = (t.requires_grad_() for t in make_qkv(1, 2, 9, 16, torch.float32))
+    o = kernel.band_attention(q, k, v, [[(0, 3)], [(1, 6)]], backend="triton")
+    (dq,) = torch.autograd.grad(o.pow(2).sum(), q, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        dq.pow(2).sum().backward()
+
+
+@needs_interpreter
 def test_triton_blocks_without_program_get_zeros(monkeypatch):
     # Blocks that see no key get no program (kernel._schedule): a neighbour writes their zeros. Fresh
     # outputs are poisoned with NaN here, so a row nobody writes shows up.
@@ -277,11 +288,11 @@ def test_triton_blocks_without_program_get_zeros(monkeypatch):
 
 
 @needs_interpreter
-@pytest.mark.parametrize("shape", [(1, 2, 0, 16), (0, 2, 5, 16)])
+@pytest.mark.parametrize("shape", [(1, 2, 0, 16), (0, 2, 5, 16), (1, 0, 5, 16)])
 def test_triton_empty_batch_or_sequence(shape):
     # nothing to compute: an empty output and empty gradients, as the fallback gives (no launch)
     q, k, v = (torch.randn(shape, requires_grad=True) for _ in range(3))
-    o = kernel.band_attention(q, k, v, [[(0, 3)], [(1, 4)]], backend="triton")
+    o = kernel.band_attention(q, k, v, [[(0, 3)], [(1, 4)]][:shape[1]], backend="triton")
     o.sum().backward()
     assert o.shape == shape and q.grad.shape == shape and k.grad.shape == shape
 
