@@ -124,6 +124,13 @@ def write_json_atomic(path, obj) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def mark_unfinished(out_dir) -> None:
+    """Make out_dir and remove its done-marker: from here on the folder counts as unfinished, until
+    write_json_atomic puts the marker back as the preparation's last write."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / DONE).unlink(missing_ok=True)
+
+
 def read_done(out_dir, params: dict | None = None):
     """The done-marker of out_dir if the folder is finished (and was made with `params`), else None."""
     out_dir = Path(out_dir)

@@ -4,6 +4,7 @@ CPU only, no network, nothing written into the repository tree."""
 import importlib.util
 import json
 import os
+import pickle
 import shutil
 import socket
 import subprocess
@@ -30,6 +31,7 @@ def _load(name, rel):
 
 
 shakespeare = _load("prepare_shakespeare", "data/shakespeare/prepare.py")
+shakespeare_char = _load("prepare_shakespeare_char", "data/shakespeare_char/prepare.py")
 pystdlib = _load("prepare_pystdlib", "data/pystdlib/prepare.py")
 fineweb = _load("prepare_fineweb_edu", "data/fineweb_edu/prepare.py")
 
@@ -95,6 +97,31 @@ def test_gpt2_rejects_corrupted_file(tmp_path, monkeypatch):
     finally:
         monkeypatch.undo()
         gpt2.cache_clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny Shakespeare by characters (nanoGPT's format: uint16 ids and meta.pkl)
+
+def test_shakespeare_char_counts_vocab_and_rerun(tmp_path):
+    out = tmp_path / "out"
+    log = Log()
+    done = shakespeare_char.prepare(out, log=log)
+    assert (done["train_tokens"], done["val_tokens"], done["vocab_size"]) == (1003854, 111540, 65)  # nanoGPT's
+    meta = pickle.loads((out / "meta.pkl").read_bytes())
+    text = (ROOT / "data" / "shakespeare_char" / "input.txt").read_text(encoding="utf-8")
+    train = _read(out / "train.bin")
+    assert "".join(meta["itos"][i] for i in train[:200]) == text[:200] and len(train) == 1003854
+    mtime = (out / "train.bin").stat().st_mtime_ns
+    log = Log()
+    assert shakespeare_char.prepare(out, log=log) == done  # done.json and the sizes match: nothing to do
+    assert "nothing to do" in log.text() and (out / "train.bin").stat().st_mtime_ns == mtime
+    (out / "val.bin").write_bytes((out / "val.bin").read_bytes()[:-2])  # truncated: redone
+    log = Log()
+    shakespeare_char.prepare(out, log=log)
+    assert "wrote" in log.text() and len(_read(out / "val.bin")) == 111540
+    log = Log()
+    shakespeare_char.prepare(out, force=True, log=log)
+    assert "wrote" in log.text()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,7 +414,8 @@ def test_scripts_run_from_anywhere(tmp_path, cwd):
     _make_stdlib(lib)
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     cmds = [("data/shakespeare/prepare.py", ["--input", str(src), "--out_dir", str(tmp_path / "s")]),
-            ("data/pystdlib/prepare.py", ["--root", str(lib), "--out_dir", str(tmp_path / "p")])]
+            ("data/pystdlib/prepare.py", ["--root", str(lib), "--out_dir", str(tmp_path / "p")]),
+            ("data/shakespeare_char/prepare.py", ["--out_dir", str(tmp_path / "c")])]
     for rel, args in cmds:
         where = ROOT if cwd == "root" else (ROOT / rel).parent
         script = rel if cwd == "root" else "prepare.py"

@@ -36,7 +36,7 @@ ROOT = HERE.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from data.bpe import (DONE, EOT_TOKEN, describe_done, gpt2, read_done, sizes,  # noqa: E402
+from data.bpe import (DONE, EOT_TOKEN, describe_done, gpt2, mark_unfinished, read_done, sizes,  # noqa: E402
                       write_json_atomic, write_tokens)
 
 HF_NAME, HF_CONFIG, HF_SPLIT, HF_TEXT = "HuggingFaceFW/fineweb-edu", "sample-10BT", "train", "text"
@@ -149,8 +149,7 @@ def build(open_docs, out_dir, *, params=None, max_tokens=MAX_TOKENS, shard_token
         log(f"already prepared, nothing to do: {out_dir}: {describe_done(done)} [{done['shards']} shards]")
         return done
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / DONE).unlink(missing_ok=True)
+    mark_unfinished(out_dir)
     pfile = shard_dir / "params.json"
     old = None
     if pfile.is_file():

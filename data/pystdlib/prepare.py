@@ -38,7 +38,7 @@ ROOT = HERE.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from data.bpe import (DONE, EOT_TOKEN, describe_done, gpt2, read_done, sizes,  # noqa: E402
+from data.bpe import (DONE, EOT_TOKEN, describe_done, gpt2, mark_unfinished, read_done, sizes,  # noqa: E402
                       write_bytes_atomic, write_json_atomic, write_tokens)
 
 SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
@@ -127,8 +127,7 @@ def prepare(root=None, out_dir=HERE, val_fraction=VAL_FRACTION, include_tests=Tr
             f"{old['params'].get('source')}); rebuilding")
 
     t0 = time.time()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / DONE).unlink(missing_ok=True)
+    mark_unfinished(out_dir)
     docs, skipped = [], []
     for rel in rels:
         text = read_source(root / rel)

@@ -23,7 +23,7 @@ ROOT = HERE.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from data.bpe import (DONE, describe_done, gpt2, read_done, sha256_file, sizes,  # noqa: E402
+from data.bpe import (DONE, describe_done, gpt2, mark_unfinished, read_done, sha256_file, sizes,  # noqa: E402
                       write_json_atomic, write_tokens)
 
 DEFAULT_INPUT = ROOT / "data" / "shakespeare_char" / "input.txt"
@@ -47,8 +47,7 @@ def prepare(input_path=DEFAULT_INPUT, out_dir=HERE, force=False, log=print) -> d
         return done
 
     t0 = time.time()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / DONE).unlink(missing_ok=True)  # from here on the folder is unfinished until the marker is back
+    mark_unfinished(out_dir)
     data = input_path.read_text(encoding="utf-8")
     n = len(data)
     enc = gpt2()
