@@ -162,8 +162,10 @@ def train(cfg):
         console.progress(f"training: iter {it}/{cfg.max_iters}, {per_iter:.2f} s/iter",
                          per_iter * (cfg.max_iters - it - 1))
 
+    log_path = os.path.join(cfg.out_dir, "log.csv") if env.master else None
+    fresh = cfg.init_from == "scratch" and not cfg.eval_only  # a new run: a new log, not another run's
     try:
-        with CtrlC(env) as ctrl_c, CsvLog(os.path.join(cfg.out_dir, "log.csv") if env.master else None) as log:
+        with CtrlC(env) as ctrl_c, CsvLog(log_path, append=not fresh) as log:
             while True:
                 lr = get_lr(run.iter_num, cfg)
                 for group in run.optimizer.param_groups:
@@ -731,13 +733,14 @@ def duration(seconds):
 
 
 class CsvLog:
-    """out_dir/log.csv: a row per logged iteration and per evaluation, appended to, so that a resumed
-    run continues the same file. `with CsvLog(None)` writes nothing (DDP processes but the master)."""
+    """out_dir/log.csv: a row per logged iteration and per evaluation. A run from scratch starts the file
+    afresh (a second run in the same out_dir would otherwise mix its rows with the first one's); a resumed
+    run appends, continuing it. `with CsvLog(None)` writes nothing (DDP processes but the master)."""
     COLUMNS = ["iter", "train_loss", "val_loss", "lr", "ms_per_iter", "tokens_per_s", "mfu", "elapsed_s",
                "grad_norm"]
 
-    def __init__(self, path):
-        self.file = open(path or os.devnull, "a", newline="")
+    def __init__(self, path, append=True):
+        self.file = open(path or os.devnull, "a" if append else "w", newline="")
         self.writer = csv.DictWriter(self.file, self.COLUMNS, restval="")
         if self.file.tell() == 0:
             self.writer.writeheader()

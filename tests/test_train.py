@@ -101,6 +101,19 @@ def test_float16_resume_keeps_the_loss_scale(tmp_path):
     assert straight == first + second
 
 
+def test_a_run_from_scratch_starts_its_own_log_and_a_resumed_run_appends(tmp_path):
+    def logged():
+        with open(tmp_path / "log.csv", newline="") as f:
+            return [(r["iter"], "val" if r["val_loss"] else "train") for r in csv.DictReader(f)]
+    args = TINY + [f"--out_dir={tmp_path}", "--eval_interval=3", "--log_interval=1"]
+    train.train(train.parse_args(args + ["--max_iters=4"]))
+    train.train(train.parse_args(args + ["--max_iters=2"]))  # another run in the same out_dir
+    first = [("0", "val"), ("0", "train"), ("1", "train"), ("2", "val")]
+    assert logged() == first
+    train.train(train.parse_args(args + ["--max_iters=4", "--init_from=resume"]))
+    assert logged() == first + [("2", "train"), ("3", "val"), ("3", "train"), ("4", "val")]
+
+
 def test_a_steps_loss_is_read_once_the_next_step_is_queued(tmp_path, monkeypatch):
     # Reading a loss waits for the device to finish its step; read at once, it would leave a GPU idle
     # while the host queues the next step. So each loss is read after the next step is queued, and
