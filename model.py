@@ -132,7 +132,7 @@ def _merge(intervals):
 
 
 def _balanced_cuts(N, H):
-    """Distances 0 = c_0 < c_1 < ... < c_H = N with about equal causal pairs in each [c_h, c_h+1).
+    """Distances 0 = c_0 < c_1 < ... < c_H = N with about equal causal pairs in each [c_h, c_{h+1}).
 
     Distance d occurs N - d times in a causal N x N attention, so the pairs below distance c are
     P(c) = c*N - c*(c-1)/2; c_h solves P(c) = h/H * P(N), rounded, and kept strictly increasing.
