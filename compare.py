@@ -74,6 +74,10 @@ PER_RUN = ("attn", "seed", "out_dir", "init_from", "learning_rate", "min_lr", "m
 PER_CALL = ("patterns", "seeds", "budgets", "lr_sweep", "n_head", "block_size", "ablate", "results_dir", "runs_dir",
             "max_minutes", "keep_checkpoints", "dry_run", "report_only", "eval_batch", "device", "compile",
             "compile_mode", "log_interval", "peak_flops")
+# TrainConfig keys that say where and how a run runs, not what it trains: a checkpoint written under
+# other values of these is still the run's own, and is resumed.
+HOW_IT_RUNS = ("out_dir", "init_from", "time_limit_s", "device", "compile", "compile_mode", "log_interval",
+               "peak_flops")
 # Seconds kept free under --max_minutes.
 SETUP_S = 30.0           # a run's set-up before its first step: model, data, the first CUDA calls
 FIRST_ANALYSIS_S = 60.0  # the evaluation after a run, until this call has timed one
@@ -348,13 +352,12 @@ def analyse(run, cfg, o, windows):
 
 def checkpoint_state(cfg):
     """The iteration of cfg.out_dir's checkpoint; None when there is none, 'other' when it was trained
-    with other settings (whatever this call may change, time limit and device aside)."""
+    with other settings (any but HOW_IT_RUNS)."""
     path = os.path.join(cfg.out_dir, "ckpt.pt")
     if not os.path.exists(path):
         return None
     ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)  # mmap: only what is read
-    free = PER_CALL + ("out_dir", "init_from", "time_limit_s")
-    same = all(ckpt["config"].get(k) == v for k, v in dataclasses.asdict(cfg).items() if k not in free)
+    same = all(ckpt["config"].get(k) == v for k, v in dataclasses.asdict(cfg).items() if k not in HOW_IT_RUNS)
     return ckpt["iter_num"] if same else "other"
 
 

@@ -3,12 +3,14 @@ N = 32, 10 steps a run; 2 patterns x 2 seeds x 1 budget), its files, skipping wh
 at --max_minutes and resuming exactly, and the report's intervals and verdicts against numbers worked
 out by hand."""
 import csv
+import dataclasses
 import json
 import math
 import os
 import types
 
 import pytest
+import torch
 
 import compare
 import report
@@ -159,6 +161,19 @@ def test_the_design_plan():
     assert {(r.pattern, r.lr) for r in some if r.pattern == "dense"} == {("dense", 7.5e-4)}
     assert len([r for r in some if r.lr is not None and r.pattern != "dense"]) == 7 * 3
     assert compare.iters_of("full", 14_418_380, 16384) == 880 and compare.iters_of("half", 14_418_380, 16384) == 440
+
+
+def test_a_checkpoint_of_another_model_is_not_resumed(tmp_path):
+    # A run's folder may hold a checkpoint from an earlier call: it is resumed when it trained the same
+    # thing (where and how it ran may differ), and started afresh when anything it trains differs.
+    o, base = compare.parse_args(TOY + dirs(tmp_path))
+    cfg = compare.train_config(compare.Run("sp", 4, 32, 0, "full", 4e-3), o, base, 1280)
+    os.makedirs(cfg.out_dir)
+    for change, state in [({}, 7), ({"compile": True, "device": "cuda", "time_limit_s": 60.0}, 7),
+                          ({"n_head": 8}, "other"), ({"block_size": 64}, "other"), ({"seed": 1}, "other")]:
+        saved = {**dataclasses.asdict(cfg), **change}
+        torch.save({"config": saved, "iter_num": 7}, os.path.join(cfg.out_dir, "ckpt.pt"))
+        assert compare.checkpoint_state(cfg) == state, change
 
 
 def write_csv(path, name, table):
