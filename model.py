@@ -283,8 +283,10 @@ class GPT(nn.Module):
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_cache=True, cuda_graph=True):
-        """Continue the token ids idx (B, T) by max_new_tokens sampled tokens.
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_cache=True, cuda_graph=True,
+                 n_ids=None):
+        """Continue the token ids idx (B, T) by max_new_tokens sampled tokens; with n_ids, only ids below
+        it are drawn (a vocabulary padded for speed has ids that no tokenizer decodes).
 
         As in nanoGPT, each token is predicted from (at most) the last block_size tokens. With the
         KV cache each step feeds only the new token until the context is full; after that the window
@@ -297,7 +299,8 @@ class GPT(nn.Module):
         use_cache = use_cache and self.attn != "reformer"
 
         def next_token(logits):
-            logits = logits[:, -1, :] / max(temperature, 1e-8)
+            # in float32: under float16 autocast a small temperature would overflow the logits to inf
+            logits = logits[:, -1, :n_ids].float() / max(temperature, 1e-8)
             if top_k is not None:
                 v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
                 logits = logits.masked_fill(logits < v[:, -1:], -float("inf"))

@@ -19,7 +19,7 @@ from contextlib import nullcontext
 import torch
 
 from model import GPT, GPTConfig, ConfigError
-from train import load_checkpoint, option_line, parse_value, pick_device, pick_dtype, print_help, TrainConfig
+from train import DTYPES, load_checkpoint, option_line, parse_value, pick_device, pick_dtype, print_help, TrainConfig
 
 OPTIONS = [  # name, default, what it sets
     ("out_dir", "out", "the folder of ckpt.pt, as train.py's --out_dir"),
@@ -57,6 +57,8 @@ def parse_args(argv):
         raise ConfigError(f"--temperature must be > 0, got {opts['temperature']}")
     if opts["top_k"] < 0:
         raise ConfigError(f"--top_k must be >= 0 (0: no cut), got {opts['top_k']}")
+    if opts["dtype"] not in DTYPES:
+        raise ConfigError(f"--dtype must be one of {', '.join(DTYPES)}, got {opts['dtype']!r}")
     return opts
 
 
@@ -86,6 +88,16 @@ def get_codec(ckpt):
     return (lambda s: enc.encode(s, allowed_special={"<|endoftext|>"})), enc.decode
 
 
+def n_token_ids(ckpt):
+    """How many ids the checkpoint's tokens have: a BPE model's vocab_size (50304) is padded for speed
+    past GPT-2's 50257, and the padding ids decode to nothing, so they must not be drawn."""
+    meta = ckpt.get("meta")
+    if meta:
+        return meta["vocab_size"]
+    from data.bpe import gpt2
+    return gpt2().n_vocab
+
+
 def read_prompt(start):
     """(the prompt, the part of it to print, a note or None) for --start=TEXT or --start=FILE:path."""
     if not start.startswith("FILE:"):
@@ -93,8 +105,11 @@ def read_prompt(start):
     path = start[5:]
     if not os.path.isfile(path):
         raise ConfigError(f"prompt file {path!r} not found")
-    with open(path, "r", encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"prompt file {path!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     if len(text) <= SHOWN_PROMPT_CHARS:
         return text, text, None
     note = f"[prompt: {len(text):,} characters from {path}, showing the last {SHOWN_PROMPT_CHARS}]"
@@ -116,6 +131,7 @@ def main(argv):
 
     model, ckpt = load_model(opts["out_dir"], device)
     encode, decode = get_codec(ckpt)
+    n_ids = n_token_ids(ckpt)
     prompt, shown, note = read_prompt(opts["start"])
     if not prompt:
         raise ConfigError("the prompt is empty: give --start=TEXT with at least one character")
@@ -126,7 +142,8 @@ def main(argv):
         print(note)
     with torch.no_grad(), ctx:
         for _ in range(opts["num_samples"]):
-            y = model.generate(x, opts["max_new_tokens"], opts["temperature"], top_k=opts["top_k"] or None)
+            y = model.generate(x, opts["max_new_tokens"], opts["temperature"], top_k=opts["top_k"] or None,
+                               n_ids=n_ids)
             print(shown + decode(y[0, x.size(1):].tolist()))
             print("---------------")
 

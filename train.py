@@ -236,7 +236,7 @@ def check_config(cfg):
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
     if cfg.init_from == "resume" and not os.path.exists(ckpt_path):
         raise no_checkpoint(ckpt_path)
-    if cfg.dtype not in ("auto", "float32", "bfloat16", "float16"):
+    if cfg.dtype not in DTYPES:
         raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {cfg.dtype!r}")
     if not 0.0 <= cfg.attn_switch_frac <= 1.0:
         raise ConfigError(f"attn_switch_frac must be in [0, 1], got {cfg.attn_switch_frac}")
@@ -312,6 +312,9 @@ def pick_device(cfg):
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def pick_dtype(cfg, device_type):

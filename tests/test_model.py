@@ -231,6 +231,29 @@ def test_generate_under_autocast():
     assert out.shape == (1, 8)
 
 
+def test_generate_with_a_tiny_temperature_under_float16_is_greedy():
+    # logits / temperature in float16 overflows to inf (65504 is its largest number): softmax then
+    # gives NaN and every draw is id 0. The division is done in float32.
+    m = tiny("sp")
+    with torch.no_grad():
+        m.transformer.wte.weight.mul_(30)  # large logits, as a trained model has
+    x = torch.randint(0, 20, (2, 3), generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.float16):
+        greedy = m.generate(x, 12, top_k=1)
+        cold = m.generate(x, 12, temperature=1e-5)
+    assert torch.equal(cold, greedy) and greedy[:, 3:].any()
+
+
+def test_generate_draws_only_ids_below_n_ids():
+    # a vocabulary padded for speed (GPT-2's 50257 to 50304) has ids no tokenizer decodes
+    m = tiny("sp")
+    x = torch.zeros(2, 1, dtype=torch.long)
+    torch.manual_seed(0)
+    assert (m.generate(x, 100, temperature=5.0) >= 10).any()
+    torch.manual_seed(0)
+    assert (m.generate(x, 100, temperature=5.0, n_ids=10) < 10).all()
+
+
 def test_sample_draws_from_the_distribution():
     # generate's sampler (Gumbel-max, no host sync): frequencies match p, zero-probability ids never come
     torch.manual_seed(0)

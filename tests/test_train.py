@@ -427,9 +427,12 @@ def test_sample_from_trained_checkpoint(tmp_path):
     r = run_cli([f"--out_dir={tmp_path}", "--top_k=0", "--num_samples=1", "--max_new_tokens=5", "--device=cpu"],
                 script="sample.py")  # 0: no top-k cut
     assert r.returncode == 0 and len(r.stdout) > 5, r.stderr
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("naïve".encode("latin-1"))
     for arg, msg in (("--start=", "the prompt is empty"),
                      ("--start=naïve", "outside this char-level model's vocabulary: 'ï'"),
                      ("--start=FILE:/no/such", "prompt file '/no/such' not found"),
+                     (f"--start=FILE:{latin1}", "is not UTF-8 text"), ("--dtype=fp16", "--dtype must be one of"),
                      ("--top_k=-1", "--top_k must be >= 0"), ("--temperature=0", "--temperature must be > 0")):
         r = run_cli([f"--out_dir={tmp_path}", arg, "--device=cpu"], script="sample.py")
         assert r.returncode == 1 and msg in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
