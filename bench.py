@@ -170,24 +170,35 @@ def main():
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--what", default="train,decode")
     ap.add_argument("--contexts", type=ints, default=None, help="context lengths of the decoding table (1024,4096)")
-    ap.add_argument("--tokens_per_step", type=int, default=65536)
-    ap.add_argument("--micro_tokens", type=int, default=16384, help="tokens per forward/backward")
+    ap.add_argument("--tokens_per_step", type=int, default=None, help="tokens per optimizer step (65536; --tiny 512)")
+    ap.add_argument("--micro_tokens", type=int, default=None, help="tokens per forward/backward (16384; --tiny 256)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--new_tokens", type=int, default=128, help="tokens per timed generate (at least 3)")
+    ap.add_argument("--new_tokens", type=int, default=None,
+                    help="tokens per timed generate, at least 3 (128; --tiny 8)")
     ap.add_argument("--decode_batch", type=ints, default=[1, 16], help="batch sizes of the decoding table")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--compile", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
     ap.add_argument("--tiny", action="store_true", help="a 2-layer toy model and small sizes (smoke test)")
     ap.add_argument("--out", default="out-bench/bench.json")
     args = ap.parse_args()
-    if args.new_tokens < 3:
-        ap.error("--new_tokens must be at least 3: the timing subtracts a 2-token generate")
     shape = TINY if args.tiny else GPT2_SMALL
-    if args.tiny:
-        args.tokens_per_step, args.micro_tokens, args.new_tokens = 512, 256, 8
+    # what the user left out: the defaults of the full benchmark, or of --tiny's smoke run
+    args.tokens_per_step = args.tokens_per_step or (512 if args.tiny else 65536)
+    args.micro_tokens = args.micro_tokens or (256 if args.tiny else 16384)
+    args.new_tokens = args.new_tokens or (8 if args.tiny else 128)
     args.T = args.T or ([64, 128] if args.tiny else [1024, 4096, 16384, 32768])
     args.contexts = args.contexts or ([64, 128] if args.tiny else [1024, 4096])
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        ap.error(f"unknown variant(s) {', '.join(sorted(unknown))}; choose among {', '.join(VARIANTS)}")
+    if not args.what or set(args.what.split(",")) - {"train", "decode"}:
+        ap.error(f"--what takes train, decode or train,decode; got {args.what!r}")
+    if args.new_tokens < 3:
+        ap.error("--new_tokens must be at least 3: the timing subtracts a 2-token generate")
+    if min(args.contexts) <= args.new_tokens:
+        ap.error(f"every context must be longer than --new_tokens={args.new_tokens}: the prompt fills the "
+                 f"context but for the generated tokens; got --contexts={','.join(map(str, args.contexts))}")
     if args.compile is None:
         args.compile = args.device.startswith("cuda")
     torch._dynamo.config.cache_size_limit = 64  # one compiled graph per variant and length

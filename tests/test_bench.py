@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_bench_smoke(tmp_path):
     out = tmp_path / "bench.json"
     r = subprocess.run([sys.executable, "bench.py", "--device=cpu", "--tiny", "--iters=1", "--warmup=1",
-                        "--variants=dense,no_attention", f"--out={out}"],
+                        "--variants=dense,no_attention", "--new_tokens=12", f"--out={out}"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())
@@ -23,9 +23,13 @@ def test_bench_smoke(tmp_path):
     for row in res["train"] + res["decode"]:
         assert math.isfinite(row["tokens_per_s"]) and row["tokens_per_s"] > 0
     assert res["env"]["torch"] == __import__("torch").__version__
-    r = subprocess.run([sys.executable, "bench.py", "--device=cpu", "--T=1024,abc"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=60)
-    assert r.returncode == 2 and r.stderr.splitlines()[-1].endswith("got '1024,abc'"), r.stderr
+    assert (res["args"]["new_tokens"], res["args"]["tokens_per_step"]) == (12, 512)  # --tiny fills only what is left out
+    for args, message in ((["--T=1024,abc"], "got '1024,abc'"), (["--variants=dense,sp"], "unknown variant(s) sp"),
+                          (["--what=trian"], "--what takes train, decode"),
+                          (["--contexts=100"], "every context must be longer than --new_tokens=128")):
+        r = subprocess.run([sys.executable, "bench.py", "--device=cpu", *args], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 2 and message in r.stderr.splitlines()[-1], r.stderr
 
 
 def test_bench_kernel_table_has_every_column():
