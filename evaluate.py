@@ -200,4 +200,4 @@ def head_stats(model, windows, chunk=1):
         total = total + len(part) * heads.entropy(heads.attention_probs(model, part)).double().cpu()
     E = total / len(x)                                                               # (L, H)
     seen = torch.stack([b.attn.pattern.visible(T, T, 0).any(-1).sum(-1).cpu() for b in model.transformer.h])
-    return dict(sigma=E.std(dim=1, unbiased=False).mean().item(), entropy=((E * seen).sum() / seen.sum()).item())
+    return dict(sigma=heads.diversity(E), entropy=((E * seen).nansum() / seen.sum()).item())

@@ -94,14 +94,23 @@ def query_entropy(probs):
 
 
 def entropy(probs):
-    """(L, H) mean entropy (nats) of each layer's heads, over batch and queries that see a key."""
+    """(L, H) mean entropy (nats) of each layer's heads, over batch and queries that see a key; NaN for a
+    head none of whose queries sees a key (sp_exclusive's far heads when T is below their band's start):
+    it has no distribution to measure, and a 0 there would count as the sharpest head of all."""
     ent, seen = query_entropy(probs), _seen(probs).float()                      # (L, B, H, T)
-    return (ent * seen).sum((1, 3)) / seen.sum((1, 3)).clamp(min=1)
+    return (ent * seen).sum((1, 3)) / seen.sum((1, 3))                           # 0 / 0 = NaN
+
+
+def diversity(head_entropies):
+    """sigma of (L, H) mean entropies: their population std across the heads that have one (not NaN),
+    averaged over layers."""
+    E = head_entropies
+    return ((E - E.nanmean(1, keepdim=True)) ** 2).nanmean(1).sqrt().mean().item()
 
 
 def head_diversity(probs):
     """sigma: population std across heads of their mean entropies (nats), averaged over layers."""
-    return entropy(probs).std(dim=1, unbiased=False).mean().item()
+    return diversity(entropy(probs))
 
 
 def mean_entropy(probs):

@@ -5,7 +5,6 @@ temporary copy of the repository, so nothing is written into the tree; a cell th
 test, and every notebook must draw at least one picture.
 """
 import math
-import os
 import pathlib
 import shutil
 
@@ -78,6 +77,13 @@ def test_metrics_on_known_distributions():
     for i in range(1, 5):
         one[0, 0, 0, i, i - 1] = 1
     assert heads.entropy(one).item() == 0
+    # T = 6 < 8: sp_exclusive's heads 2 and 3 (bands from distance 8 and 12) see nothing. They have no
+    # entropy (NaN), and sigma is the spread of heads 0 and 1 alone, not pulled wide by two zeros.
+    short = heads.uniform_probs(masks[:, :6, :6])
+    E = heads.entropy(short)[0]
+    assert E[2:].isnan().all() and E[:2].isfinite().all()
+    assert math.isclose(heads.head_diversity(short), E[:2].std(unbiased=False).item(), rel_tol=1e-5)
+    assert math.isfinite(heads.mean_entropy(short))
     assert math.isclose(heads.mean_distance(one).item(), 4 / 5, rel_tol=1e-6)
 
 
