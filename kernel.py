@@ -81,7 +81,8 @@ def normalize_bands(bands, n_head):
     Accepts the (H, K, 2) integer tensor of the contract, or the same nested as Python sequences.
     Raises ValueError on anything that is not H sorted lists of disjoint intervals of non-negative
     distances. A tensor is read on the host once and remembered (until it is modified in place), so
-    bands on the GPU cost no copy and no wait after the first call, and can be used inside a CUDA graph.
+    bands on the GPU cost no copy and no wait after the first call, and can be used inside a CUDA graph
+    (not an inference-mode tensor: it has no version counter, so it is read at every call).
     "In place" is what the tensor's version counter sees: a write through `t.data` or `t.numpy()` is
     not seen, so change bands through the tensor itself (t[...] = ...), or pass a new one.
     """
@@ -222,7 +223,8 @@ def masked_softmax(q, k, mask, scale):
 # Scores are kept in log2 units, s2 = (q . k) * scale * log2(e), so that exp2 (one hardware
 # instruction) replaces exp; the saved log-sum-exp LSE is in the same units: p = exp2(s2 - LSE).
 # Which block a program owns, and its head's intervals, come from a schedule row made on the host;
-# the tiles a loop streams come through TMA descriptors on Hopper GPUs, or through pointers (section 5).
+# the tiles a loop streams come through TMA descriptors (Hopper GPUs, passes of many tiles) or through
+# pointers: the plan decides (5b below; docs/kernel.md, section 7).
 
 if HAS_TRITON:
 
@@ -245,7 +247,7 @@ if HAS_TRITON:
         BLOCK_M: tl.constexpr,                     # queries per program
         BLOCK_N: tl.constexpr,                     # keys per inner-loop step
         DOT_PREC: tl.constexpr,                    # "ieee" for fp32 inputs (no silent tf32), else "tf32" (unused by 16-bit dots)
-        TMA: tl.constexpr,                         # whether K_SRC and V_SRC are TMA descriptors (Hopper and later)
+        TMA: tl.constexpr,                         # whether K_SRC and V_SRC are TMA descriptors (the plan's choice)
     ):
         b, h, m0, bh, z0, z1, IVS = _scheduled_block(SCHED, B, H, BLOCK_M, NI)
         # int64 base offsets: B * H * T * D can pass 2**31.
@@ -335,8 +337,8 @@ if HAS_TRITON:
     def _band_bwd_dq_kernel(
         Q, DO,                                     # (B, H, T, D) queries and dO, last-dim stride 1
         K_SRC, V_SRC,                              # K and V (B, H, T, D): TMA descriptors of [1, 1, BLOCK_N, D] tiles, or pointers
-        O,                                         # (B, H, T, D) forward output, contiguous like DQ
-        DQ,                                        # (B, H, T, D) output, contiguous
+        O,                                         # (B, H, T, D) forward output, in DQ's layout (_bthd_empty)
+        DQ,                                        # (B, H, T, D) output
         LSE,                                       # (B*H, T) fp32 from the forward
         DELTA,                                     # (B*H, T) fp32 output: rowsum(dO * O), read by the dK/dV kernel after
         SCHED,                                     # (programs / B, 4 + 2 NI) int32 schedule rows (h, m0, z0, z1, intervals)
@@ -346,7 +348,7 @@ if HAS_TRITON:
         stride_dob, stride_doh, stride_dot,        # strides of dO
         stride_kb, stride_kh, stride_kt,           # strides of K (read only without TMA)
         stride_vb, stride_vh, stride_vt,           # strides of V (read only without TMA)
-        stride_gb, stride_gh, stride_gt,           # strides of DQ and O (both contiguous, same shape)
+        stride_gb, stride_gh, stride_gt,           # strides of DQ and O (the same layout)
         stride_l,                                  # row stride of LSE and DELTA
         B, H, T,                                   # batch, heads, sequence length
         NI: tl.constexpr,                          # intervals per head (padded)
@@ -410,7 +412,7 @@ if HAS_TRITON:
     def _band_bwd_dkdv_kernel(
         Q_SRC, DO_SRC,                             # Q and dO (B, H, T, D): TMA descriptors of [1, 1, BLOCK_M, D] tiles, or pointers
         K_SRC, V_SRC,                              # K and V (B, H, T, D): TMA descriptors of [1, 1, BLOCK_N, D] tiles, or pointers
-        DK, DV,                                    # (B, H, T, D) outputs, contiguous
+        DK, DV,                                    # (B, H, T, D) outputs, in one layout
         LSE_SRC, DELTA_SRC,                        # (B*H, T) fp32 LSE and rowsum(dO * O) (from the dQ kernel): TMA
                                                    # descriptors of [1, BLOCK_M] tiles (zeros past T), or pointers
         SCHED,                                     # (programs / B, 4 + 2 NI) int32 schedule rows (h, n0, z0, z1, intervals)
@@ -420,7 +422,7 @@ if HAS_TRITON:
         stride_dob, stride_doh, stride_dot,        # strides of dO (read only without TMA)
         stride_kb, stride_kh, stride_kt,           # strides of K (read only without TMA)
         stride_vb, stride_vh, stride_vt,           # strides of V (read only without TMA)
-        stride_gb, stride_gh, stride_gt,           # strides of DK and DV (both contiguous, same shape)
+        stride_gb, stride_gh, stride_gt,           # strides of DK and DV (the same layout)
         stride_l,                                  # row stride of LSE and DELTA
         B, H, T,                                   # batch, heads, sequence length
         NI: tl.constexpr,                          # intervals per head (padded)
@@ -428,7 +430,7 @@ if HAS_TRITON:
         BLOCK_M: tl.constexpr,                     # queries per inner-loop step
         BLOCK_N: tl.constexpr,                     # keys per program
         DOT_PREC: tl.constexpr,                    # "ieee" for fp32 inputs
-        TMA: tl.constexpr,                         # whether Q_SRC and DO_SRC are TMA descriptors
+        TMA: tl.constexpr,                         # whether the *_SRC arguments are TMA descriptors
     ):
         # One program owns a key block and sums over the queries that see it: no atomics, deterministic.
         b, h, n0, bh, z0, z1, IVS = _scheduled_block(SCHED, B, H, BLOCK_N, NI)
@@ -447,7 +449,8 @@ if HAS_TRITON:
             lo = tl.load(IVS + 2 * iv)
             hi = tl.load(IVS + 2 * iv + 1)
             # Queries that see a key of this block: [n0 + lo, n0 + BLOCK_N - 1 + hi), clipped to T;
-            # both ends bounded (a window that only stops at T is the classic 5-75x slow backward).
+            # both ends bounded (a window that only stops at T is the classic slow backward, docs
+            # section 2).
             start = ((n0 + lo) // BLOCK_M) * BLOCK_M
             end = tl.minimum(n0 + BLOCK_N - 1 + hi, T)
             end = tl.where(hi > lo, end, 0)
@@ -642,8 +645,9 @@ def _plan(kind, bands, B, T, D, dtype, device):
 
     Whether the loops stream their tiles through TMA descriptors is decided here: a descriptor costs
     the host more than a pointer at every call (made in Python, then encoded for the copy engine at
-    the launch), and saves GPU time on every tile. So descriptors are used when the pass visits at
-    least TMA_MIN_TILES tiles, where the GPU work outweighs the host's (docs/kernel.md measures both).
+    the launch), and saves GPU time on every tile. So descriptors are used when the pass has at least
+    TMA_MIN_TILES tiles (those it visits, each zero-filled block counted as one), where the GPU work
+    outweighs the host's (docs/kernel.md measures both).
     """
     cfg = _launch_config(kind, D, dtype, T, tma=False)  # the tiles; TMA only adds a cap and a check
     schedule, tiles = _schedule(bands, T, cfg["BLOCK_M"], cfg["BLOCK_N"], "k" if kind == "dkdv" else "q", device)
@@ -690,7 +694,8 @@ def _launch(kernel, plan, args, ints):
 def _schedule(bands, T, BLOCK_M, BLOCK_N, side, device):
     """The programs of one pass as the kernels' (n, 4 + 2K) int32 schedule rows (h, r0, z0, z1, lo0,
     hi0, ..., lo(K-1), hi(K-1)), the head's K intervals clipped to [0, T] ([0, 0) when empty), and the
-    tiles they visit for one batch element; made once per (bands, T, tiles, side, device).
+    tiles they visit for one batch element, each zero-filled block counted as one; made once per
+    (bands, T, tiles, side, device).
 
     side "q" (forward, dQ): r0 starts a query block of BLOCK_M rows, which visits BLOCK_N-key tiles;
     side "k" (dK/dV): r0 starts a key block of BLOCK_N rows, which visits BLOCK_M-query tiles.
@@ -778,9 +783,10 @@ if HAS_TRITON:
 
 @functools.lru_cache(maxsize=None)
 def _tma_on(device):
-    """Whether the loops stream their tiles through TMA descriptors: on GPUs that have the copy engine
-    (Hopper, compute capability 9, and later) and under the interpreter (the CPU tests). Older GPUs get
-    pointers: triton pipelines those there, but not the plain loads a descriptor falls back to."""
+    """Whether this device can stream tiles through TMA descriptors (_plan decides per pass, by its
+    size): GPUs that have the copy engine (Hopper, compute capability 9, and later) and the interpreter
+    (the CPU tests). Older GPUs get pointers: triton pipelines those there, but not the plain loads a
+    descriptor falls back to."""
     return _interpreting() or torch.cuda.get_device_capability(device)[0] >= 9
 
 
@@ -844,19 +850,20 @@ def _dot_precision(dtype):
 # 64 x 64 tiles with 4 warps win nearly everywhere: a band row is short, so more, smaller programs
 # balance better across the SMs than 128-row ones, and a 64 x 64 fp32 score tile stays in registers.
 # A config may also cap a thread's registers (maxnreg) so that one more program fits an SM: an SM has
-# 65536 registers, so programs of 128 threads fit 5 to an SM at <= 102 registers, 4 at <= 128, 3 at
-# <= 170. More programs on an SM hide more of each other's loads and of their starts and ends, which
+# 65536 registers, given out 8 a thread at a time, so programs of 128 threads fit 5 to an SM at <= 96
+# registers, 4 at <= 128, 3 at <= 168. More programs on an SM hide more of each other's loads and of their starts and ends, which
 # matter because a band row is only a few tiles long. The caps apply to the TMA loops only.
 BIG = 1 << 30
 KERNEL_CONFIGS = {
-    # forward: 64 queries a program, 64-key steps; 2 stages leave shared memory for more programs an SM.
+    # forward: 64 queries a program, 64-key steps; at D = 64, 2 stages leave shared memory for more
+    # programs an SM.
     "fwd": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2, maxnreg=96)},
             128: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)}},
-    # dK/dV: 64 resident keys, narrow 32-query steps (the four 64 x 32 products of a step stay in
+    # dK/dV: 64 resident keys, narrow 32-query steps (a step's 64 x 32 tiles P^T, dP^T and dS^T stay in
     # registers).
     "dkdv": {64: {BIG: dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=2, maxnreg=128)},
              128: {BIG: dict(BLOCK_M=32, BLOCK_N=64, num_warps=4, num_stages=4)}},
-    # dQ: 64 resident queries; D = 128 streams 32-key steps to fit the resident q, dO, o, dq tiles.
+    # dQ: 64 resident queries; D = 128 streams 32-key steps to fit the resident q, dO and dq tiles.
     "dq": {64: {BIG: dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)},
            128: {BIG: dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=4)}},
 }
@@ -868,7 +875,8 @@ _COMPILE_OPTIONS = dict(enable_fp_fusion=True)
 
 
 def _launch_config(kind, D, dtype, T, tma):
-    """kind: "fwd", "dkdv" (BLOCK_N keys a program), "dq" (BLOCK_M queries a program); tma: _tma_on."""
+    """kind: "fwd", "dkdv" (BLOCK_N keys a program), "dq" (BLOCK_M queries a program); tma: whether the
+    plan streams through descriptors."""
     if _interpreting():
         return dict(_INTERPRET_CONFIG)
     if dtype == torch.float32:
@@ -1045,7 +1053,7 @@ def _decode_impl(q, k, v, bands, pos, scale):
 
 
 def _decode_config(D):
-    # 4096-element key and value tiles (64 keys at D = 64): 4 warps hold them in registers unspilled.
+    # key and value tiles of at most 4096 elements (64 keys at D = 64), which 4 warps hold in registers.
     if _interpreting():
         return dict(BLOCK_N=16, num_warps=1, num_stages=1)
     return dict(BLOCK_N=min(128, 4096 // D), num_warps=4, **_COMPILE_OPTIONS)
@@ -1054,7 +1062,8 @@ def _decode_config(D):
 @functools.lru_cache(maxsize=64)
 def _decode_plan(bands, N, batch_heads, D, device):
     """The clipped bands tensor and the split count: enough programs for about two per SM (few when
-    the batch already gives that many), but never a split without a key block of its own."""
+    the batch already gives that many), but no more splits than the widest head has key blocks (a
+    split that gets no block adds nothing to the combine)."""
     bands_t = bands_tensor(bands, N).to(device=device, dtype=torch.int32)
     keys = int((bands_t[..., 1] - bands_t[..., 0]).sum(-1).max())       # the widest head's keys
     block = _decode_config(D)["BLOCK_N"]
