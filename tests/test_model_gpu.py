@@ -67,14 +67,16 @@ def test_gpu_backends_agree_in_the_model():
         assert (grad - ref_grad).norm() / ref_grad.norm() < 3e-2, backend
 
 
-@pytest.mark.parametrize("attn,tol", [("dense", 2e-2), ("sp", 2e-3)])
+@pytest.mark.parametrize("attn,tol", [("dense", 2e-2), ("sp", 1e-2)])
 def test_gpu_training_steps_replayed_from_cuda_graphs_give_the_compiled_steps_losses(attn, tol, tmp_path):
     # train.py --compile_mode=reduce-overhead records the step as CUDA graphs and replays them. A replay
     # that read a stale input (the batch it recorded, the kernel's schedule from before) would change
     # the losses by 0.1 or more within a few steps (one batch's loss differs from the next by that much);
     # fp32, so the two runs differ only by how the step is launched, and by run-to-run noise: the band
-    # kernel is deterministic, SDPA's fp32 backward is not, and a gradient spike at this learning rate
-    # can blow dense's noise up to about 0.01 for a few steps.
+    # kernel is deterministic, but SDPA's fp32 backward and some of the compiled model's other kernels
+    # are not, and a gradient spike at this learning rate blows the noise up for a few steps (about
+    # 0.01 for dense; for sp two runs of one mode differed by 0.002 at step 11, and a graphed run
+    # against a default one by 0.007 there once).
     import train
     args = ["--dataset=shakespeare_char", "--device=cuda", "--dtype=float32", "--compile=True",
             "--batch_size=8", "--block_size=128", "--n_layer=2", "--n_head=4", "--n_embd=64", "--dropout=0.0",
