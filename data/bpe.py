@@ -124,6 +124,15 @@ def write_json_atomic(path, obj) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def prepared_already(out_dir, params, force, log, detail=lambda done: ""):
+    """out_dir's done-marker when the folder is finished and was made with `params` (never with
+    `force`), after saying so in the log, with detail(done) appended; None when it must be built."""
+    done = None if force else read_done(out_dir, params)
+    if done is not None:
+        log(f"already prepared, nothing to do: {out_dir}: {describe_done(done)}{detail(done)}")
+    return done
+
+
 def mark_unfinished(out_dir) -> None:
     """Make out_dir and remove its done-marker: from here on the folder counts as unfinished, until
     write_json_atomic puts the marker back as the preparation's last write."""

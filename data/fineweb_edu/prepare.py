@@ -36,8 +36,8 @@ ROOT = HERE.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from data.bpe import (DONE, EOT_TOKEN, describe_done, gpt2, mark_unfinished, read_done, sizes,  # noqa: E402
-                      write_json_atomic, write_tokens)
+from data.bpe import (DONE, EOT_TOKEN, describe_done, gpt2, mark_unfinished, prepared_already,  # noqa: E402
+                      sizes, write_json_atomic, write_tokens)
 
 HF_NAME, HF_CONFIG, HF_SPLIT, HF_TEXT = "HuggingFaceFW/fineweb-edu", "sample-10BT", "train", "text"
 MAX_TOKENS = 100_000_000
@@ -144,9 +144,8 @@ def build(open_docs, out_dir, *, params=None, max_tokens=MAX_TOKENS, shard_token
     shard_dir = out_dir / "shards"
     shard_params = {"source": params or {}, "shard_tokens": shard_tokens, "max_tokens": max_tokens,
                     "val_fraction": val_fraction, "tokenizer": "gpt2", "split": "sha256(text) per document"}
-    done = None if force else read_done(out_dir, shard_params)
+    done = prepared_already(out_dir, shard_params, force, log, lambda done: f" [{done['shards']} shards]")
     if done is not None:
-        log(f"already prepared, nothing to do: {out_dir}: {describe_done(done)} [{done['shards']} shards]")
         return done
 
     mark_unfinished(out_dir)

@@ -38,8 +38,8 @@ ROOT = HERE.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from data.bpe import (DONE, EOT_TOKEN, describe_done, gpt2, mark_unfinished, read_done, sizes,  # noqa: E402
-                      write_bytes_atomic, write_json_atomic, write_tokens)
+from data.bpe import (DONE, EOT_TOKEN, describe_done, gpt2, mark_unfinished, prepared_already,  # noqa: E402
+                      read_done, sizes, write_bytes_atomic, write_json_atomic, write_tokens)
 
 SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__"}
 # Generated, not code: pydoc_data/topics.py is one dict of the docs' text, ~414k tokens on 3.11, which
@@ -116,10 +116,9 @@ def prepare(root=None, out_dir=HERE, val_fraction=VAL_FRACTION, include_tests=Tr
         "split": "sha256(relative path) per document",
         "tokenizer": "gpt2",
     }
-    done = None if force else read_done(out_dir, params)
+    done = prepared_already(out_dir, params, force, log, lambda done: (
+        f" [{done['documents']['train'] + done['documents']['val']:,} documents, {params['python']}]"))
     if done is not None:
-        log(f"already prepared, nothing to do: {out_dir}: {describe_done(done)} "
-            f"[{done['documents']['train'] + done['documents']['val']:,} documents, {params['python']}]")
         return done
     old = read_done(out_dir)
     if old is not None and not force:

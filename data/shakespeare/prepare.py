@@ -23,8 +23,8 @@ ROOT = HERE.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from data.bpe import (DONE, describe_done, gpt2, mark_unfinished, read_done, sha256_file, sizes,  # noqa: E402
-                      write_json_atomic, write_tokens)
+from data.bpe import (DONE, describe_done, gpt2, mark_unfinished, prepared_already,  # noqa: E402
+                      sha256_file, sizes, write_json_atomic, write_tokens)
 
 DEFAULT_INPUT = ROOT / "data" / "shakespeare_char" / "input.txt"
 INPUT_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -41,9 +41,8 @@ def prepare(input_path=DEFAULT_INPUT, out_dir=HERE, force=False, log=print) -> d
         log(f"note: {input_path} is not the standard Tiny Shakespeare (sha256 {digest[:12]}...)")
     params = {"input_sha256": digest, "train_fraction": TRAIN_FRACTION, "tokenizer": "gpt2"}
 
-    done = None if force else read_done(out_dir, params)
+    done = prepared_already(out_dir, params, force, log)
     if done is not None:
-        log(f"already prepared, nothing to do: {out_dir}: {describe_done(done)}")
         return done
 
     t0 = time.time()

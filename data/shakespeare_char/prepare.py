@@ -22,8 +22,8 @@ ROOT = HERE.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from data.bpe import (DONE, describe_done, mark_unfinished, read_done, sha256_file, sizes,  # noqa: E402
-                      write_bytes_atomic, write_json_atomic, write_tokens)
+from data.bpe import (DONE, describe_done, mark_unfinished, prepared_already, sha256_file,  # noqa: E402
+                      sizes, write_bytes_atomic, write_json_atomic, write_tokens)
 
 SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 TRAIN_FRACTION = 0.9
@@ -38,9 +38,8 @@ def prepare(out_dir=HERE, text_path=HERE / "input.txt", force=False, log=print):
         raise SystemExit(f"{text_path} is not the expected Tiny Shakespeare (sha256 mismatch); "
                          "restore it with git checkout data/shakespeare_char/input.txt")
     params = {"input_sha256": digest, "train_fraction": TRAIN_FRACTION, "tokenizer": "characters"}
-    done = None if force else read_done(out_dir, params)
+    done = prepared_already(out_dir, params, force, log)
     if done is not None:
-        log(f"already prepared, nothing to do: {out_dir}: {describe_done(done)}")
         return done
 
     t0 = time.time()
