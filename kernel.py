@@ -849,10 +849,11 @@ def _dot_precision(dtype):
 # `bench_kernel.py --sweep` on an H200 and an H100 (docs/kernel.md has the numbers).
 # 64 x 64 tiles with 4 warps win nearly everywhere: a band row is short, so more, smaller programs
 # balance better across the SMs than 128-row ones, and a 64 x 64 fp32 score tile stays in registers.
-# A config may also cap a thread's registers (maxnreg) so that one more program fits an SM: an SM has
-# 65536 registers, given out 8 a thread at a time, so programs of 128 threads fit 5 to an SM at <= 96
-# registers, 4 at <= 128, 3 at <= 168. More programs on an SM hide more of each other's loads and of their starts and ends, which
-# matter because a band row is only a few tiles long. The caps apply to the TMA loops only.
+# A config may also cap a thread's registers (maxnreg) so that one more program fits an SM: an SM
+# has 65536 registers, given out 8 a thread at a time, so programs of 128 threads fit 5 to an SM at
+# <= 96 registers, 4 at <= 128, 3 at <= 168. More programs on an SM hide more of each other's loads
+# and of their starts and ends, which matter because a band row is only a few tiles long. The caps
+# apply to the TMA loops only.
 BIG = 1 << 30
 KERNEL_CONFIGS = {
     # forward: 64 queries a program, 64-key steps; at D = 64, 2 stages leave shared memory for more
