@@ -13,6 +13,7 @@ unknown key, a value of the wrong type or a model that cannot be built stops wit
 so, before any data is read. The checkpoint out_dir/ckpt.pt always holds the latest state (written
 atomically), so --init_from=resume continues exactly where a run stopped: after the last iteration,
 an evaluation, Ctrl-C, or --time_limit_s (which stops as Ctrl-C does, for jobs given a fixed time).
+A run from scratch refuses an out_dir that holds a checkpoint, rather than replace it.
 
 Reading order: TrainConfig, then train() (the whole run on one screen), then the helpers it calls,
 grouped by what they do (set-up, the loop's steps, checkpoints, Ctrl-C and printing), then the
@@ -116,6 +117,10 @@ def train(cfg):
     console.say(f"model: {raw_model.get_num_params() / 1e6:.2f}M parameters, attn={raw_model.config.attn}, "
                 f"{raw_model.attention_pairs() / dense_pairs:.1%} of dense causal attention pairs; "
                 f"device {env.device}, {env.dtype}")
+    ignored = ignored_on_resume(cfg, run) if cfg.init_from == "resume" else []
+    if ignored:  # a resumed run keeps the architecture it was trained with
+        console.say("resumed: the model is the checkpoint's; settings that differ from it are not used: "
+                    + ", ".join(ignored))
     if env.device_type == "cpu" and env.master and not cfg.eval_only:  # will this take hours? say so now
         hint = slow_cpu_hint(cfg, env.world, time_forward(raw_model, splits["train"], cfg, env),
                              cfg.max_iters - run.iter_num)
@@ -236,6 +241,11 @@ def check_config(cfg):
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
     if cfg.init_from == "resume" and not os.path.exists(ckpt_path):
         raise no_checkpoint(ckpt_path)
+    if cfg.eval_only and cfg.init_from != "resume":
+        raise ConfigError("eval_only evaluates a trained model: add --init_from=resume (and the run's --out_dir)")
+    if cfg.init_from == "scratch" and os.path.exists(ckpt_path):  # a new run would replace it: lost work
+        raise ConfigError(f"{ckpt_path} already holds a run: continue it with --init_from=resume, train this "
+                          f"one into another --out_dir, or delete {cfg.out_dir} to start over")
     if cfg.dtype not in DTYPES:
         raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {cfg.dtype!r}")
     if not 0.0 <= cfg.attn_switch_frac <= 1.0:
@@ -274,6 +284,7 @@ def setup_process(cfg):
     """The Env of this process. Under torchrun (it sets RANK) it joins the process group first:
     NCCL between GPUs, gloo on CPU."""
     device = pick_device(cfg)
+    check_backend(cfg, device.split(":")[0])
     ddp, rank, world = int(os.environ.get("RANK", -1)) != -1, 0, 1
     if ddp:
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
@@ -317,6 +328,18 @@ def pick_device(cfg):
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+def check_backend(cfg, device_type):
+    """A ConfigError if attn_backend cannot run where this run computes; checked before any data is read,
+    rather than at the model's first call."""
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"  # Triton on the CPU, for tests: very slow
+    if cfg.attn_backend == "triton" and device_type != "cuda" and not interpreted:
+        raise ConfigError(f"attn_backend='triton' needs a CUDA GPU and this run is on {device_type}; "
+                          "use --attn_backend=auto, which picks the PyTorch fallback there")
+    if cfg.attn_backend == "flex" and device_type == "cpu" and not cfg.eval_only:
+        raise ConfigError("attn_backend='flex' cannot train on the CPU (FlexAttention has no backward there); "
+                          "use --attn_backend=auto, which picks the PyTorch fallback there")
+
+
 def pick_dtype(cfg, device_type):
     """cfg.dtype; for 'auto' bfloat16 on a CUDA GPU that has it, float16 on an older one (with loss
     scaling, see GradScaler), float32 elsewhere."""
@@ -358,7 +381,8 @@ def load_dataset(dataset, prepare=True):
         if not os.path.exists(os.path.join(d, f"{split}.bin")):
             raise ConfigError(f"dataset {dataset!r} is not prepared: data/{dataset}/{split}.bin is missing; "
                               f"prepare it with python data/{dataset}/prepare.py (data/README.md says what it "
-                              f"downloads), or start with the data that ships here: {QUICK_START}")
+                              f"downloads), or start with the data that ships here: {QUICK_START} "
+                              f"(on a CPU: {CPU_QUICK_START})")
     meta = None
     if os.path.exists(os.path.join(d, "meta.pkl")):
         with open(os.path.join(d, "meta.pkl"), "rb") as f:
@@ -388,7 +412,12 @@ def build_run(cfg, env, meta, ckpt_path):
     ckpt = load_checkpoint(ckpt_path) if cfg.init_from == "resume" else None
     if ckpt is not None:
         # the architecture must be the one that was trained; the rest (lr, max_iters...) may change
+        vocab_size = model_args["vocab_size"]
         model_args = {**ckpt["model_args"], "dropout": cfg.dropout, "attn_backend": cfg.attn_backend}
+        if model_args["vocab_size"] != vocab_size:
+            raise ConfigError(f"{ckpt_path} was trained on {model_args['vocab_size']} tokens and dataset "
+                              f"{cfg.dataset!r} has {vocab_size}: resume on the run's own data "
+                              f"(--dataset={ckpt.get('config', {}).get('dataset', '...')})")
     model = GPT(GPTConfig(**model_args))
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -413,6 +442,12 @@ def build_run(cfg, env, meta, ckpt_path):
     if env.device_type == "cuda" and cuda_state is not None:
         torch.cuda.set_rng_state(cuda_state)
     return run
+
+
+def ignored_on_resume(cfg, run):
+    """The model settings of cfg that differ from the resumed checkpoint's architecture, which is used."""
+    given = model_args_of(cfg, run.model_args["vocab_size"])
+    return [f"{k}={given[k]} (checkpoint: {v})" for k, v in run.model_args.items() if k in given and given[k] != v]
 
 
 def wrap_model(model, cfg, env, console):
@@ -858,7 +893,7 @@ def main(argv):
     try:
         train(parse_args(argv))
     except (ConfigError, FloatingPointError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        sys.stderr.write(f"error: {e}\n")  # one write: torchrun's processes each print it, whole lines
         sys.exit(1)
     except KeyboardInterrupt as e:  # before training began, or a second Ctrl-C (train says what is kept)
         print(f"\n{e or 'Ctrl-C: stopped before training began; nothing was saved'}", file=sys.stderr)

@@ -107,7 +107,14 @@ def test_a_run_from_scratch_starts_its_own_log_and_a_resumed_run_appends(tmp_pat
             return [(r["iter"], "val" if r["val_loss"] else "train") for r in csv.DictReader(f)]
     args = TINY + [f"--out_dir={tmp_path}", "--eval_interval=3", "--log_interval=1"]
     train.train(train.parse_args(args + ["--max_iters=4"]))
-    train.train(train.parse_args(args + ["--max_iters=2"]))  # another run in the same out_dir
+    before = logged()
+    # another run from scratch in the same out_dir would replace the first one's checkpoint: refused,
+    # before it touches anything
+    with pytest.raises(ConfigError, match="ckpt.pt already holds a run: continue it with --init_from=resume"):
+        train.train(train.parse_args(args + ["--max_iters=2"]))
+    assert logged() == before and torch.load(tmp_path / "ckpt.pt", weights_only=False)["iter_num"] == 4
+    os.remove(tmp_path / "ckpt.pt")  # as if the first run had stopped before writing one: its log stays
+    train.train(train.parse_args(args + ["--max_iters=2"]))
     first = [("0", "val"), ("0", "train"), ("1", "train"), ("2", "val")]
     assert logged() == first
     train.train(train.parse_args(args + ["--max_iters=4", "--init_from=resume"]))
@@ -343,6 +350,35 @@ def test_second_ctrl_c_quits_at_once_with_one_line(tmp_path):
     assert last == f"Ctrl-C again: stopped at once, without saving; checkpoint of iter 0 in {tmp_path}/ckpt.pt"
     assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["iter_num"] == 0
     assert not os.path.exists(tmp_path / "ckpt.pt.tmp")
+
+
+def test_resume_says_which_settings_the_checkpoint_overrides_and_refuses_another_vocabulary(tmp_path, capsys):
+    args = TINY + [f"--out_dir={tmp_path}", "--max_iters=2", "--eval_interval=2"]
+    train.train(train.parse_args(args))
+    capsys.readouterr()
+    train.train(train.parse_args(args + ["--max_iters=3", "--init_from=resume"]))  # the same settings
+    assert "not used" not in capsys.readouterr().out
+    train.train(train.parse_args(args + ["--max_iters=4", "--init_from=resume", "--n_layer=3", "--attn=dense"]))
+    out = capsys.readouterr().out
+    assert ("settings that differ from it are not used: n_layer=3 (checkpoint: 2), attn=dense (checkpoint: sp)"
+            in out), out
+    assert "model: 0.0" in out and "attn=sp" in out  # the checkpoint's model trained on
+    with pytest.raises(ConfigError, match=r"trained on 65 tokens and dataset 'shakespeare' has 50304: resume "
+                                          r"on the run's own data \(--dataset=shakespeare_char\)"):
+        train.train(train.parse_args(args + ["--max_iters=5", "--init_from=resume", "--dataset=shakespeare"]))
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--eval_only=True"], "eval_only evaluates a trained model: add --init_from=resume"),
+    (["--attn_backend=triton"], "attn_backend='triton' needs a CUDA GPU and this run is on cpu"),
+    (["--attn_backend=flex"], "attn_backend='flex' cannot train on the CPU"),
+])
+def test_settings_that_cannot_work_on_this_machine_stop_before_the_data(tmp_path, monkeypatch, args, msg):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(train, "load_data", lambda *a: pytest.fail("the data was read before the check"))
+    with pytest.raises(ConfigError, match=msg):
+        train.train(train.parse_args(TINY + [f"--out_dir={tmp_path}"] + args))
+    assert not os.path.exists(tmp_path / "log.csv")
 
 
 def test_missing_and_corrupt_checkpoint(tmp_path):
