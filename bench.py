@@ -177,7 +177,7 @@ def main():
     ap.add_argument("--new_tokens", type=int, default=None,
                     help="tokens per timed generate, at least 3 (128; --tiny 8)")
     ap.add_argument("--decode_batch", type=ints, default=[1, 16], help="batch sizes of the decoding table")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default=None, help="cuda when there is a GPU; cpu only when asked for")
     ap.add_argument("--compile", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
     ap.add_argument("--tiny", action="store_true", help="a 2-layer toy model and small sizes (smoke test)")
     ap.add_argument("--out", default="out-bench/bench.json")
@@ -199,6 +199,11 @@ def main():
     if min(args.contexts) <= args.new_tokens:
         ap.error(f"every context must be longer than --new_tokens={args.new_tokens}: the prompt fills the "
                  f"context but for the generated tokens; got --contexts={','.join(map(str, args.contexts))}")
+    if args.device is None:
+        if not (torch.cuda.is_available() or args.tiny):
+            ap.error("there is no CUDA GPU here, and the full benchmark (GPT-2 small up to T = 32768) would take "
+                     "hours on a CPU: its smoke run is python bench.py --device=cpu --tiny")
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.compile is None:
         args.compile = args.device.startswith("cuda")
     torch._dynamo.config.cache_size_limit = 64  # one compiled graph per variant and length

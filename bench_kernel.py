@@ -342,7 +342,8 @@ def main():
     args = ap.parse_args()
     if args.inspect:
         return inspect_kernels()
-    assert torch.cuda.is_available(), "bench_kernel.py needs a CUDA card"
+    if not torch.cuda.is_available():
+        ap.error("there is no CUDA GPU here: the table times the kernels on one (--inspect runs without one)")
     head = (f"card: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
             f"date {time.strftime('%Y-%m-%d %H:%M')}, bf16, median of triton.testing.do_bench")
     print(head, flush=True)

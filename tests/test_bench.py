@@ -111,3 +111,13 @@ def test_train_speed_gives_each_tree_its_row_and_survives_a_failed_run(tmp_path,
     assert float(dense) > 0 and float(sp) > 0 and ratio == f"{float(dense) / float(sp):.2f}x"
     assert [c.strip() for c in rows[1].split("|")[3:6]] == ["failed", "failed", ""]
     assert out.count("this tree cannot train") == 2
+
+
+def test_without_a_gpu_the_benchmarks_say_so_in_one_line():
+    # a learner's first try is the bare command: on a CPU it must not sit for hours, nor end in a traceback
+    if __import__("torch").cuda.is_available():
+        __import__("pytest").skip("this machine has a GPU: the bare commands would run the benchmarks")
+    for script, message in (("bench.py", "its smoke run is python bench.py --device=cpu --tiny"),
+                            ("bench_kernel.py", "(--inspect runs without one)")):
+        r = subprocess.run([sys.executable, script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and message in r.stderr.splitlines()[-1], r.stderr

@@ -5,6 +5,7 @@ temporary copy of the repository, so nothing is written into the tree; a cell th
 test, and every notebook must draw at least one picture.
 """
 import math
+import os
 import pathlib
 import shutil
 
@@ -154,6 +155,9 @@ def test_notebook_runs(path, hide_compare, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     for var in ("SPATTN_HEADS_DENSE", "SPATTN_HEADS_SP"):
         monkeypatch.delenv(var, raising=False)
+    scratch = tmp_path / "tmp"  # the kernel's temporary files: whatever a notebook leaves there stays behind
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
     nb = nbformat.read(tmp_path / "notebooks" / path.name, as_version=4)
     before = snapshot(tmp_path / "results")
     client = nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
@@ -163,3 +167,5 @@ def test_notebook_runs(path, hide_compare, tmp_path, monkeypatch):
               if "image/png" in o.get("data", {})]
     assert images, f"{path.name} drew no picture"
     assert snapshot(tmp_path / "results") == before, "quick mode wrote into results/"
+    left = [n for n in os.listdir(scratch) if not n.startswith("torchinductor_")]  # torch.compile's cache is kept
+    assert not left, f"{path.name} left temporary files behind: {left}"
