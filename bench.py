@@ -15,9 +15,9 @@ autocast, the same number of tokens in every step at every context length T, for
                          the ceiling any attention kernel can approach
 Steps are timed with CUDA events after warm-up steps, on random tokens.
 
-Decoding: tokens/s of GPT.generate with the KV cache (as sample.py runs it: on a GPU each one-token
-step replays a CUDA graph), a model of block_size = context, the prompt filling the context but for
-the generated tokens, dense vs sp.
+Decoding: tokens/s of GPT.generate with the KV cache (as sample.py runs it), on a GPU with each
+one-token step replayed from a CUDA graph and without, a model of block_size = context, the prompt
+filling the context but for the generated tokens, dense vs sp.
 """
 
 import argparse

@@ -214,7 +214,7 @@ def sweep():
                 cfg = dict(zip(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "maxnreg"), variant))
                 kernel.KERNEL_CONFIGS[kind][dkey] = {kernel.BIG: cfg}
                 kernel._plan.cache_clear()  # the launch plans hold the configs
-                try:  # a variant must give the default's results (up to bf16 rounding) to be listed
+                try:  # a variant must give the default's results (up to bf16 rounding) to be timed
                     o2, lse2 = kernel._fwd_impl(q, k, v, bands, scale)
                     got = (o2,) + kernel._bwd_impl(do, q, k, v, o2, lse2, bands, scale)
                     if max((a.float() - b.float()).abs().max().item() for a, b in zip(ref, got)) > 0.02:

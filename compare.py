@@ -9,7 +9,7 @@ way on long-context code with paired seeds, then evaluated on the whole validati
     python compare.py --report_only             # table.md and the figures again, from the CSVs alone
     python compare.py --help                    # every option, with its default
 
-The design (results/quality/README.md says why, and how to run it in 10-minute GPU calls):
+The design (results/quality/README.md says why, and how to run it in calls of limited time, --max_minutes):
   data     pystdlib: CPython 3.11's standard library in GPT-2 BPE, 14.4 M train / 0.49 M val tokens
   model    6 layers, 512 wide, dropout 0; n_head 16 (the main setting) or 8; N = block_size 1024 or 4096
   budgets  full = one pass over the train split, half = half of it, each with its own schedule: linear
@@ -57,7 +57,7 @@ import train as T
 from model import ATTN_PATTERNS, ConfigError
 from sample import load_model
 
-# The issue's seeds per pattern (--seeds=design).
+# The design's seeds per pattern (--seeds=design; results/quality/README.md says why).
 DESIGN_SEEDS = dict(dense=5, sp=5, window=5, sp_exclusive=3, sp_balanced=3, longformer=3, bigbird=3, reformer=2)
 # The corpus the design names, as (train, val) tokens: data/pystdlib/prepare.py run by CPython 3.11.7.
 DESIGN_DATA = {"pystdlib": (14_418_380, 490_536)}
@@ -99,7 +99,7 @@ class Options:
     batch_tokens: int = 16384                # tokens per optimizer step: batch_size = batch_tokens / block_size
     full_tokens: int = 0                     # tokens of the full budget; 0: one pass over the train split
     warmup_frac: float = 0.05                # warmup steps, as a share of the run's steps
-    eval_interval: int = 400                 # steps between in-training evaluations and checkpoints (< 1 min)
+    eval_interval: int = 400                 # steps between in-training evaluations and checkpoints
     eval_iters: int = 10                     # batches of an in-training evaluation: a cheap subset
     # the evaluation after training (evaluate.py)
     eval_batch: int = 8                      # windows per forward pass

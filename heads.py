@@ -175,7 +175,7 @@ def heads_by_distance(masks):
 
 def tiny_train_config(attn, out_dir, max_iters=300):
     """A TrainConfig for a 4-layer 8-head char model on Tiny Shakespeare small enough for a CPU:
-    64 wide, context 64 (each head's own band is 8 distances wide); 0.03-0.3 s an iteration on 2 cores."""
+    64 wide, context 64 (each head's own band is 8 distances wide)."""
     from train import TrainConfig
     return TrainConfig(out_dir=str(out_dir), dataset="shakespeare_char", attn=attn,
                        n_layer=4, n_head=8, n_embd=64, block_size=64, dropout=0.0, bias=False,

@@ -845,10 +845,10 @@ def _dot_precision(dtype):
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-# 5d. Launch configs: block sizes, warps and pipeline stages per (pass, head dim), from
-# `bench_kernel.py --sweep` on an H200 and an H100 (docs/kernel.md has the numbers).
-# 64 x 64 tiles with 4 warps win nearly everywhere: a band row is short, so more, smaller programs
-# balance better across the SMs than 128-row ones, and a 64 x 64 fp32 score tile stays in registers.
+# 5d. Launch configs: block sizes, warps and pipeline stages per (pass, head dim, length), chosen with
+# `bench_kernel.py --sweep` (docs/kernel.md, section 8). Small tiles, 64 x 64 with 4 warps: a band row
+# is short, so more, smaller programs balance better across the SMs than 128-row ones, and a 64 x 64
+# fp32 score tile stays in registers. One length, BIG, covers every T today; a sweep may add shorter.
 # A config may also cap a thread's registers (maxnreg) so that one more program fits an SM: an SM
 # has 65536 registers, given out 8 a thread at a time, so programs of 128 threads fit 5 to an SM at
 # <= 96 registers, 4 at <= 128, 3 at <= 168. More programs on an SM hide more of each other's loads
@@ -908,7 +908,7 @@ LOG2E = 1.4426950408889634
 def band_decode_attention(q, k, v, bands, pos, scale, backend="auto"):
     """One query per head at position `pos` (q: (B, H, 1, D); pos an int or a 0-d integer tensor on
     q's device) over a KV cache k, v (B, H, N, D) holding positions 0..pos (later ones are not read).
-    Only the keys inside each head's bands are read, about 1/H of the cache for the SP patterns.
+    Only the keys inside each head's bands are read: about 1/H of the cache for sp_exclusive, 2/H for sp.
     backend "triton": the decode kernel, which reads the bands in place in the cache; "torch": gathers
     the bands' keys, then one SDPA call (the reference); "auto": triton on CUDA where it runs."""
     if backend == "auto":

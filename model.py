@@ -3,7 +3,8 @@ A GPT language model with SPAttention, in one file, read top-down like nanoGPT's
 
 SPAttention (Zhao et al., AAAI 2026) gives each head its own band of causal distances d = i - j:
 head 0 looks at the nearest keys, head H-1 at the farthest, and together the heads cover every
-distance once, so multi-head attention costs about one head's worth of work. The bands are laid out
+distance once, so multi-head attention costs about one head's worth of work (sp_exclusive; the
+default sp also gives every head a shared local window, about three heads' worth). The bands are laid out
 once from the model's block_size N (never from the batch's length), so training, evaluation and
 KV-cache generation all see the same pattern.
 
@@ -50,7 +51,8 @@ class GPTConfig:
     dropout: float = 0.0         # on embeddings, residual branches and MLP (not on attention weights)
     bias: bool = True            # biases in Linears and LayerNorms, like GPT-2
     attn: str = "sp"             # one of ATTN_PATTERNS
-    attn_backend: str = "auto"   # band patterns: kernel.band_attention's backend (auto, triton, flex, torch)
+    attn_backend: str = "auto"   # the sparse band patterns' kernel.band_attention backend (auto, triton,
+                                 # flex, torch); dense always runs SDPA, generation's one-token step auto
 
     def __post_init__(self):
         if self.attn not in ATTN_PATTERNS:
@@ -451,8 +453,8 @@ class BandPattern(Pattern):
         if self.name != "dense":  # read only the keys in each head's bands (about 2/H of the cache for sp)
             return kernel.band_decode_attention(q, k, v, self.bands, pos, scale)
         visible = (torch.arange(k.size(2), device=q.device) <= pos).view(1, 1, 1, k.size(2))
-        # cuDNN first: the cache's shapes never change, so it plans once, and it is the fastest SDPA
-        # backend for one query over a masked cache (docs/kernel.md, the decode kernel)
+        # cuDNN first: the cache's shapes never change, so it plans its kernel once and reuses it
+        # (docs/kernel.md, the decode kernel, times it against the band decode kernel)
         backends = [SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
         with sdpa_kernel(backends, set_priority=True):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=visible, scale=scale)
@@ -562,7 +564,8 @@ def sample(probs):
     return torch.argmax(torch.where(probs > 0, probs / e, -1.0), dim=-1, keepdim=True)
 
 
-# Peak dense bf16 tensor-core FLOP/s by GPU name (vendor datasheets), for estimate_mfu.
+# Peak dense bf16 tensor-core FLOP/s by GPU name (vendor datasheets; fp16 for V100 and T4, which have
+# no bf16), for estimate_mfu.
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "A10G": 125e12, "L40S": 362e12,
               "L4": 121e12, "4090": 165e12, "3090": 71e12, "V100": 125e12, "T4": 65e12}
 

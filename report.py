@@ -19,7 +19,7 @@ d_s = loss_X(s) - loss_Y(s), with mean d and sample standard deviation s_d (n - 
 
 `interval` is the same for one sample (e.g. a copy gain over seeds).
 
-Verdicts, the issue's criteria:
+Verdicts, the design's criteria (results/quality/README.md):
     X matches dense   the interval of X - dense lies within +/- 1 % of dense's mean loss (over the same
                       seeds), at both budgets, for the full loss and for every position bucket that
                       starts at MATCH_FROM = 384 or later
@@ -272,7 +272,8 @@ def setting_md(S):
               for p in pats]
     starts, others = S.starts("dense", "full"), [p for p in pats if p != "sp"]
     if starts and "sp" in pats:
-        lines += ["", "Loss by position (full budget): each pattern's mean over seeds per 64-position bucket, and sp "
+        width = f"{starts[1] - starts[0]}-position" if len(starts) > 1 else "position"  # compare.py --bucket
+        lines += ["", f"Loss by position (full budget): each pattern's mean over seeds per {width} bucket, and sp "
                   "minus each other pattern, paired over seeds [95 % interval]:", "",
                   "| bucket | " + " | ".join(f"`{p}`" for p in pats) + " | " + " | ".join(f"sp - `{p}`" for p in others)
                   + " |", "| ---: |" + " ---: |" * (len(pats) + len(others))]

@@ -50,6 +50,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 OFFLINE_DATASETS = ("shakespeare_char", "shakespeare", "pystdlib")
 GPT2_VOCAB_SIZE = 50304  # GPT-2's 50257 tokens padded to a multiple of 64: BPE datasets have no meta.pkl
 QUICK_START = "python train.py config/train_shakespeare_char.py"
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CPU_QUICK_START = "python train.py config/train_shakespeare_char_cpu.py"
 
@@ -76,7 +77,7 @@ class TrainConfig:
     dropout: float = 0.0
     bias: bool = False
     attn: str = "sp"                   # the attention pattern: sp, dense, ... (README: attention patterns)
-    attn_backend: str = "auto"         # band patterns: auto (Triton on CUDA), triton, flex, torch
+    attn_backend: str = "auto"         # sparse band patterns: auto (Triton on CUDA), triton, flex, torch
     attn_switch_frac: float = 0.0      # train the last fraction of max_iters with attn='dense' (same weights)
     # AdamW
     learning_rate: float = 6e-4
@@ -323,9 +324,6 @@ def pick_device(cfg):
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
-
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def check_backend(cfg, device_type):

@@ -6,8 +6,8 @@ sp (batch 1, so that a CPU's allocation of the outputs does not dominate; on a G
 allocator makes it cheap), made three ways:
   impl        kernel._fwd_impl / _bwd_impl called directly
   operator    torch.ops.band_attention.fwd / .bwd (what a compiled graph runs): the dispatcher, then impl
-  custom_op   the same impl behind torch.library.custom_op, as kernel.py registered it until
-              2026-12-04: torch.library's own Python (autograd layer, redispatch, checks) around it
+  custom_op   the same impl behind torch.library.custom_op, as an earlier kernel.py registered it
+              (docs/kernel.md, section 10): torch.library's own Python (autograd layer, redispatch, checks) around it
 Table 2, what an eager step pays: kernel.band_attention called as the model calls it (its normalized
 bands, views of a fused qkv projection), forward alone and forward + backward through autograd, at
 (1, 8, 128, 64) (small, so that a CPU's copies inside autograd's backward stay small).
