@@ -136,6 +136,10 @@ def train(cfg):
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * block_size
     history, t_start, step_s = [], time.time(), 0.0
     pending = None  # the step queued last, whose loss is not read yet
+    elapsed_before = run.elapsed_s  # the loop's seconds in the processes before a resume
+
+    def elapsed():
+        return elapsed_before + time.time() - t_start
 
     def read_pending():
         """Read the pending step's loss (this waits for the device to finish that step), stop on a NaN,
@@ -163,7 +167,7 @@ def train(cfg):
                         f"grad norm {grad_norm:.3f}")
             log.row(iter=it, train_loss=f"{loss:.5f}", lr=lr, ms_per_iter=f"{dt * 1000:.2f}",
                     tokens_per_s=f"{tokens_per_iter / dt:.0f}", mfu="" if mfu is None else f"{mfu:.4f}",
-                    elapsed_s=f"{time.time() - t_start:.1f}", grad_norm=f"{grad_norm:.6g}")
+                    elapsed_s=f"{elapsed():.1f}", grad_norm=f"{grad_norm:.6g}")
         per_iter = step_s / len(history)
         console.progress(f"training: iter {it}/{cfg.max_iters}, {per_iter:.2f} s/iter",
                          per_iter * (cfg.max_iters - it - 1))
@@ -185,6 +189,7 @@ def train(cfg):
                     ctrl_c.request(f"time_limit_s={cfg.time_limit_s:g}")  # stop() tells the other processes
                 if ctrl_c.stop():  # here, between iterations, the state is whole
                     read_pending()
+                    run.elapsed_s = elapsed()
                     save_on_stop(run, cfg, env, ckpt_path, console, ctrl_c.why)
                     break
                 if run.iter_num % cfg.eval_interval == 0 or run.iter_num >= cfg.max_iters:
@@ -194,11 +199,12 @@ def train(cfg):
                         continue  # Ctrl-C cut the evaluation short: the check above saves and stops
                     console.say(f"step {run.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                     log.row(iter=run.iter_num, train_loss=f"{losses['train']:.5f}", val_loss=f"{losses['val']:.5f}",
-                            lr=lr, elapsed_s=f"{time.time() - t_start:.1f}")
+                            lr=lr, elapsed_s=f"{elapsed():.1f}")
                     for split, loss in losses.items():
                         check_finite(f"evaluation {split} loss", loss, run.iter_num, ckpt_path)
                     run.best_val_loss = min(run.best_val_loss, losses["val"])
                     if not cfg.eval_only:
+                        run.elapsed_s = elapsed()
                         checkpoint(run, cfg, env, ckpt_path)
                 if cfg.eval_only or run.iter_num >= cfg.max_iters:
                     break
@@ -401,6 +407,7 @@ class Run:
     iter_num: int = 0
     best_val_loss: float = float("inf")
     saved_at: int | None = None        # iter_num of the last checkpoint this run wrote, if any
+    elapsed_s: float = 0.0             # the training loop's seconds so far, over every resume (log.csv)
 
 
 def build_run(cfg, env, meta, ckpt_path):
@@ -432,6 +439,7 @@ def build_run(cfg, env, meta, ckpt_path):
         run.scaler.load_state_dict(ckpt["scaler"])
     run.data_gen.set_state(ckpt["data_rng_state"])
     run.iter_num, run.best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+    run.elapsed_s = ckpt.get("elapsed_s", 0.0)  # absent in checkpoints written before it was kept
     if len(ckpt["rng_states"]) != env.world:
         raise ConfigError(f"{ckpt_path} was written by {len(ckpt['rng_states'])} process(es): resume it with "
                           f"as many (torchrun --nproc_per_node={len(ckpt['rng_states'])}, or plain python for 1)")
@@ -633,7 +641,7 @@ def checkpoint(run, cfg, env, path):
             "scaler": run.scaler.state_dict(),
             "model_args": run.model_args, "config": dataclasses.asdict(cfg), "iter_num": run.iter_num,
             "best_val_loss": float(run.best_val_loss), "data_rng_state": run.data_gen.get_state(),
-            "rng_states": rng_states, "meta": run.meta,
+            "rng_states": rng_states, "meta": run.meta, "elapsed_s": run.elapsed_s,
         })
     run.saved_at = run.iter_num
 

@@ -163,6 +163,32 @@ def test_a_steps_loss_is_read_once_the_next_step_is_queued(tmp_path, monkeypatch
     assert [(r["iter"], r["ms_per_iter"]) for r in rows if r["ms_per_iter"]] == [(str(i), "1000.00") for i in range(6)]
 
 
+def test_a_resumed_runs_log_goes_on_with_the_elapsed_time_of_the_run_before(tmp_path, monkeypatch):
+    # log.csv's elapsed_s is the training loop's time over the whole run, so that a plot of loss
+    # against time does not jump back where a run was resumed. A clock that moves one second a step,
+    # and starts afresh (far off) for the resumed process:
+    clock, real_step = {"now": 0.0}, train.train_step
+
+    def step(*a):
+        clock["now"] += 1.0
+        return real_step(*a)
+
+    monkeypatch.setattr(train, "train_step", step)
+    monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: clock["now"]))
+    args = TINY + [f"--out_dir={tmp_path}", "--eval_interval=2", "--log_interval=1"]
+    train.train(train.parse_args(args + ["--max_iters=4"]))
+    clock["now"] = 5000.0
+    train.train(train.parse_args(args + ["--max_iters=8", "--init_from=resume"]))
+    with open(tmp_path / "log.csv", newline="") as f:
+        rows = [(int(r["iter"]), float(r["elapsed_s"]), bool(r["val_loss"])) for r in csv.DictReader(f)]
+    # a step's row is logged once the next step has run (1 s later); an evaluation costs no clock time;
+    # the resumed process evaluates its first iteration again (the second (4, 4.0) row) and goes on
+    assert rows == [(0, 0.0, True), (0, 2.0, False), (1, 2.0, False), (2, 2.0, True), (2, 4.0, False),
+                    (3, 4.0, False), (4, 4.0, True),
+                    (4, 4.0, True), (4, 6.0, False), (5, 6.0, False), (6, 6.0, True), (6, 8.0, False),
+                    (7, 8.0, False), (8, 8.0, True)]
+
+
 def test_time_limit_stops_with_a_checkpoint_and_resume_finishes_exactly(tmp_path, monkeypatch, capsys):
     # compare.py's --max_minutes rests on this: a clock that moves one second per training step stops
     # the run after the step that passes time_limit_s, with a checkpoint; resume then ends as a
