@@ -3,10 +3,11 @@ Train a GPT with SPAttention, nanoGPT style.
 
     python train.py config/train_shakespeare_char.py      # start here: the baby GPT on Tiny Shakespeare
     python train.py config/train_shakespeare_char_cpu.py  # the same idea, small enough for a laptop CPU
-    python train.py config/train_shakespeare_char.py --attn=dense --max_iters=2000
+    python train.py config/train_shakespeare_char.py --attn=dense --out_dir=out-shakespeare-char-dense
     python train.py                                       # the defaults: GPT-2 small on FineWeb-Edu
     python train.py --help                                # every setting, with its default
-    torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char.py   # 2 GPUs, DDP
+    torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char.py \
+        --gradient_accumulation_steps=2 --out_dir=out-ddp                # 2 GPUs, DDP
 
 Every setting is a field of TrainConfig; a config file or --key=value may set any of them, and an
 unknown key, a value of the wrong type or a model that cannot be built stops with one line saying
@@ -43,7 +44,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import GPT, GPTConfig, ConfigError
+from model import BAND_PATTERNS, GPT, GPTConfig, ConfigError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Datasets whose prepare.py needs no download: train.py prepares these by itself when needed.
@@ -62,7 +63,7 @@ class TrainConfig:
     eval_interval: int = 2000          # evaluate (and checkpoint) every this many iterations
     log_interval: int = 1              # print a log line every this many iterations
     eval_iters: int = 200              # batches per split in an evaluation
-    eval_only: bool = False            # evaluate once and stop
+    eval_only: bool = False            # evaluate a checkpoint once and stop (with init_from='resume')
     init_from: str = "scratch"         # 'scratch' or 'resume' (from out_dir/ckpt.pt)
     time_limit_s: float = 0.0          # stop, with a checkpoint, after this many seconds of the loop (0: none)
     # data
@@ -106,13 +107,15 @@ class TrainConfig:
 def train(cfg):
     """Run the training loop of `cfg`; returns the list of (iter, train loss) it logged."""
     check_config(cfg)                  # every setting first: a mistake costs no waiting
+    ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
+    ckpt = open_out_dir(cfg, ckpt_path)  # the checkpoint a resume continues (None from scratch), checked
     env = setup_process(cfg)           # device, precision, DDP
     console = Console(enabled=env.master)
     splits, meta = load_data(cfg, env)
     if env.master:
         os.makedirs(cfg.out_dir, exist_ok=True)
-    ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
-    run = build_run(cfg, env, meta, ckpt_path)  # model and optimizer: fresh, or resumed from ckpt_path
+    run = build_run(cfg, env, meta, ckpt)  # model and optimizer: fresh, or resumed from ckpt
+    del ckpt  # the run holds what it needs of it
     raw_model, block_size = run.model, run.model.config.block_size
     dense_pairs = block_size * (block_size + 1) / 2 * raw_model.config.n_head
     console.say(f"model: {raw_model.get_num_params() / 1e6:.2f}M parameters, attn={raw_model.config.attn}, "
@@ -173,7 +176,7 @@ def train(cfg):
                          per_iter * (cfg.max_iters - it - 1))
 
     log_path = os.path.join(cfg.out_dir, "log.csv") if env.master else None
-    fresh = cfg.init_from == "scratch" and not cfg.eval_only  # a new run: a new log, not another run's
+    fresh = cfg.init_from == "scratch"  # a new run: a new log, not another run's
     try:
         with CtrlC(env) as ctrl_c, CsvLog(log_path, append=not fresh) as log:
             while True:
@@ -192,7 +195,7 @@ def train(cfg):
                     run.elapsed_s = elapsed()
                     save_on_stop(run, cfg, env, ckpt_path, console, ctrl_c.why)
                     break
-                if run.iter_num % cfg.eval_interval == 0 or run.iter_num >= cfg.max_iters:
+                if run.iter_num % cfg.eval_interval == 0 or run.iter_num >= cfg.max_iters or cfg.eval_only:
                     read_pending()
                     losses = evaluate(model, splits, block_size, cfg, env, ctrl_c, console)
                     if losses is None:
@@ -250,9 +253,6 @@ def check_config(cfg):
         raise no_checkpoint(ckpt_path)
     if cfg.eval_only and cfg.init_from != "resume":
         raise ConfigError("eval_only evaluates a trained model: add --init_from=resume (and the run's --out_dir)")
-    if cfg.init_from == "scratch" and os.path.exists(ckpt_path):  # a new run would replace it: lost work
-        raise ConfigError(f"{ckpt_path} already holds a run: continue it with --init_from=resume, train this "
-                          f"one into another --out_dir, or delete {cfg.out_dir} to start over")
     if cfg.dtype not in DTYPES:
         raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {cfg.dtype!r}")
     if not 0.0 <= cfg.attn_switch_frac <= 1.0:
@@ -335,6 +335,8 @@ def pick_device(cfg):
 def check_backend(cfg, device_type):
     """A ConfigError if attn_backend cannot run where this run computes; checked before any data is read,
     rather than at the model's first call."""
+    if cfg.attn not in BAND_PATTERNS or cfg.attn == "dense":  # the others never call band_attention
+        return
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"  # Triton on the CPU, for tests: very slow
     if cfg.attn_backend == "triton" and device_type != "cuda" and not interpreted:
         raise ConfigError(f"attn_backend='triton' needs a CUDA GPU and this run is on {device_type}; "
@@ -410,19 +412,30 @@ class Run:
     elapsed_s: float = 0.0             # the training loop's seconds so far, over every resume (log.csv)
 
 
-def build_run(cfg, env, meta, ckpt_path):
-    """A fresh model and optimizer; or, with init_from='resume', those of ckpt_path together with its
-    iteration, best val loss, data order and every process's dropout RNG."""
+def open_out_dir(cfg, ckpt_path):
+    """The checkpoint that a resumed run continues, or None for a run from scratch; read before the data,
+    so that a mismatch costs no waiting. A run from scratch refuses an out_dir that holds a checkpoint,
+    which it would replace; a resume refuses another dataset than the run's own."""
+    if cfg.init_from == "scratch":
+        if os.path.exists(ckpt_path):
+            raise ConfigError(f"{ckpt_path} already holds a run: continue it with --init_from=resume, train this "
+                              f"one into another --out_dir, or delete '{cfg.out_dir}' to start over")
+        return None
+    ckpt = load_checkpoint(ckpt_path)
+    trained_on = ckpt.get("config", {}).get("dataset")
+    if trained_on is not None and trained_on != cfg.dataset:
+        raise ConfigError(f"{ckpt_path} was trained on dataset {trained_on!r}, not {cfg.dataset!r}: a resume "
+                          f"continues on the run's own data (--dataset={trained_on}, or its config file)")
+    return ckpt
+
+
+def build_run(cfg, env, meta, ckpt):
+    """A fresh model and optimizer; or, given the checkpoint of a resumed run, its model and optimizer
+    together with its iteration, best val loss, data order and every process's dropout RNG."""
     model_args = model_args_of(cfg, meta["vocab_size"] if meta else GPT2_VOCAB_SIZE)
-    ckpt = load_checkpoint(ckpt_path) if cfg.init_from == "resume" else None
     if ckpt is not None:
         # the architecture must be the one that was trained; the rest (lr, max_iters...) may change
-        vocab_size = model_args["vocab_size"]
         model_args = {**ckpt["model_args"], "dropout": cfg.dropout, "attn_backend": cfg.attn_backend}
-        if model_args["vocab_size"] != vocab_size:
-            raise ConfigError(f"{ckpt_path} was trained on {model_args['vocab_size']} tokens and dataset "
-                              f"{cfg.dataset!r} has {vocab_size}: resume on the run's own data "
-                              f"(--dataset={ckpt.get('config', {}).get('dataset', '...')})")
     model = GPT(GPTConfig(**model_args))
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -441,7 +454,8 @@ def build_run(cfg, env, meta, ckpt_path):
     run.iter_num, run.best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
     run.elapsed_s = ckpt.get("elapsed_s", 0.0)  # absent in checkpoints written before it was kept
     if len(ckpt["rng_states"]) != env.world:
-        raise ConfigError(f"{ckpt_path} was written by {len(ckpt['rng_states'])} process(es): resume it with "
+        raise ConfigError(f"{os.path.join(cfg.out_dir, 'ckpt.pt')} was written by {len(ckpt['rng_states'])} "
+                          f"process(es): resume it with "
                           f"as many (torchrun --nproc_per_node={len(ckpt['rng_states'])}, or plain python for 1)")
     cpu_state, cuda_state = ckpt["rng_states"][env.rank]  # each process's dropout stream goes on
     torch.set_rng_state(cpu_state)

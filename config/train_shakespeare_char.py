@@ -1,7 +1,8 @@
 # The baby GPT of nanoGPT on Tiny Shakespeare, characters, with SPAttention: 6 layers, 6 heads,
 # 384 wide, context 256. Each head sees its own band of ~43 distances plus the shared local window.
-# About 3 minutes on one H100 (with compile); try --attn=dense for the baseline. On a laptop CPU it
-# takes a day or more: use config/train_shakespeare_char_cpu.py there.
+# About 3 minutes on one H100 (with compile); for the baseline, --attn=dense
+# --out_dir=out-shakespeare-char-dense. On a laptop CPU it takes a day or more: use
+# config/train_shakespeare_char_cpu.py there.
 
 out_dir = 'out-shakespeare-char'
 eval_interval = 250  # the baby model overfits, so evaluate often

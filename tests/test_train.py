@@ -378,7 +378,8 @@ def test_second_ctrl_c_quits_at_once_with_one_line(tmp_path):
     assert not os.path.exists(tmp_path / "ckpt.pt.tmp")
 
 
-def test_resume_says_which_settings_the_checkpoint_overrides_and_refuses_another_vocabulary(tmp_path, capsys):
+def test_resume_says_which_settings_the_checkpoint_overrides_and_refuses_another_dataset(tmp_path, capsys,
+                                                                                         monkeypatch):
     args = TINY + [f"--out_dir={tmp_path}", "--max_iters=2", "--eval_interval=2"]
     train.train(train.parse_args(args))
     capsys.readouterr()
@@ -389,9 +390,37 @@ def test_resume_says_which_settings_the_checkpoint_overrides_and_refuses_another
     assert ("settings that differ from it are not used: n_layer=3 (checkpoint: 2), attn=dense (checkpoint: sp)"
             in out), out
     assert "model: 0.0" in out and "attn=sp" in out  # the checkpoint's model trained on
-    with pytest.raises(ConfigError, match=r"trained on 65 tokens and dataset 'shakespeare' has 50304: resume "
-                                          r"on the run's own data \(--dataset=shakespeare_char\)"):
+    # another dataset is refused before its data is read (or prepared)
+    monkeypatch.setattr(train, "load_data", lambda *a: pytest.fail("the data was read before the check"))
+    with pytest.raises(ConfigError, match=r"was trained on dataset 'shakespeare_char', not 'shakespeare': a resume "
+                                          r"continues on the run's own data \(--dataset=shakespeare_char"):
         train.train(train.parse_args(args + ["--max_iters=5", "--init_from=resume", "--dataset=shakespeare"]))
+
+
+def test_an_out_dir_with_a_checkpoint_is_refused_by_training_only(tmp_path, monkeypatch):
+    # Reading settings that name such an out_dir is fine (compare.py and the tools parse configs
+    # whose out_dir a user has trained into); only a run from scratch into it is refused.
+    import compare
+    (tmp_path / "ckpt.pt").write_bytes(b"a run's checkpoint")
+    monkeypatch.setattr(train, "load_data", lambda *a: pytest.fail("the data was read before the check"))
+    cfg = train.parse_args(TINY + [f"--out_dir={tmp_path}"])
+    monkeypatch.chdir(tmp_path)  # compare.py checks its settings with train.py's default out_dir, 'out'
+    os.makedirs("out")
+    (tmp_path / "out" / "ckpt.pt").write_bytes(b"a run's checkpoint")
+    compare.check_options(compare.Options(), dict(compare.TRAIN_DEFAULTS))
+    with pytest.raises(ConfigError, match="ckpt.pt already holds a run"):
+        train.train(cfg)
+    assert (tmp_path / "ckpt.pt").read_bytes() == b"a run's checkpoint"
+
+
+def test_eval_only_evaluates_a_checkpoint_saved_between_evaluations(tmp_path, capsys):
+    # a Ctrl-C or a time limit saves at any iteration, not only at an evaluation's
+    train.train(train.parse_args(TINY + [f"--out_dir={tmp_path}", "--max_iters=3", "--eval_interval=2"]))
+    capsys.readouterr()
+    train.train(train.parse_args(TINY + [f"--out_dir={tmp_path}", "--max_iters=10", "--eval_interval=2",
+                                         "--eval_only=True", "--init_from=resume"]))
+    out = capsys.readouterr().out
+    assert "step 3: train loss" in out and "done: 3 iterations" in out, out
 
 
 @pytest.mark.parametrize("args,msg", [
@@ -405,6 +434,13 @@ def test_settings_that_cannot_work_on_this_machine_stop_before_the_data(tmp_path
     with pytest.raises(ConfigError, match=msg):
         train.train(train.parse_args(TINY + [f"--out_dir={tmp_path}"] + args))
     assert not os.path.exists(tmp_path / "log.csv")
+
+
+def test_dense_runs_sdpa_whatever_the_attn_backend(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    history = train.train(train.parse_args(TINY + [f"--out_dir={tmp_path}", "--attn=dense", "--attn_backend=triton",
+                                                   "--max_iters=1"]))
+    assert len(history) == 1
 
 
 def test_missing_and_corrupt_checkpoint(tmp_path):
