@@ -4,9 +4,9 @@ A GPT language model with SPAttention, in one file, read top-down like nanoGPT's
 SPAttention (Zhao et al., AAAI 2026) gives each head its own band of causal distances d = i - j:
 head 0 looks at the nearest keys, head H-1 at the farthest, and together the heads cover every
 distance once, so multi-head attention costs about one head's worth of work (sp_exclusive; the
-default sp also gives every head a shared local window, about three heads' worth). The bands are laid out
-once from the model's block_size N (never from the batch's length), so training, evaluation and
-KV-cache generation all see the same pattern.
+default sp also gives every head a shared local window, about three heads' worth). The bands are
+laid out once from the model's block_size N (never from the batch's length), so training, evaluation
+and KV-cache generation all see the same pattern.
 
 Reading order: GPTConfig, head_bands (where each head looks), then the transformer (LayerNorm,
 CausalSelfAttention, MLP, Block, GPT) as in nanoGPT. Below the GPT: how each attention pattern
