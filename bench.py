@@ -177,7 +177,8 @@ def main():
     ap.add_argument("--new_tokens", type=int, default=None,
                     help="tokens per timed generate, at least 3 (128; --tiny 8)")
     ap.add_argument("--decode_batch", type=ints, default=[1, 16], help="batch sizes of the decoding table")
-    ap.add_argument("--device", default=None, help="cuda when there is a GPU; without one, cpu with --tiny (else an error)")
+    ap.add_argument("--device", default=None,
+                    help="cuda when there is a GPU; without one, cpu with --tiny (else an error)")
     ap.add_argument("--compile", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
     ap.add_argument("--tiny", action="store_true", help="a 2-layer toy model and small sizes (smoke test)")
     ap.add_argument("--out", default="out-bench/bench.json")

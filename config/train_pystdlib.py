@@ -4,7 +4,8 @@
 # uses names defined far above). Prepare with `python data/pystdlib/prepare.py` (offline, ~5 s;
 # train.py also runs it when train.bin is missing). vocab_size is not set (GPT-2's, padded to 50304).
 # With 6 heads over 1024 distances each head's own band is ~170 distances wide; try --attn=dense
-# --out_dir=out-pystdlib-dense for the baseline. 32k tokens per iteration, 5000 iterations ~ 11 passes over the train split.
+# --out_dir=out-pystdlib-dense for the baseline. 32k tokens per iteration, 5000 iterations ~ 11
+# passes over the train split.
 
 out_dir = 'out-pystdlib'
 eval_interval = 250
