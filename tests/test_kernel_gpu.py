@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import kernel
-from test_kernel import (assert_close_to_reference, check_decode_step, make_qkv, random_bands, rel_err, run_with_grads,
-                         sp_bands)
+from test_kernel import (assert_close_to_reference, assert_exact_at_band_edges, check_decode_step, make_qkv,
+                         random_bands, rel_err, run_with_grads, sp_bands)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -48,6 +48,18 @@ def test_gpu_random_intervals(seed, scale):
     for dtype in (torch.bfloat16, torch.float32):
         q, k, v = make_qkv(2, H, T, 64, dtype, "cuda")
         assert_close_to_reference(triton_fn(bands, scale), q, k, v, bands, TOL[dtype], scale=scale)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("D", [64, 128])
+def test_gpu_tiles_at_a_band_edge(tile_path, dtype, D):
+    # test_kernel.py's test_triton_tiles_at_a_band_edge with the GPU's tiles: 32 or 64 rows a side
+    # (kernel.KERNEL_CONFIGS; fp32 64 x 32), so a tile's distances run from a multiple of 32 plus 1
+    # minus its key rows to that multiple plus its query rows minus 1: edges at lo = 1 and 33 and 65,
+    # and at hi = 160 and 192. Not bf16: its tolerance would let a wrong band edge of one head pass.
+    torch.manual_seed(D)
+    assert_exact_at_band_edges((0, 1, 2, 32, 33, 34, 64, 65, 66), (159, 160, 161, 191, 192, 193), 320, D, dtype,
+                               TOL[dtype], "cuda")
 
 
 def test_gpu_fused_qkv_views_and_fallback_agree():
