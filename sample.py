@@ -18,8 +18,9 @@ from contextlib import nullcontext
 
 import torch
 
-from model import GPT, GPTConfig, ConfigError
-from train import DTYPES, load_checkpoint, option_line, parse_value, pick_device, pick_dtype, print_help, TrainConfig
+from model import ConfigError
+from train import (DTYPES, load_checkpoint, model_of_checkpoint, option_line, parse_value, pick_device, pick_dtype,
+                   print_help, stdout_gone, TrainConfig)
 
 OPTIONS = [  # name, default, what it sets
     ("out_dir", "out", "the folder of ckpt.pt, as train.py's --out_dir"),
@@ -53,8 +54,8 @@ def parse_args(argv):
         opts[key] = parse_value(key, text, TYPES[key])
     if opts["num_samples"] < 1 or opts["max_new_tokens"] < 1:
         raise ConfigError("--num_samples and --max_new_tokens must be at least 1")
-    if opts["temperature"] <= 0:
-        raise ConfigError(f"--temperature must be > 0, got {opts['temperature']}")
+    if not 0 < opts["temperature"] < float("inf"):  # also refuses nan, which would sample id 0 every time
+        raise ConfigError(f"--temperature must be a finite number > 0, got {opts['temperature']}")
     if opts["top_k"] < 0:
         raise ConfigError(f"--top_k must be >= 0 (0: no cut), got {opts['top_k']}")
     if opts["dtype"] not in DTYPES:
@@ -63,10 +64,12 @@ def parse_args(argv):
 
 
 def load_model(out_dir, device):
-    ckpt = load_checkpoint(os.path.join(out_dir, "ckpt.pt"), map_location=device)
+    """The trained model of out_dir/ckpt.pt in eval mode on device, and the checkpoint."""
+    path = os.path.join(out_dir, "ckpt.pt")
+    # torch.load places tensors by device type alone for the CPU ("cpu:0" is no place it knows)
+    ckpt = load_checkpoint(path, map_location="cpu" if torch.device(device).type == "cpu" else device)
     # the attention backend is a choice of this machine (e.g. no Triton on a CPU), not of the model
-    model = GPT(GPTConfig(**{**ckpt["model_args"], "attn_backend": "auto"}))
-    model.load_state_dict(ckpt["model"])
+    model = model_of_checkpoint(ckpt, {**ckpt["model_args"], "attn_backend": "auto"}, path)
     return model.eval().to(device), ckpt
 
 
@@ -124,7 +127,7 @@ def main(argv):
     torch.manual_seed(opts["seed"])
     cfg = TrainConfig(device=opts["device"], dtype=opts["dtype"])
     device = pick_device(cfg)
-    device_type = "cuda" if device.startswith("cuda") else device
+    device_type = torch.device(device).type
     dtype = pick_dtype(cfg, device_type)
     ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
@@ -157,3 +160,6 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         print("\nCtrl-C: stopped", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # `sample.py | head`: the reader took what it wanted and left
+        stdout_gone()
+        sys.exit(141)  # what a shell reports for a process that SIGPIPE ended

@@ -114,11 +114,11 @@ def train(cfg):
     splits, meta = load_data(cfg, env)
     if env.master:
         os.makedirs(cfg.out_dir, exist_ok=True)
-    run = build_run(cfg, env, meta, ckpt)  # model and optimizer: fresh, or resumed from ckpt
+    run = build_run(cfg, env, meta, ckpt, ckpt_path)  # model and optimizer: fresh, or resumed from ckpt
     del ckpt  # the run holds what it needs of it
     raw_model, block_size = run.model, run.model.config.block_size
     dense_pairs = block_size * (block_size + 1) / 2 * raw_model.config.n_head
-    console.say(f"model: {raw_model.get_num_params() / 1e6:.2f}M parameters, attn={raw_model.config.attn}, "
+    console.say(f"model: {raw_model.get_num_params() / 1e6:.2f}M parameters, attn={raw_model.attn}, "
                 f"{raw_model.attention_pairs() / dense_pairs:.1%} of dense causal attention pairs; "
                 f"device {env.device}, {env.dtype}")
     ignored = ignored_on_resume(cfg, run) if cfg.init_from == "resume" else []
@@ -134,7 +134,8 @@ def train(cfg):
         warm_up(raw_model, splits["train"], cfg, env)
     model = wrap_model(raw_model, cfg, env, console)  # what the loop calls: compiled, DDP
     # attn_switch_frac: from this iteration on the model attends densely. Decided from iter_num alone,
-    # so a resumed run switches at the same point (model_args keep the pattern it was built with).
+    # so a resumed run switches at the same point (model_args keep the pattern it was built with, the
+    # checkpoint's "attn" the one in use).
     switch_iter = cfg.max_iters - round(cfg.attn_switch_frac * cfg.max_iters) if cfg.attn_switch_frac > 0 else None
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * block_size
     history, t_start, step_s = [], time.time(), 0.0
@@ -228,8 +229,11 @@ def train(cfg):
             model = None
             gc.collect()
             dist.destroy_process_group()
-    console.say(f"done: {run.iter_num} iterations, best val loss {run.best_val_loss:.4f}, "
-                f"{time.time() - t_start:.0f} s; {saved(run, ckpt_path)}")
+    if cfg.eval_only:
+        console.say(f"done: evaluated the checkpoint of iter {run.iter_num} (trained nothing)")
+    else:
+        console.say(f"done: {run.iter_num} iterations, best val loss {run.best_val_loss:.4f}, "
+                    f"{time.time() - t_start:.0f} s; {saved(run, ckpt_path)}")
     return history
 
 
@@ -429,16 +433,14 @@ def open_out_dir(cfg, ckpt_path):
     return ckpt
 
 
-def build_run(cfg, env, meta, ckpt):
+def build_run(cfg, env, meta, ckpt, ckpt_path):
     """A fresh model and optimizer; or, given the checkpoint of a resumed run, its model and optimizer
     together with its iteration, best val loss, data order and every process's dropout RNG."""
     model_args = model_args_of(cfg, meta["vocab_size"] if meta else GPT2_VOCAB_SIZE)
     if ckpt is not None:
         # the architecture must be the one that was trained; the rest (lr, max_iters...) may change
         model_args = {**ckpt["model_args"], "dropout": cfg.dropout, "attn_backend": cfg.attn_backend}
-    model = GPT(GPTConfig(**model_args))
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+    model = GPT(GPTConfig(**model_args)) if ckpt is None else model_of_checkpoint(ckpt, model_args, ckpt_path)
     model.to(env.device)
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
                                            env.device_type)
@@ -454,7 +456,7 @@ def build_run(cfg, env, meta, ckpt):
     run.iter_num, run.best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
     run.elapsed_s = ckpt.get("elapsed_s", 0.0)  # absent in checkpoints written before it was kept
     if len(ckpt["rng_states"]) != env.world:
-        raise ConfigError(f"{os.path.join(cfg.out_dir, 'ckpt.pt')} was written by {len(ckpt['rng_states'])} "
+        raise ConfigError(f"{ckpt_path} was written by {len(ckpt['rng_states'])} "
                           f"process(es): resume it with "
                           f"as many (torchrun --nproc_per_node={len(ckpt['rng_states'])}, or plain python for 1)")
     cpu_state, cuda_state = ckpt["rng_states"][env.rank]  # each process's dropout stream goes on
@@ -504,29 +506,36 @@ def warm_up(model, data, cfg, env):
 def time_forward(model, data, cfg, env):
     """Seconds of one forward pass of a micro-batch, without gradients, in eval mode: no dropout, so
     the random stream (and an exact resume) is left alone. A first pass on one sequence takes the
-    one-time costs (memory, lazy set-up) out of the measured one."""
+    one-time costs (memory, lazy set-up) out of the measured ones; the median of three passes, since
+    one pass on a busy machine can take several times the usual."""
     X, Y = fixed_batch(model, data, cfg, env)
     model.eval()
+    seconds = []
     with torch.no_grad(), env.autocast:
         model(X[:1], Y[:1])
-        t0 = time.time()
-        model(X, Y)
-        seconds = time.time() - t0
+        for _ in range(3):
+            t0 = time.time()
+            model(X, Y)
+            seconds.append(time.time() - t0)
     model.train()
-    return seconds
+    return sorted(seconds)[1]
 
 
 def slow_cpu_hint(cfg, world, forward_s, iters_left):
-    """A line naming the CPU config when this run will obviously take hours, else None. A training
-    step runs a forward and a backward (about twice the forward's work) on each of its micro-batches,
-    an evaluation 2 * eval_iters forwards, so at forward_s a forward the run needs at least about this."""
+    """A line when this run will obviously take hours, naming the CPU config unless the run already has
+    that config's sizes, else None. A training step runs a forward and a backward (about twice the
+    forward's work) on each of its micro-batches, an evaluation 2 * eval_iters forwards, so at
+    forward_s a forward the run needs at least about this."""
     forwards = (3 * cfg.gradient_accumulation_steps * iters_left
                 + 2 * cfg.eval_iters * (iters_left // cfg.eval_interval + 1)) / world
     hours = forward_s * forwards / 3600
     if hours < 1:
         return None
-    return (f"hint: at {forward_s:.1f} s per forward pass this run needs {int(hours)}+ hours on this CPU; "
-            f"to watch a model learn in minutes here, run: {CPU_QUICK_START}")
+    hint = f"hint: at {forward_s:.1f} s per forward pass this run needs {int(hours)}+ hours on this CPU"
+    quick = parse_args([os.path.join(HERE, CPU_QUICK_START.split()[-1])])
+    if all(getattr(cfg, k) == getattr(quick, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "batch_size")):
+        return hint + " (is something else keeping it busy?)"
+    return hint + f"; to watch a model learn in minutes here, run: {CPU_QUICK_START}"
 
 
 # -----------------------------------------------------------------------------
@@ -656,6 +665,7 @@ def checkpoint(run, cfg, env, path):
             "model_args": run.model_args, "config": dataclasses.asdict(cfg), "iter_num": run.iter_num,
             "best_val_loss": float(run.best_val_loss), "data_rng_state": run.data_gen.get_state(),
             "rng_states": rng_states, "meta": run.meta, "elapsed_s": run.elapsed_s,
+            "attn": run.model.attn,  # model_args keep the pattern it was built with (attn_switch_frac)
         })
     run.saved_at = run.iter_num
 
@@ -697,9 +707,25 @@ def load_checkpoint(path, map_location="cpu"):
     except Exception as e:
         raise ConfigError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); "
                           "it may be truncated or from another program") from None
-    if not isinstance(ckpt, dict) or not {"model", "model_args"} <= set(ckpt):
-        raise ConfigError(f"{path} is not a checkpoint of this project (no model / model_args in it)")
+    if not isinstance(ckpt, dict) or not {"model", "model_args"} <= set(ckpt) or "attn" not in ckpt["model_args"]:
+        raise ConfigError(f"{path} is not a checkpoint of this project (no model / model_args / attention pattern "
+                          "in it; nanoGPT's own checkpoints do not load here)")
     return ckpt
+
+
+def model_of_checkpoint(ckpt, model_args, path):
+    """The checkpoint's GPT with its weights, built from model_args (the checkpoint's, with this run's
+    dropout and attention backend), attending with the pattern it was last trained with."""
+    try:
+        model = GPT(GPTConfig(**model_args))
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, RuntimeError) as e:  # another program's config keys, or weights of another shape
+        what = " ".join(line.strip() for line in str(e).strip().splitlines()[:2])
+        raise ConfigError(f"{path}: its model does not fit this project's GPT ({what[:300]})") from None
+    attn = ckpt.get("attn", model.attn)  # absent in checkpoints written before it was kept
+    if attn != model.attn:
+        model.set_attn(attn)
+    return model
 
 
 def no_checkpoint(path):
@@ -903,7 +929,12 @@ def print_help(text):
     try:
         print(text, flush=True)
     except BrokenPipeError:  # `--help | head`: the reader took what it wanted and left
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush fails quietly
+        stdout_gone()
+
+
+def stdout_gone():
+    """After a BrokenPipeError: point stdout at /dev/null, so that the flush at exit fails quietly."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main(argv):

@@ -11,6 +11,7 @@ import torch
 
 import baselines
 import model
+import sample
 import train
 from model import ATTN_PATTERNS, GPT, GPTConfig
 
@@ -264,9 +265,14 @@ def test_attn_switch_frac_switches_and_survives_resume(tmp_path, capsys, monkeyp
     assert "iter 7: attn_switch_frac=0.3: switching attention sp -> dense" in out
     assert out.count("switching attention") == 1
     ckpt = train.load_checkpoint(str(tmp_path / "sp" / "ckpt.pt"))
-    assert ckpt["model_args"]["attn"] == "sp"
+    assert ckpt["model_args"]["attn"] == "sp" and ckpt["attn"] == "dense"
+    # sampling, evaluating and heads.py use the attention the model was last trained with
+    assert sample.load_model(str(tmp_path / "sp"), "cpu")[0].attn == "dense"
+    train.train(tiny_cfg(tmp_path, "sp", init_from="resume", eval_only=True, **{**kw, "attn_switch_frac": 0.0}))
+    out = capsys.readouterr().out
+    assert "attn=dense" in out and "done: evaluated the checkpoint of iter 10 (trained nothing)" in out, out
 
-    # interrupted (Ctrl-C) before iteration 8, then resumed: dense again at once, the same losses
+    # interrupted (Ctrl-C) before iteration 8, then resumed: still dense, the same losses
     cfg = tiny_cfg(tmp_path, "sp", out_dir=str(tmp_path / "resumed"), **kw)
     real_get_lr = train.get_lr
 
@@ -282,7 +288,7 @@ def test_attn_switch_frac_switches_and_survives_resume(tmp_path, capsys, monkeyp
     capsys.readouterr()
     second = train.train(tiny_cfg(tmp_path, "sp", out_dir=str(tmp_path / "resumed"), init_from="resume", **kw))
     out = capsys.readouterr().out
-    assert "iter 8: attn_switch_frac=0.3: switching attention sp -> dense" in out
+    assert "attn=dense" in out and "switching" not in out  # the checkpoint's model is already dense
     assert [i for i, _ in second] == [8, 9]
     assert train.load_checkpoint(str(tmp_path / "resumed" / "ckpt.pt"))["model_args"]["attn"] == "sp"
     for (i, a), (j, b) in zip(full[8:], second):

@@ -307,6 +307,9 @@ def test_slow_cpu_run_gets_a_hint():
     assert hint is not None and "19+ hours" in hint and "python train.py config/train_shakespeare_char_cpu.py" in hint
     small = train.parse_args(["config/train_shakespeare_char_cpu.py"])
     assert train.slow_cpu_hint(small, 1, forward_s=0.05, iters_left=small.max_iters) is None
+    # the CPU config itself on a busy machine: an estimate, but not the advice to run what is running
+    hint = train.slow_cpu_hint(small, 1, forward_s=1.8, iters_left=small.max_iters)
+    assert "3+ hours" in hint and "config/train_shakespeare_char_cpu.py" not in hint
     assert [train.duration(s) for s in (4.4, 200, 7500)] == ["4s", "3m20s", "2h05m"]
 
 
@@ -420,7 +423,7 @@ def test_eval_only_evaluates_a_checkpoint_saved_between_evaluations(tmp_path, ca
     train.train(train.parse_args(TINY + [f"--out_dir={tmp_path}", "--max_iters=10", "--eval_interval=2",
                                          "--eval_only=True", "--init_from=resume"]))
     out = capsys.readouterr().out
-    assert "step 3: train loss" in out and "done: 3 iterations" in out, out
+    assert "step 3: train loss" in out and "done: evaluated the checkpoint of iter 3 (trained nothing)" in out, out
 
 
 @pytest.mark.parametrize("args,msg", [
@@ -531,9 +534,34 @@ def test_sample_from_trained_checkpoint(tmp_path):
                      ("--start=naïve", "outside this char-level model's vocabulary: 'ï'"),
                      ("--start=FILE:/no/such", "prompt file '/no/such' not found"),
                      (f"--start=FILE:{latin1}", "is not UTF-8 text"), ("--dtype=fp16", "--dtype must be one of"),
-                     ("--top_k=-1", "--top_k must be >= 0"), ("--temperature=0", "--temperature must be > 0")):
+                     ("--top_k=-1", "--top_k must be >= 0"), ("--temperature=0", "--temperature must be a finite"),
+                     ("--temperature=nan", "--temperature must be a finite"),  # it sampled id 0 every time
+                     ("--temperature=inf", "--temperature must be a finite")):
         r = run_cli([f"--out_dir={tmp_path}", arg, "--device=cpu"], script="sample.py")
         assert r.returncode == 1 and msg in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    # a device with an index: the checkpoint still loads (torch.load knows no "cpu:0")
+    r = run_cli([f"--out_dir={tmp_path}", "--num_samples=1", "--max_new_tokens=5", "--device=cpu:0"],
+                script="sample.py")
+    assert r.returncode == 0, r.stderr
+    # a reader that leaves early (| head): no traceback
+    p = subprocess.run(f"{sys.executable} sample.py --out_dir={tmp_path} --num_samples=200 --max_new_tokens=50 "
+                       "--device=cpu | head -c 1", shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.stderr == "" and len(p.stdout) == 1, p.stderr
+
+
+def test_checkpoints_of_other_programs_get_one_line(tmp_path):
+    train.train(train.parse_args(TINY + [f"--out_dir={tmp_path}", "--max_iters=1"]))
+    good = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    nanogpt_args = {k: v for k, v in good["model_args"].items() if k != "attn"}  # nanoGPT's have no pattern
+    extra_key = {**good["model_args"], "flash": True}
+    prefixed = {"_orig_mod." + k: v for k, v in good["model"].items()}  # a compiled model's state_dict
+    for change, msg in ((dict(model_args=nanogpt_args), "not a checkpoint of this project"),
+                        (dict(model_args=extra_key), "does not fit this project's GPT (GPTConfig"),
+                        (dict(model=prefixed), "does not fit this project's GPT (Error(s) in loading")):
+        torch.save({**good, **change}, tmp_path / "ckpt.pt")
+        for cli in ([f"--out_dir={tmp_path}", "--device=cpu"], TINY + [f"--out_dir={tmp_path}", "--init_from=resume"]):
+            r = run_cli(cli, script="sample.py" if len(cli) == 2 else "train.py")
+            assert r.returncode == 1 and msg in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
 
 
 def test_sample_shows_only_the_end_of_a_prompt_file(tmp_path):
