@@ -121,3 +121,9 @@ def test_without_a_gpu_the_benchmarks_say_so_in_one_line():
                             ("bench_kernel.py", "(--inspect runs without one)")):
         r = subprocess.run([sys.executable, script], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and message in r.stderr.splitlines()[-1], r.stderr
+    # the GPU tools the docs name, as written there (train_speed.py would have trained for hours)
+    for command in (["tools/train_speed.py", "--iters=1000"], ["tools/host_time.py"], ["tools/step_profile.py"],
+                    ["tools/kernel_timeline.py"], ["tools/kernel_clock_check.py"], ["tools/kernel_ab.py", "kernel_b"]):
+        r = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode in (1, 2) and "Traceback" not in r.stderr, r.stderr
+        assert "CUDA GPU" in r.stderr.splitlines()[-1], r.stderr

@@ -376,8 +376,9 @@ def _run_main(monkeypatch, capsys, tmp_path):
 
 def test_online_missing_datasets_message(tmp_path, monkeypatch, capsys, no_network):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
-    err = _run_main(monkeypatch, capsys, tmp_path)
+    err = _run_main(monkeypatch, capsys, tmp_path / "corpus")
     assert "pip install datasets" in err
+    assert not (tmp_path / "corpus").exists()  # no empty folder left behind
 
 
 def test_online_no_network_message(tmp_path, monkeypatch, capsys, no_network):

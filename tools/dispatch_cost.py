@@ -28,6 +28,8 @@ ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ap.add_argument("--tree", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                 help="the checkout whose kernel.py and model.py are measured (default: this one)")
 args = ap.parse_args()
+if not os.path.isfile(os.path.join(args.tree, "kernel.py")):
+    ap.error(f"--tree: {args.tree} holds no kernel.py (make a checkout with `git worktree add out-ab/NAME COMMIT`)")
 if torch.cuda.is_available():
     device = "cuda"
 else:  # CPU tensors take the Triton path only under the interpreter; the launches are stubbed anyway

@@ -65,6 +65,9 @@ def fwd_bwd(fn, q, k, v, do):
 
 
 def main():
+    if not torch.cuda.is_available():
+        sys.exit("tools/host_time.py times CUDA launches: it needs a CUDA GPU "
+                 "(tools/dispatch_cost.py measures the Python around them on any machine)")
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__, flush=True)
     min_tiles = kernel.TMA_MIN_TILES
     q, k, v, do = inputs(1, 2, 128)

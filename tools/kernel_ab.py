@@ -11,6 +11,7 @@ so that both can load; for example the version of commit X:
     python3 tools/kernel_ab.py kernel_b
 """
 import importlib
+import importlib.util
 import os
 import sys
 
@@ -22,7 +23,12 @@ import kernel  # noqa: E402
 from bench_kernel import PATTERNS, SHAPES, bench, bench_graph, fwd_bwd  # noqa: E402
 from model import head_bands  # noqa: E402
 
-other = importlib.import_module(sys.argv[1] if len(sys.argv) > 1 else "kernel_b")
+if not torch.cuda.is_available():
+    sys.exit("tools/kernel_ab.py times kernels on a GPU: it needs a CUDA GPU")
+name = sys.argv[1] if len(sys.argv) > 1 else "kernel_b"
+if importlib.util.find_spec(name) is None:
+    sys.exit(f"no module {name!r} next to kernel.py: make it with the `git show` line of this file's docstring")
+other = importlib.import_module(name)
 print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, f"kernel vs {other.__name__}", flush=True)
 print("| B, H, T, D | pattern | graph ms: kernel / B | B speed-up | eager ms: kernel / B | max diff |")
 print("| --- | --- | ---: | ---: | ---: | ---: |")

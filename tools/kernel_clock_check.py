@@ -30,6 +30,8 @@ torch._dynamo.config.recompile_limit = 1000
 
 
 def main():
+    if not torch.cuda.is_available():
+        sys.exit("tools/kernel_clock_check.py watches a GPU's clock: it needs a CUDA GPU (and nvidia-smi)")
     smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,clocks.sm,power.draw", "--format=csv,noheader",
                             "-lms", "20"], stdout=subprocess.PIPE, text=True)
     marks = []

@@ -160,6 +160,8 @@ def run(mod, B, H, T, D, pattern, reps=2):
 
 
 if __name__ == "__main__":
+    if not torch.cuda.is_available():
+        sys.exit("tools/kernel_timeline.py reads the GPU's clock inside the kernels: it needs a CUDA GPU")
     timed = load_timed_kernel()
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__, flush=True)
     for shape, pattern in (((1, 16, 16384, 64), "sp"), ((1, 16, 16384, 64), "sp_exclusive"), ((2, 16, 8192, 64), "sp")):

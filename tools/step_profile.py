@@ -109,6 +109,8 @@ def main():
     ap.add_argument("--top", type=int, default=15, help="rows of each table; 0: no profiler, no GPU busy time")
     ap.add_argument("--stub", type=int, default=0, help="1: skip the band kernel's launches")
     args = ap.parse_args()
+    if not torch.cuda.is_available():
+        ap.error("it profiles training steps on a GPU: it needs a CUDA GPU")
     args.device = "cuda"
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, vars(args), flush=True)
     if args.stub:

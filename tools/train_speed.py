@@ -96,6 +96,9 @@ def main():
     for t in trees:
         if not os.path.isfile(os.path.join(t, "train.py")):
             ap.error(f"--trees: {t} holds no train.py (make one with `git worktree add out-ab/NAME COMMIT`)")
+    gpu_configs = [c for c in args.configs.split(",") if "--device=cpu" not in CONFIGS.get(c, ("", []))[1]]
+    if gpu_configs and not torch.cuda.is_available():
+        ap.error(f"the configs {','.join(gpu_configs)} train on a CUDA GPU, and there is none here")
     card = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(f"{card}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}, {args.iters} iterations a run, "
           f"median ms/iter over iterations {args.skip}..{args.iters - 1}")

@@ -55,12 +55,17 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg[0][:200]}" if msg else type(e).__name__
 
 
-def hf_documents(skip=0, name=HF_NAME, config=HF_CONFIG, split=HF_SPLIT, text_field=HF_TEXT):
-    """Texts of a Hugging Face dataset, streamed, starting at document index `skip`. The only online part."""
+def datasets_package():
     try:
         import datasets
     except ImportError:
         raise SourceError("the online corpus needs the optional `datasets` package: pip install datasets") from None
+    return datasets
+
+
+def hf_documents(skip=0, name=HF_NAME, config=HF_CONFIG, split=HF_SPLIT, text_field=HF_TEXT):
+    """Texts of a Hugging Face dataset, streamed, starting at document index `skip`. The only online part."""
+    datasets = datasets_package()
     where = f"{name}" + (f" ({config})" if config else "")
     try:
         ds = datasets.load_dataset(name, name=config, split=split, streaming=True)
@@ -273,6 +278,7 @@ def main(argv=None):
     config = None if a.hf_config.lower() == "none" else a.hf_config
     src = {"hf_name": a.hf_name, "hf_config": config, "hf_split": a.hf_split, "text_field": a.text_field}
     try:
+        datasets_package()  # before build makes out_dir: without the package nothing can be prepared
         build(lambda skip: hf_documents(skip, a.hf_name, config, a.hf_split, a.text_field), a.out_dir,
               params=src, max_tokens=a.max_tokens, shard_tokens=a.shard_tokens, val_fraction=a.val_fraction,
               keep_shards=a.keep_shards, force=a.force)
