@@ -41,7 +41,7 @@ MASKED_PATTERNS = model_lib.BAND_PATTERNS + model_lib.MASK_PATTERNS
 def supports_probs(model):
     """True when every attention probability of this model is a masked softmax over
     `attn.pattern.visible`; False for patterns that choose keys from the data (e.g. an LSH `reformer`)."""
-    return model.config.attn in MASKED_PATTERNS
+    return model.attn in MASKED_PATTERNS
 
 
 @torch.no_grad()
@@ -53,7 +53,7 @@ def attention_probs(model, idx):
     """
     if not supports_probs(model):
         raise NotImplementedError(
-            f"attn={model.config.attn!r} picks its keys from the data (not a fixed mask), so its "
+            f"attn={model.attn!r} picks its keys from the data (not a fixed mask), so its "
             "probabilities cannot be recomputed from attn.pattern.visible; heads.py covers "
             f"{', '.join(MASKED_PATTERNS)}")
     was_training = model.training

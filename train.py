@@ -133,13 +133,14 @@ def train(cfg):
     if cfg.compile and cfg.compile_mode == "reduce-overhead" and env.device_type == "cuda":
         warm_up(raw_model, splits["train"], cfg, env)
     model = wrap_model(raw_model, cfg, env, console)  # what the loop calls: compiled, DDP
-    # attn_switch_frac: from this iteration on the model attends densely. Decided from iter_num alone,
-    # so a resumed run switches at the same point (model_args keep the pattern it was built with, the
-    # checkpoint's "attn" the one in use).
+    # attn_switch_frac: from this iteration on the model attends densely; a resumed run goes on with the
+    # attention its checkpoint was saved with, so it switches at the same point (model_args keep the
+    # pattern it was built with, the checkpoint's "attn" the one in use).
     switch_iter = cfg.max_iters - round(cfg.attn_switch_frac * cfg.max_iters) if cfg.attn_switch_frac > 0 else None
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * block_size
     history, t_start, step_s = [], time.time(), 0.0
     pending = None  # the step queued last, whose loss is not read yet
+    evaluated = False
     elapsed_before = run.elapsed_s  # the loop's seconds in the processes before a resume
 
     def elapsed():
@@ -202,6 +203,7 @@ def train(cfg):
                     if losses is None:
                         continue  # Ctrl-C cut the evaluation short: the check above saves and stops
                     console.say(f"step {run.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                    evaluated = True
                     log.row(iter=run.iter_num, train_loss=f"{losses['train']:.5f}", val_loss=f"{losses['val']:.5f}",
                             lr=lr, elapsed_s=f"{elapsed():.1f}")
                     for split, loss in losses.items():
@@ -230,7 +232,8 @@ def train(cfg):
             gc.collect()
             dist.destroy_process_group()
     if cfg.eval_only:
-        console.say(f"done: evaluated the checkpoint of iter {run.iter_num} (trained nothing)")
+        if evaluated:  # not after a Ctrl-C cut the evaluation short
+            console.say(f"done: evaluated the checkpoint of iter {run.iter_num} (trained nothing)")
     else:
         console.say(f"done: {run.iter_num} iterations, best val loss {run.best_val_loss:.4f}, "
                     f"{time.time() - t_start:.0f} s; {saved(run, ckpt_path)}")

@@ -20,8 +20,10 @@ def test_bench_smoke(tmp_path):
         (64, "dense"), (64, "no_attention"), (128, "dense"), (128, "no_attention")]
     assert [(row["context"], row["batch"], row["attn"]) for row in res["decode"]] == [
         (c, b, a) for c in (64, 128) for b in (1, 16) for a in ("dense", "sp")]
-    for row in res["train"] + res["decode"]:
+    for row in res["train"]:
         assert math.isfinite(row["tokens_per_s"]) and row["tokens_per_s"] > 0
+    for row in res["decode"]:  # nan where a busy host's noise exceeded the tiny model's decode time
+        assert math.isnan(row["tokens_per_s"]) or row["tokens_per_s"] > 0
     assert res["env"]["torch"] == __import__("torch").__version__
     assert (res["args"]["new_tokens"], res["args"]["tokens_per_step"]) == (12, 512)  # --tiny fills only what is left out
     for args, message in ((["--T=1024,abc"], "got '1024,abc'"), (["--variants=dense,sp"], "unknown variant(s) sp"),

@@ -4,6 +4,7 @@ import csv
 import os
 import pty
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -544,8 +545,8 @@ def test_sample_from_trained_checkpoint(tmp_path):
                 script="sample.py")
     assert r.returncode == 0, r.stderr
     # a reader that leaves early (| head): no traceback
-    p = subprocess.run(f"{sys.executable} sample.py --out_dir={tmp_path} --num_samples=200 --max_new_tokens=50 "
-                       "--device=cpu | head -c 1", shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "sample.py", f"--out_dir={tmp_path}", "--num_samples=200", "--max_new_tokens=50", "--device=cpu"]
+    p = subprocess.run(shlex.join(cmd) + " | head -c 1", shell=True, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.stderr == "" and len(p.stdout) == 1, p.stderr
 
 
@@ -559,8 +560,9 @@ def test_checkpoints_of_other_programs_get_one_line(tmp_path):
                         (dict(model_args=extra_key), "does not fit this project's GPT (GPTConfig"),
                         (dict(model=prefixed), "does not fit this project's GPT (Error(s) in loading")):
         torch.save({**good, **change}, tmp_path / "ckpt.pt")
-        for cli in ([f"--out_dir={tmp_path}", "--device=cpu"], TINY + [f"--out_dir={tmp_path}", "--init_from=resume"]):
-            r = run_cli(cli, script="sample.py" if len(cli) == 2 else "train.py")
+        for script, cli in (("sample.py", [f"--out_dir={tmp_path}", "--device=cpu"]),
+                            ("train.py", TINY + [f"--out_dir={tmp_path}", "--init_from=resume"])):
+            r = run_cli(cli, script=script)
             assert r.returncode == 1 and msg in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
 
 

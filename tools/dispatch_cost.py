@@ -10,7 +10,9 @@ allocator makes it cheap), made three ways:
               (docs/kernel.md, section 10): torch.library's own Python (autograd layer, redispatch, checks) around it
 Table 2, what an eager step pays: kernel.band_attention called as the model calls it (its normalized
 bands, views of a fused qkv projection), forward alone and forward + backward through autograd, at
-(1, 8, 128, 64) (small, so that a CPU's copies inside autograd's backward stay small).
+(1, 8, 128, 64) (small, so that a CPU's copies inside autograd's backward stay small); and the floor
+of any op written in Python: an autograd.Function that allocates the same outputs and does nothing
+else (the difference is all of band_attention's own Python: checks, plans, launch arguments).
 Best of 5 rounds of 2000 calls each.
 
     python tools/dispatch_cost.py                   # results/kernel/dispatch_cost.log
@@ -87,6 +89,32 @@ def eager_forward_backward():
     torch.autograd.grad(kernel.band_attention(qs, ks, vs, bands_s, backend="triton"), (qkv,), dos)
 
 
+def outputs(q):
+    """What the band kernel's forward allocates (and its backward, again, for dQ and Delta): an output in
+    (B, T, H, D) order and fp32 row statistics."""
+    B, H, T, D = q.shape
+    return (torch.empty_strided((B, H, T, D), (T * H * D, D, H * D, 1), dtype=q.dtype, device=q.device),
+            torch.empty((B, H, T), dtype=torch.float32, device=q.device))
+
+
+class Floor(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v):
+        o, lse = outputs(q)
+        ctx.save_for_backward(q, k, v, o, lse)
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, delta = outputs(q)
+        return dq, torch.empty_like(dq), torch.empty_like(dq)
+
+
+def floor_forward_backward():
+    torch.autograd.grad(Floor.apply(qs, ks, vs), (qkv,), dos)
+
+
 def us_per_call(fn, n=2000, rounds=5):
     for _ in range(200):
         fn()
@@ -106,4 +134,5 @@ with torch.no_grad():  # as inside a compiled graph
     for name, fns in CALLS.items():
         print(f"| {name} | " + " | ".join(f"{us_per_call(fns[way]):.1f}" for way in ("impl", "operator", "custom_op")) + " |")
 print(f"{(B, H, Ts, D)}, kernel.band_attention eagerly: forward {us_per_call(eager_forward):.1f}, "
-      f"forward + backward {us_per_call(eager_forward_backward):.1f}")
+      f"forward + backward {us_per_call(eager_forward_backward):.1f}; an autograd.Function that only allocates "
+      f"the same outputs, forward + backward {us_per_call(floor_forward_backward):.1f}")

@@ -278,7 +278,8 @@ def main(argv=None):
     config = None if a.hf_config.lower() == "none" else a.hf_config
     src = {"hf_name": a.hf_name, "hf_config": config, "hf_split": a.hf_split, "text_field": a.text_field}
     try:
-        datasets_package()  # before build makes out_dir: without the package nothing can be prepared
+        if not os.path.exists(a.out_dir):  # no folder left behind for a corpus that cannot be fetched
+            datasets_package()
         build(lambda skip: hf_documents(skip, a.hf_name, config, a.hf_split, a.text_field), a.out_dir,
               params=src, max_tokens=a.max_tokens, shard_tokens=a.shard_tokens, val_fraction=a.val_fraction,
               keep_shards=a.keep_shards, force=a.force)
