@@ -710,7 +710,8 @@ def load_checkpoint(path, map_location="cpu"):
     except Exception as e:
         raise ConfigError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); "
                           "it may be truncated or from another program") from None
-    if not isinstance(ckpt, dict) or not {"model", "model_args"} <= set(ckpt) or "attn" not in ckpt["model_args"]:
+    model_args = ckpt.get("model_args") if isinstance(ckpt, dict) else None
+    if not isinstance(model_args, dict) or "model" not in ckpt or "attn" not in model_args:
         raise ConfigError(f"{path} is not a checkpoint of this project (no model / model_args / attention pattern "
                           "in it; nanoGPT's own checkpoints do not load here)")
     return ckpt
