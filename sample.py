@@ -154,6 +154,7 @@ def main(argv):
 if __name__ == "__main__":
     try:
         main(sys.argv[1:])
+        sys.stdout.flush()  # here, so that a reader gone by now is caught below, not at the exit
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
