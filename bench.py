@@ -193,9 +193,13 @@ def main():
     args.new_tokens = args.new_tokens or (8 if args.tiny else 128)
     args.T = args.T or ([64, 128] if args.tiny else [1024, 4096, 16384, 32768])
     args.contexts = args.contexts or ([64, 128] if args.tiny else [1024, 4096])
+    if args.device is None:
+        if not (torch.cuda.is_available() or args.tiny):
+            ap.error("there is no CUDA GPU here, and the full benchmark (GPT-2 small up to T = 32768) would take "
+                     "hours on a CPU: its smoke run is python bench.py --device=cpu --tiny")
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     # FlexAttention has no backward on a CPU, and the Triton kernel runs on CUDA tensors only
-    on_cpu = args.device == "cpu" or (args.device is None and not torch.cuda.is_available())
-    args.variants = args.variants or ("dense,no_attention" if on_cpu else ",".join(VARIANTS))
+    args.variants = args.variants or ("dense,no_attention" if args.device == "cpu" else ",".join(VARIANTS))
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:
         ap.error(f"unknown variant(s) {', '.join(sorted(unknown))}; choose among {', '.join(VARIANTS)}")
@@ -206,11 +210,6 @@ def main():
     if min(args.contexts) <= args.new_tokens:
         ap.error(f"every context must be longer than --new_tokens={args.new_tokens}: the prompt fills the "
                  f"context but for the generated tokens; got --contexts={','.join(map(str, args.contexts))}")
-    if args.device is None:
-        if not (torch.cuda.is_available() or args.tiny):
-            ap.error("there is no CUDA GPU here, and the full benchmark (GPT-2 small up to T = 32768) would take "
-                     "hours on a CPU: its smoke run is python bench.py --device=cpu --tiny")
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.compile is None:
         args.compile = args.device.startswith("cuda")
     torch._dynamo.config.cache_size_limit = 64  # one compiled graph per variant and length

@@ -459,8 +459,7 @@ def build_run(cfg, env, meta, ckpt, ckpt_path):
     run.iter_num, run.best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
     run.elapsed_s = ckpt.get("elapsed_s", 0.0)  # absent in checkpoints written before it was kept
     if len(ckpt["rng_states"]) != env.world:
-        raise ConfigError(f"{ckpt_path} was written by {len(ckpt['rng_states'])} "
-                          f"process(es): resume it with "
+        raise ConfigError(f"{ckpt_path} was written by {len(ckpt['rng_states'])} process(es): resume it with "
                           f"as many (torchrun --nproc_per_node={len(ckpt['rng_states'])}, or plain python for 1)")
     cpu_state, cuda_state = ckpt["rng_states"][env.rank]  # each process's dropout stream goes on
     torch.set_rng_state(cpu_state)

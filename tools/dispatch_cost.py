@@ -90,11 +90,10 @@ def eager_forward_backward():
 
 
 def outputs(q):
-    """What the band kernel's forward allocates (and its backward, again, for dQ and Delta): an output in
-    (B, T, H, D) order and fp32 row statistics."""
+    """What the band kernel's forward allocates (and its backward, again, for dQ and Delta), with
+    kernel.py's own allocators."""
     B, H, T, D = q.shape
-    return (torch.empty_strided((B, H, T, D), (T * H * D, D, H * D, 1), dtype=q.dtype, device=q.device),
-            torch.empty((B, H, T), dtype=torch.float32, device=q.device))
+    return kernel._bthd_empty(B, H, T, D, q), kernel._stats_empty(B, H, T, q.device)
 
 
 class Floor(torch.autograd.Function):
