@@ -846,7 +846,7 @@ def _dot_precision(dtype):
 
 
 # 5d. Launch configs: block sizes, warps and pipeline stages per (pass, head dim, length), chosen with
-# `bench_kernel.py --sweep` (docs/kernel.md, section 8). Small tiles, 64 x 64 with 4 warps: a band row
+# `bench/bench_kernel.py --sweep` (docs/kernel.md, section 8). Small tiles, 64 x 64 with 4 warps: a band row
 # is short, so more, smaller programs balance better across the SMs than 128-row ones, and a 64 x 64
 # fp32 score tile stays in registers. One length, BIG, covers every T today; a sweep may add shorter.
 # A config may also cap a thread's registers (maxnreg) so that one more program fits an SM: an SM

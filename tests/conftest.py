@@ -11,4 +11,6 @@ if os.environ.get("TRITON_INTERPRET") is None:
     except ImportError:
         pass
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the learner's modules at the top; the lab's scripts import each other from their folders
+sys.path[:0] = [ROOT, os.path.join(ROOT, "experiments"), os.path.join(ROOT, "bench")]

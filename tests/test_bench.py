@@ -1,4 +1,4 @@
-"""bench.py runs end to end (a tiny model on CPU): the script, not its timings, is under test."""
+"""bench/bench.py runs end to end (a tiny model on CPU): the script, not its timings, is under test."""
 import ast
 import json
 import math
@@ -11,7 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_bench_smoke(tmp_path):
     out = tmp_path / "bench.json"
-    r = subprocess.run([sys.executable, "bench.py", "--device=cpu", "--tiny", "--iters=1", "--warmup=1",
+    r = subprocess.run([sys.executable, "bench/bench.py", "--device=cpu", "--tiny", "--iters=1", "--warmup=1",
                         "--variants=dense,no_attention", "--new_tokens=12", f"--out={out}"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -29,13 +29,13 @@ def test_bench_smoke(tmp_path):
     for args, message in ((["--T=1024,abc"], "got '1024,abc'"), (["--variants=dense,sp"], "unknown variant(s) sp"),
                           (["--what=trian"], "--what takes train, decode"),
                           (["--contexts=100"], "every context must be longer than --new_tokens=128")):
-        r = subprocess.run([sys.executable, "bench.py", "--device=cpu", *args], cwd=ROOT, capture_output=True,
+        r = subprocess.run([sys.executable, "bench/bench.py", "--device=cpu", *args], cwd=ROOT, capture_output=True,
                            text=True, timeout=60)
         assert r.returncode == 2 and message in r.stderr.splitlines()[-1], r.stderr
 
 
 def test_bench_kernel_table_has_every_column():
-    # bench_kernel.py runs on GPUs only; its table code is plain Python and checked here
+    # bench/bench_kernel.py runs on GPUs only; its table code is plain Python and checked here
     bench_kernel = __import__("pytest").importorskip("bench_kernel")
     nan = float("nan")
     res = {"cuDNN dense": (0.05, 0.4, 1000, 0.15, 0.16), "FA2 dense": (0.08, 0.33, 1000, nan, nan),
@@ -49,7 +49,7 @@ def test_bench_kernel_table_has_every_column():
 def test_bench_kernel_shapes_option():
     bench_kernel = __import__("pytest").importorskip("bench_kernel")
     assert bench_kernel.parse_shapes("1,16,16384,64; 2,16,8192,64") == [(1, 16, 16384, 64), (2, 16, 8192, 64)]
-    r = subprocess.run([sys.executable, "bench_kernel.py", "--shapes", "1,16,64"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "bench/bench_kernel.py", "--shapes", "1,16,64"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "expected B,H,T,D;B,H,T,D;..., got '1,16,64'" in r.stderr
     assert "Traceback" not in r.stderr
@@ -62,7 +62,7 @@ def test_kernels_compile_for_hopper_and_ampere_without_spills():
     # TRITON_INTERPRET, which turns the kernels into interpreted functions.
     __import__("pytest").importorskip("triton")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    r = subprocess.run([sys.executable, "bench_kernel.py", "--inspect"], cwd=ROOT, env=env,
+    r = subprocess.run([sys.executable, "bench/bench_kernel.py", "--inspect"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     lines = [line for line in r.stdout.splitlines() if line.startswith(("fwd ", "dkdv ", "dq "))]
@@ -89,7 +89,7 @@ def test_spill_check_sees_loops():
 
 
 def test_train_speed_gives_each_tree_its_row_and_survives_a_failed_run(tmp_path, monkeypatch, capsys):
-    # tools/train_speed.py times GPU runs; its plumbing is checked here with a tiny CPU model. The second
+    # bench/train_speed.py times GPU runs; its plumbing is checked here with a tiny CPU model. The second
     # tree's train.py fails: its row says so and the error follows the table; the first tree's row holds
     # numbers; the exit status is 1
     import pytest
@@ -119,13 +119,13 @@ def test_without_a_gpu_the_benchmarks_say_so_in_one_line():
     # a learner's first try is the bare command: on a CPU it must not sit for hours, nor end in a traceback
     if __import__("torch").cuda.is_available():
         __import__("pytest").skip("this machine has a GPU: the bare commands would run the benchmarks")
-    for script, message in (("bench.py", "its smoke run is python bench.py --device=cpu --tiny"),
-                            ("bench_kernel.py", "(--inspect runs without one)")):
+    for script, message in (("bench/bench.py", "its smoke run is python bench/bench.py --device=cpu --tiny"),
+                            ("bench/bench_kernel.py", "(--inspect runs without one)")):
         r = subprocess.run([sys.executable, script], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and message in r.stderr.splitlines()[-1], r.stderr
     # the GPU tools the docs name, as written there (train_speed.py would have trained for hours)
-    for command in (["tools/train_speed.py", "--iters=1000"], ["tools/host_time.py"], ["tools/step_profile.py"],
-                    ["tools/kernel_timeline.py"], ["tools/kernel_clock_check.py"], ["tools/kernel_ab.py", "kernel_b"]):
+    for command in (["bench/train_speed.py", "--iters=1000"], ["bench/host_time.py"], ["bench/step_profile.py"],
+                    ["bench/kernel_timeline.py"], ["bench/kernel_clock_check.py"], ["bench/kernel_ab.py", "kernel_b"]):
         r = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert r.returncode in (1, 2) and "Traceback" not in r.stderr, r.stderr
         assert "CUDA GPU" in r.stderr.splitlines()[-1], r.stderr

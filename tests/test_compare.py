@@ -1,4 +1,4 @@
-"""compare.py and report.py: the whole experiment at toy size on Tiny Shakespeare (2 layers, 4 heads,
+"""experiments/compare.py and experiments/report.py: the whole experiment at toy size on Tiny Shakespeare (2 layers, 4 heads,
 N = 32, 10 steps a run; 2 patterns x 2 seeds x 1 budget), its files, skipping what is done, stopping
 at --max_minutes and resuming exactly, and the report's intervals and verdicts against numbers worked
 out by hand."""

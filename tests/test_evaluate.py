@@ -1,4 +1,4 @@
-"""evaluate.py: the windows, the full loss and its buckets, the copy probe, head ablation and head stats,
+"""experiments/evaluate.py: the windows, the full loss and its buckets, the copy probe, head ablation and head stats,
 each checked against an independent computation or a model whose answer is known."""
 import copy
 

@@ -120,7 +120,7 @@ def repo_copy(dst):
     """The files the notebooks need, copied (the prepared char data too, when it is there)."""
     for p in ROOT.glob("*.py"):
         shutil.copy2(p, dst / p.name)
-    for sub in ("notebooks", "data/shakespeare_char", "results"):
+    for sub in ("notebooks", "data/shakespeare_char", "experiments"):
         if (ROOT / sub).is_dir():
             shutil.copytree(ROOT / sub, dst / sub, ignore=shutil.ignore_patterns(
                 "__pycache__", ".ipynb_checkpoints", "*.tmp"))
@@ -136,7 +136,7 @@ def test_there_are_notebooks():
     assert {p.stem for p in NOTEBOOKS} >= {"bands", "head_specialization", "compare"}
 
 
-# compare.ipynb runs twice: on the committed results/compare (if any), and without it (its fallback)
+# compare.ipynb runs twice: on the committed experiments/results/compare (if any), and without it (its fallback)
 CASES = [(p, False) for p in NOTEBOOKS] + [(p, True) for p in NOTEBOOKS if p.stem == "compare"]
 
 
@@ -150,8 +150,8 @@ def test_notebook_runs(path, hide_compare, tmp_path, monkeypatch):
     repo_copy(tmp_path)
     # Run in the copy (no checkpoints in reach: out-heads-*/ are not copied), on the CPU.
     if hide_compare:
-        shutil.rmtree(tmp_path / "results" / "compare", ignore_errors=True)
-    (tmp_path / "results").mkdir(exist_ok=True)
+        shutil.rmtree(tmp_path / "experiments" / "results" / "compare", ignore_errors=True)
+    (tmp_path / "experiments" / "results").mkdir(parents=True, exist_ok=True)
     monkeypatch.setenv("SPATTN_QUICK", "1")
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     for var in ("SPATTN_HEADS_DENSE", "SPATTN_HEADS_SP"):
@@ -160,13 +160,13 @@ def test_notebook_runs(path, hide_compare, tmp_path, monkeypatch):
     scratch.mkdir()
     monkeypatch.setenv("TMPDIR", str(scratch))
     nb = nbformat.read(tmp_path / "notebooks" / path.name, as_version=4)
-    before = snapshot(tmp_path / "results")
+    before = snapshot(tmp_path / "experiments" / "results")
     client = nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path / "notebooks")}})
     client.execute()   # raises CellExecutionError, with the cell and traceback, on any error
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "image/png" in o.get("data", {})]
     assert images, f"{path.name} drew no picture"
-    assert snapshot(tmp_path / "results") == before, "quick mode wrote into results/"
+    assert snapshot(tmp_path / "experiments" / "results") == before, "quick mode wrote into experiments/results/"
     left = [n for n in os.listdir(scratch) if not n.startswith("torchinductor_")]  # torch.compile's cache is kept
     assert not left, f"{path.name} left temporary files behind: {left}"

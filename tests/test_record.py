@@ -1,11 +1,12 @@
-"""The results record: results/ keeps only what a document links, and its READMEs link only what exists.
+"""The results record: the lab's results folders (RESULTS) keep only what a document links, and their
+READMEs (and the lab folders' own) link only what exists.
 
 A document is any *.md file of the repository or a notebook in notebooks/. A file under results/ is
-linked when some document names it by its path from the repository root (results/bench/x.log) or from
-the document's own folder (x.log in results/bench/README.md, ../results/bench/x.log in docs/*.md). A
+linked when some document names it by its path from the repository root (bench/results/model/x.log) or from
+the document's own folder (x.log in bench/results/model/README.md, ../results/bench/x.log in docs/*.md). A
 path written after a colon (git show 7bd82db:results/PATH, how a document cites a file that has left
 the tree) names that old file, not the one on disk, so it does not count. Each folder's README.md is
-itself a document and needs no link. Files that a .gitignore covers (results/compare/.gitignore's
+itself a document and needs no link. Files that a .gitignore covers (experiments/results/compare/.gitignore's
 runs/, the root's __pycache__/) and the .gitignore files themselves are not part of the record.
 
 The reverse: every relative markdown link in a results/**/README.md, and every `backticked` path there
@@ -19,6 +20,8 @@ import posixpath
 import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = ("experiments/results", "bench/results")  # the record of each lab folder
+LAB_READMES = ("experiments/README.md", "bench/README.md")
 NEVER = {".git", "__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
 CHECKED_EXT = (".log", ".csv", ".json", ".png", ".md", ".py", ".sh")
 # A path: runs of name characters joined by '/', not preceded by a name character, '/' or ':' (so
@@ -33,7 +36,7 @@ def _gitignore_rules():
     """(folder, pattern) of every .gitignore at the root or under results/; negations are not used here."""
     rules = []
     for folder in ["."] + [posixpath.relpath(d, ROOT).replace(os.sep, "/")
-                           for d, _, files in os.walk(os.path.join(ROOT, "results")) if ".gitignore" in files]:
+                           for top in RESULTS for d, _, files in os.walk(os.path.join(ROOT, top)) if ".gitignore" in files]:
         path = os.path.join(ROOT, folder, ".gitignore")
         if os.path.exists(path):
             for line in open(path, encoding="utf-8"):
@@ -136,15 +139,15 @@ def dangling(readme, text):
 
 
 def test_every_result_is_linked_from_a_document():
-    missing = unlinked(walk("results"), documents())
-    assert not missing, ("files under results/ that no document links (link them from a README or "
+    missing = unlinked([f for top in RESULTS for f in walk(top)], documents())
+    assert not missing, ("files under the results folders that no document links (link them from a README or "
                          "docs/*.md, or git rm them and cite them as git show COMMIT:PATH):\n  "
                          + "\n  ".join(missing))
 
 
 def test_results_readmes_link_only_what_exists():
     bad = {}
-    for readme in walk("results"):
+    for readme in [f for top in RESULTS for f in walk(top)] + list(LAB_READMES):
         if posixpath.basename(readme) == "README.md":
             text = open(os.path.join(ROOT, readme), encoding="utf-8").read()
             if dangling(readme, text):
@@ -160,7 +163,7 @@ def test_the_rules_of_the_check():
     files = ["results/x/a.log", "results/x/sub/b.csv", "results/x/c.log", "results/x/d.log",
              "results/y/e.png", "results/y/f.json", "results/x/README.md"]
     assert unlinked(files, docs) == ["results/x/c.log", "results/x/d.log"]
-    assert dangling("results/bench/README.md", "[x](nope.log) `tools/plot_bench.py` `git show a:b.log`\n"
+    assert dangling("bench/results/model/README.md", "[x](nope.log) `bench/plot_bench.py` `git show a:b.log`\n"
                     "```\n`nope2.log`\n```\n") == ["nope.log"]
-    assert ignored("results/compare/runs", True) and ignored("results/a/__pycache__", True)
-    assert not ignored("results/compare/table.md", False)
+    assert ignored("experiments/results/compare/runs", True) and ignored("results/a/__pycache__", True)
+    assert not ignored("experiments/results/compare/table.md", False)

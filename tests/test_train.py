@@ -191,7 +191,7 @@ def test_a_resumed_runs_log_goes_on_with_the_elapsed_time_of_the_run_before(tmp_
 
 
 def test_time_limit_stops_with_a_checkpoint_and_resume_finishes_exactly(tmp_path, monkeypatch, capsys):
-    # compare.py's --max_minutes rests on this: a clock that moves one second per training step stops
+    # experiments/compare.py's --max_minutes rests on this: a clock that moves one second per training step stops
     # the run after the step that passes time_limit_s, with a checkpoint; resume then ends as a
     # straight run does
     args = TINY + ["--max_iters=10", "--eval_interval=5"]
@@ -402,13 +402,13 @@ def test_resume_says_which_settings_the_checkpoint_overrides_and_refuses_another
 
 
 def test_an_out_dir_with_a_checkpoint_is_refused_by_training_only(tmp_path, monkeypatch):
-    # Reading settings that name such an out_dir is fine (compare.py and the tools parse configs
+    # Reading settings that name such an out_dir is fine (experiments/compare.py and the tools parse configs
     # whose out_dir a user has trained into); only a run from scratch into it is refused.
     import compare
     (tmp_path / "ckpt.pt").write_bytes(b"a run's checkpoint")
     monkeypatch.setattr(train, "load_data", lambda *a: pytest.fail("the data was read before the check"))
     cfg = train.parse_args(TINY + [f"--out_dir={tmp_path}"])
-    monkeypatch.chdir(tmp_path)  # compare.py checks its settings with train.py's default out_dir, 'out'
+    monkeypatch.chdir(tmp_path)  # experiments/compare.py checks its settings with train.py's default out_dir, 'out'
     os.makedirs("out")
     (tmp_path / "out" / "ckpt.pt").write_bytes(b"a run's checkpoint")
     compare.check_options(compare.Options(), dict(compare.TRAIN_DEFAULTS))

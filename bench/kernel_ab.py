@@ -1,4 +1,4 @@
-"""A/B on one GPU: kernel.py against another version of it, bf16, the shapes of bench_kernel.py.
+"""A/B on one GPU: kernel.py against another version of it, bf16, the shapes of bench/bench_kernel.py.
 
 For each shape and pattern: the forward + backward through autograd as a CUDA graph (GPU time alone,
 bench_kernel.bench_graph) and as an eager call (host included), for both versions, and the largest
@@ -8,7 +8,7 @@ versions of kernel.py compare. Run it twice: a difference smaller than the two r
 Run from the repository root with the other version next to kernel.py, its operator names renamed
 so that both can load; for example the version of commit X:
     git show X:kernel.py | sed 's/"band_attention::/"band_attention_b::/; s/ops\.band_attention\./ops.band_attention_b./' > kernel_b.py
-    python3 tools/kernel_ab.py kernel_b
+    python3 bench/kernel_ab.py kernel_b
 """
 import importlib
 import importlib.util
@@ -24,7 +24,7 @@ from bench_kernel import PATTERNS, SHAPES, bench, bench_graph, fwd_bwd  # noqa: 
 from model import head_bands  # noqa: E402
 
 if not torch.cuda.is_available():
-    sys.exit("tools/kernel_ab.py times kernels on a GPU: it needs a CUDA GPU")
+    sys.exit("bench/kernel_ab.py times kernels on a GPU: it needs a CUDA GPU")
 name = sys.argv[1] if len(sys.argv) > 1 else "kernel_b"
 if importlib.util.find_spec(name) is None:
     sys.exit(f"no module {name!r} next to kernel.py: make it with the `git show` line of this file's docstring")

@@ -15,8 +15,8 @@ of any op written in Python: an autograd.Function that allocates the same output
 else (the difference is all of band_attention's own Python: checks, plans, launch arguments).
 Best of 5 rounds of 2000 calls each.
 
-    python tools/dispatch_cost.py                   # results/kernel/dispatch_cost.log
-    python tools/dispatch_cost.py --tree=../old     # the kernel.py and model.py of another checkout
+    python bench/dispatch_cost.py                   # bench/results/kernel/dispatch_cost.log
+    python bench/dispatch_cost.py --tree=../old     # the kernel.py and model.py of another checkout
 """
 import argparse
 import os

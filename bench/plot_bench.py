@@ -1,6 +1,6 @@
-"""Training tokens/s against context length, drawn from bench.py's printed tables (results/bench/*.log).
+"""Training tokens/s against context length, drawn from bench/bench.py's printed tables (bench/results/model/*.log).
 
-    python tools/plot_bench.py        # writes results/bench/tokens_vs_T_h200.png
+    python bench/plot_bench.py        # writes bench/results/model/tokens_vs_T_h200.png
 """
 import os
 
@@ -8,14 +8,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "bench")
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "model")
 STYLE = {"dense": ("k", "o", "-"), "no_attention": ("0.6", "s", ":"),
          "flex_sp": ("tab:blue", "^", "--"), "flex_sp_exclusive": ("tab:blue", "v", "-"),
          "triton_sp": ("tab:red", "^", "--"), "triton_sp_exclusive": ("tab:red", "v", "-")}
 
 
 # The logs, in order: a later log's row replaces an earlier one's (same T and variant); which run
-# each row comes from is in results/bench/README.md.
+# each row comes from is in bench/results/model/README.md.
 LOGS = {
     "H200": lambda: [os.path.join(HERE, name) for name in (
         "h200_train_T1024.log", "h200_train_T1024_run2.log", "h200_train_T16384_4096.log",

@@ -10,7 +10,7 @@ shapes where the targets are tightest, and prints for each kernel:
 - a least-squares fit of a program's duration against its tiles (us and kilocycles): the intercept is
   what a program costs besides its tiles while the SM is shared (prologue, first loads, epilogue).
 At the end, the CUDA-graph time of the plain and the instrumented kernels (what the stamps cost).
-Run from the repository root: python3 tools/kernel_timeline.py   (results/kernel/timeline_h200.log)
+Run from the repository root: python3 bench/kernel_timeline.py   (bench/results/kernel/timeline_h200.log)
 """
 import importlib.util
 import os
@@ -161,7 +161,7 @@ def run(mod, B, H, T, D, pattern, reps=2):
 
 if __name__ == "__main__":
     if not torch.cuda.is_available():
-        sys.exit("tools/kernel_timeline.py reads the GPU's clock inside the kernels: it needs a CUDA GPU")
+        sys.exit("bench/kernel_timeline.py reads the GPU's clock inside the kernels: it needs a CUDA GPU")
     timed = load_timed_kernel()
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__, flush=True)
     for shape, pattern in (((1, 16, 16384, 64), "sp"), ((1, 16, 16384, 64), "sp_exclusive"), ((2, 16, 8192, 64), "sp")):

@@ -1,10 +1,10 @@
 """
-The quality experiment's report, from the files compare.py writes into results_dir and from nothing
+The quality experiment's report, from the files experiments/compare.py writes into results_dir and from nothing
 else: table.md, and for each setting (n_head, N) a summary figure and, where heads were ablated, an
 ablation figure.
 
-    python compare.py --report_only                       # report.report("results/quality")
-    settings = report.load("results/quality")             # what notebooks/compare.ipynb draws
+    python experiments/compare.py --report_only                       # report.report("experiments/results/quality")
+    settings = report.load("experiments/results/quality")             # what notebooks/compare.ipynb draws
     fig = report.figure_setting(settings[0])
 
 The files: runs.csv (a row per run), by_position.csv, copy_probe.csv and ablation.csv (their columns
@@ -19,7 +19,7 @@ d_s = loss_X(s) - loss_Y(s), with mean d and sample standard deviation s_d (n - 
 
 `interval` is the same for one sample (e.g. a copy gain over seeds).
 
-Verdicts, the design's criteria (results/quality/README.md):
+Verdicts, the design's criteria (experiments/results/quality/README.md):
     X matches dense   the interval of X - dense lies within +/- 1 % of dense's mean loss (over the same
                       seeds), at both budgets, for the full loss and for every position bucket that
                       starts at MATCH_FROM = 384 or later
@@ -121,7 +121,7 @@ def load(results_dir):
     """[Setting] of results_dir, the main setting first (N ascending, then more heads first)."""
     runs = read_csv(os.path.join(results_dir, "runs.csv"))
     if not runs:
-        raise ConfigError(f"no runs in {os.path.join(results_dir, 'runs.csv')}: run compare.py first")
+        raise ConfigError(f"no runs in {os.path.join(results_dir, 'runs.csv')}: run experiments/compare.py first")
     path = os.path.join(results_dir, "lr.json")
     chosen = json.load(open(path)) if os.path.exists(path) else {}
     settings, counted = {}, {}
@@ -272,7 +272,7 @@ def setting_md(S):
               for p in pats]
     starts, others = S.starts("dense", "full"), [p for p in pats if p != "sp"]
     if starts and "sp" in pats:
-        width = f"{starts[1] - starts[0]}-position" if len(starts) > 1 else "position"  # compare.py --bucket
+        width = f"{starts[1] - starts[0]}-position" if len(starts) > 1 else "position"  # experiments/compare.py --bucket
         lines += ["", f"Loss by position (full budget): each pattern's mean over seeds per {width} bucket, and sp "
                   "minus each other pattern, paired over seeds [95 % interval]:", "",
                   "| bucket | " + " | ".join(f"`{p}`" for p in pats) + " | " + " | ".join(f"sp - `{p}`" for p in others)
@@ -319,9 +319,9 @@ def setting_md(S):
 
 def table_md(settings):
     head = ["# The quality experiment: tables", "",
-            "Written by `python compare.py --report_only` from the CSV files beside it. Runs at each pattern's "
+            "Written by `python experiments/compare.py --report_only` from the CSV files beside it. Runs at each pattern's "
             "chosen learning rate; intervals are paired over seeds, 95 %, with t_{0.975, n-1}; 'training s' is "
-            f"tokens / tokens per second. Verdicts: report.py's docstring (buckets from position {MATCH_FROM} on).", ""]
+            f"tokens / tokens per second. Verdicts: experiments/report.py's docstring (buckets from position {MATCH_FROM} on).", ""]
     return "\n".join(head + [line for S in settings for line in setting_md(S) + [""]])
 
 

@@ -1,13 +1,13 @@
 #!/bin/bash
-# bash tools/ddp_check.sh (from the repository root, 2 GPUs): 1 GPU vs torchrun 2 GPUs, the same global
-# batch (8 micro-batches of 64 x 256 per step). Writes results/ddp/ddp_{one,two}.log (each run's last
+# bash bench/ddp_check.sh (from the repository root, 2 GPUs): 1 GPU vs torchrun 2 GPUs, the same global
+# batch (8 micro-batches of 64 x 256 per step). Writes bench/results/ddp/ddp_{one,two}.log (each run's last
 # lines), ddp_{one,two}_log.csv (train.py's log.csv) and ddp_summary.log (the comparison); see
-# results/ddp/README.md. OUT=DIR (relative to the repository root, or absolute) writes them to DIR.
+# bench/results/ddp/README.md. OUT=DIR (relative to the repository root, or absolute) writes them to DIR.
 set -eo pipefail  # a failed run stops the script: nothing in $OUT is replaced by it
 cd "$(dirname "$0")/.."
 GPUS=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 if [ "$GPUS" -lt 2 ]; then
-    echo "tools/ddp_check.sh compares 1 GPU with 2: it needs a machine with 2 CUDA GPUs" >&2
+    echo "bench/ddp_check.sh compares 1 GPU with 2: it needs a machine with 2 CUDA GPUs" >&2
     exit 1
 fi
 OUT=${OUT:-results/ddp}

@@ -2,14 +2,14 @@
 Does SPAttention match dense attention? The quality experiment: every attention pattern trained the same
 way on long-context code with paired seeds, then evaluated on the whole validation split.
 
-    python compare.py --dry_run                 # the plan: every run, and what is done or left
-    python compare.py --max_minutes=9           # run what is left, stop cleanly before 9 minutes; repeat
-    python compare.py --n_head=8 --patterns=dense,sp,window --max_minutes=9
-    python compare.py --block_size=4096 --patterns=dense,sp,window --seeds=3 --max_minutes=9
-    python compare.py --report_only             # table.md and the figures again, from the CSVs alone
-    python compare.py --help                    # every option, with its default
+    python experiments/compare.py --dry_run                 # the plan: every run, and what is done or left
+    python experiments/compare.py --max_minutes=9           # run what is left, stop cleanly before 9 minutes; repeat
+    python experiments/compare.py --n_head=8 --patterns=dense,sp,window --max_minutes=9
+    python experiments/compare.py --block_size=4096 --patterns=dense,sp,window --seeds=3 --max_minutes=9
+    python experiments/compare.py --report_only             # table.md and the figures again, from the CSVs alone
+    python experiments/compare.py --help                    # every option, with its default
 
-The design (results/quality/README.md says why, and how to run it in calls of limited time, --max_minutes):
+The design (experiments/results/quality/README.md says why, and how to run it in calls of limited time, --max_minutes):
   data     pystdlib: CPython 3.11's standard library in GPT-2 BPE, 14.4 M train / 0.49 M val tokens
   model    6 layers, 512 wide, dropout 0; n_head 16 (the main setting) or 8; N = block_size 1024 or 4096
   budgets  full = one pass over the train split, half = half of it, each with its own schedule: linear
@@ -20,7 +20,7 @@ The design (results/quality/README.md says why, and how to run it in calls of li
   seeds    s = 0, 1, ... is TrainConfig.seed, the initialization and the batch order: the runs of one
            seed are paired across patterns. --seeds=design gives 5 to dense, sp and window, 3 to
            sp_exclusive, sp_balanced, longformer and bigbird, 2 to reformer
-  after    each run, evaluate.py: the loss on every validation window and per 64-position bucket, and
+  after    each run, experiments/evaluate.py: the loss on every validation window and per 64-position bucket, and
            the copy probe; sigma and entropy (heads.py) where the pattern has a fixed mask; one head
            at a time ablated for the --ablate patterns (sp) at the full budget
 
@@ -29,7 +29,7 @@ evaluated; nothing there is committed). Its results go to results_dir: by_positi
 ablation.csv, and last its row in runs.csv, which marks it done. Every level resumes: a run in runs.csv
 is skipped; a run stopped in the middle (--max_minutes, Ctrl-C, or a killed call on a machine that is
 still there) continues from its checkpoint (train.py's init_from=resume, exact); a trained run that
-was not evaluated is evaluated. With --max_minutes, compare.py stops before that time with the
+was not evaluated is evaluated. With --max_minutes, experiments/compare.py stops before that time with the
 checkpoint saved, exits 0 and says what is left. experiment.json keeps what every call into one
 results_dir must share (the data, the model and optimizer, the budgets, the evaluation).
 """
@@ -50,14 +50,15 @@ from dataclasses import dataclass
 
 import torch
 
-import evaluate as E
-import heads
-import report as R
-import train as T
-from model import ATTN_PATTERNS, ConfigError
-from sample import load_model
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+import evaluate as E  # noqa: E402
+import heads  # noqa: E402
+import report as R  # noqa: E402
+import train as T  # noqa: E402
+from model import ATTN_PATTERNS, ConfigError  # noqa: E402
+from sample import load_model  # noqa: E402
 
-# The design's seeds per pattern (--seeds=design; results/quality/README.md says why).
+# The design's seeds per pattern (--seeds=design; experiments/results/quality/README.md says why).
 DESIGN_SEEDS = dict(dense=5, sp=5, window=5, sp_exclusive=3, sp_balanced=3, longformer=3, bigbird=3, reformer=2)
 # The corpus the design names, as (train, val) tokens: data/pystdlib/prepare.py run by CPython 3.11.7.
 DESIGN_DATA = {"pystdlib": (14_418_380, 490_536)}
@@ -66,7 +67,7 @@ BUDGETS = {"half": 0.5, "full": 1.0}  # share of full_tokens
 TRAIN_DEFAULTS = dict(n_layer=6, n_embd=512, dropout=0.0, bias=False, gradient_accumulation_steps=1,
                       weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, log_interval=10,
                       compile=False, device="auto", dtype="auto")
-# TrainConfig keys that compare.py sets for each run.
+# TrainConfig keys that experiments/compare.py sets for each run.
 PER_RUN = ("attn", "seed", "out_dir", "init_from", "learning_rate", "min_lr", "max_iters", "lr_decay_iters",
            "warmup_iters", "batch_size", "block_size", "n_head", "dataset", "eval_interval", "eval_iters",
            "time_limit_s", "eval_only")
@@ -101,7 +102,7 @@ class Options:
     warmup_frac: float = 0.05                # warmup steps, as a share of the run's steps
     eval_interval: int = 400                 # steps between in-training evaluations and checkpoints
     eval_iters: int = 10                     # batches of an in-training evaluation: a cheap subset
-    # the evaluation after training (evaluate.py)
+    # the evaluation after training (experiments/evaluate.py)
     eval_batch: int = 8                      # windows per forward pass
     bucket: int = 64                         # positions per bucket of the loss by position
     copy_span: int = 32                      # tokens of the copied span
@@ -111,7 +112,7 @@ class Options:
     ablation_windows: int = 64               # validation windows of the head ablation
     head_windows: int = 8                    # validation windows for sigma and entropy
     # where, and for how long
-    results_dir: str = "results/quality"
+    results_dir: str = "experiments/results/quality"
     runs_dir: str = "out-quality"            # checkpoints and train.py's logs (not committed)
     max_minutes: float = 0.0                 # stop cleanly, checkpoint saved, before this many minutes; 0: no limit
     keep_checkpoints: bool = False           # keep each run's ckpt.pt after its evaluation
@@ -323,7 +324,7 @@ def train_run(run, cfg, o, clock):
 
 
 def analyse(run, cfg, o, windows):
-    """Evaluate the trained run (evaluate.py) and write its rows; its runs.csv row last."""
+    """Evaluate the trained run (experiments/evaluate.py) and write its rows; its runs.csv row last."""
     device = T.pick_device(cfg)
     model, ckpt = load_model(cfg.out_dir, device)
     autocast = autocast_of(cfg, device)
@@ -478,7 +479,7 @@ def parse_args(argv):
         elif key in train_fields and key not in PER_RUN:
             base[key] = T.parse_value(key, text, train_fields[key])
         else:
-            raise ConfigError(f"unknown option --{key}: compare.py --help lists its options; any other TrainConfig "
+            raise ConfigError(f"unknown option --{key}: experiments/compare.py --help lists its options; any other TrainConfig "
                               f"key passes through, except those set per run ({', '.join(PER_RUN)})")
     o = Options(**values)
     check_options(o, base)
@@ -532,7 +533,7 @@ def show_plan(o, base):
 
 
 def usage():
-    return "\n".join(["usage: python compare.py [--key=value ...]", "", __doc__.strip().split("\n\n")[1], "",
+    return "\n".join(["usage: python experiments/compare.py [--key=value ...]", "", __doc__.strip().split("\n\n")[1], "",
                       "options (default, type):", T.settings_help(Options)])
 
 
@@ -549,7 +550,7 @@ def main(argv):
             run_experiment(o, base)
         if o.report_only or os.path.exists(os.path.join(o.results_dir, "runs.csv")):
             if not o.report_only and importlib.util.find_spec("matplotlib") is None:
-                print("no report here (matplotlib is not installed): run python compare.py --report_only elsewhere")
+                print("no report here (matplotlib is not installed): run python experiments/compare.py --report_only elsewhere")
                 return
             R.report(o.results_dir)
     except ConfigError as e:

@@ -1,6 +1,6 @@
 """
 Evaluate a trained model the same way for every run of an experiment: on fixed validation windows, in a
-fixed order, with no sampling, so two runs differ only by their models. compare.py calls these after
+fixed order, with no sampling, so two runs differ only by their models. experiments/compare.py calls these after
 each training run.
 
     import evaluate as E

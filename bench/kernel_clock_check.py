@@ -1,4 +1,4 @@
-"""Does the way a call is timed change the GPU's clock? bench_kernel.py's GPU-only column sums kernel
+"""Does the way a call is timed change the GPU's clock? bench/bench_kernel.py's GPU-only column sums kernel
 durations from an eager loop; when a call's host time is near or above its GPU time (the band kernel's,
 not cuDNN's or Flex's at T = 16384), the GPU idles between calls and may run at a higher clock than under the
 sustained load of a GPU-bound loop. This times each method at (1, 16, 16384, 64) three ways, in one run:
@@ -8,7 +8,7 @@ sustained load of a GPU-bound loop. This times each method at (1, 16, 16384, 64)
              leaf tensors that only the capture's stream touches), median of 10 replays: no host time and
              no idle GPU between calls, so every method runs under the same sustained load
 and prints the SM clock (nvidia-smi, sampled every 20 ms in the background) over each measurement.
-Run from the repository root: python3 tools/kernel_clock_check.py   (results/kernel/clock_check_h200.log;
+Run from the repository root: python3 bench/kernel_clock_check.py   (bench/results/kernel/clock_check_h200.log;
 the logged run had its own copy of bench_kernel.bench_graph, whose median of the 10 replays averaged
 the middle two)
 """
@@ -31,7 +31,7 @@ torch._dynamo.config.recompile_limit = 1000
 
 def main():
     if not torch.cuda.is_available():
-        sys.exit("tools/kernel_clock_check.py watches a GPU's clock: it needs a CUDA GPU (and nvidia-smi)")
+        sys.exit("bench/kernel_clock_check.py watches a GPU's clock: it needs a CUDA GPU (and nvidia-smi)")
     smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,clocks.sm,power.draw", "--format=csv,noheader",
                             "-lms", "20"], stdout=subprocess.PIPE, text=True)
     marks = []

@@ -1,9 +1,9 @@
 """
-Whole-model speed, the way a user trains and samples: nanoGPT's bench.py for SPAttention.
+Whole-model speed, the way a user trains and samples: nanoGPT's bench/bench.py for SPAttention.
 
-    python bench.py                                   # training table + decoding table, one CUDA GPU
-    python bench.py --T=1024,4096 --variants=dense,triton_sp_exclusive --what=train
-    python bench.py --device=cpu --tiny               # a smoke run of the script (no meaningful timings;
+    python bench/bench.py                                   # training table + decoding table, one CUDA GPU
+    python bench/bench.py --T=1024,4096 --variants=dense,triton_sp_exclusive --what=train
+    python bench/bench.py --device=cpu --tiny               # a smoke run of the script (no meaningful timings;
                                                       # dense and no_attention: the others train on CUDA only)
 
 Training: tokens/s, MFU and peak GPU memory of full training steps (forward, backward, fused AdamW)
@@ -25,12 +25,14 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from contextlib import nullcontext
 
 import torch
 
-from model import GPT, GPTConfig
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+from model import GPT, GPTConfig  # noqa: E402
 
 VARIANTS = {
     "dense": dict(attn="dense"),
@@ -196,7 +198,7 @@ def main():
     if args.device is None:
         if not (torch.cuda.is_available() or args.tiny):
             ap.error("there is no CUDA GPU here, and the full benchmark (GPT-2 small up to T = 32768) would take "
-                     "hours on a CPU: its smoke run is python bench.py --device=cpu --tiny")
+                     "hours on a CPU: its smoke run is python bench/bench.py --device=cpu --tiny")
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     # FlexAttention has no backward on a CPU, and the Triton kernel runs on CUDA tensors only
     args.variants = args.variants or ("dense,no_attention" if args.device == "cpu" else ",".join(VARIANTS))

@@ -1,9 +1,9 @@
 """Benchmark of kernel.band_attention (Triton) against dense causal SDPA (cuDNN, FA2) and FlexAttention
 with the same band mask, bf16, forward and forward + backward, on one CUDA card.
 
-    python3 bench_kernel.py                 # the table (markdown, also written to --out)
-    python3 bench_kernel.py --sweep         # also time block-size variants of the Triton kernels
-    python3 bench_kernel.py --inspect       # no GPU needed: compile the kernels for an H100 (sm_90) and an A100
+    python3 bench/bench_kernel.py                 # the table (markdown, also written to --out)
+    python3 bench/bench_kernel.py --sweep         # also time block-size variants of the Triton kernels
+    python3 bench/bench_kernel.py --inspect       # no GPU needed: compile the kernels for an H100 (sm_90) and an A100
                                             # (sm_80); print registers, spills, shared memory, MMAs, async copies
 
 Times: median of triton.testing.do_bench (ms) after a warm-up: each call launched from Python, host
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 import kernel  # noqa: E402
 from model import band_pairs, head_bands  # noqa: E402
 

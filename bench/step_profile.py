@@ -16,10 +16,10 @@ time of a pattern is above its GPU work, its step is bound by the host.
 uninitialized): everything else in the step stays, our Python around the launches included. In a
 step bound by the host, what its wall time falls by is what the launch calls cost the host.
 
-    python tools/step_profile.py                          # T = 1024, 6 x 8 x 512, batch 16, compiled
-    python tools/step_profile.py --compile=0 --top=25
-    python tools/step_profile.py --config=baby            # the baby GPT
-    python tools/step_profile.py --top=0 --stub=1         # no profiler; the band kernel not launched
+    python bench/step_profile.py                          # T = 1024, 6 x 8 x 512, batch 16, compiled
+    python bench/step_profile.py --compile=0 --top=25
+    python bench/step_profile.py --config=baby            # the baby GPT
+    python bench/step_profile.py --top=0 --stub=1         # no profiler; the band kernel not launched
 """
 import argparse
 import os
@@ -101,7 +101,7 @@ def profile(attn, args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patterns", default="dense,sp")
-    ap.add_argument("--config", default="n1024", help=f"one of tools/train_speed.py's: {', '.join(CONFIGS)}")
+    ap.add_argument("--config", default="n1024", help=f"one of bench/train_speed.py's: {', '.join(CONFIGS)}")
     ap.add_argument("--compile", type=int, default=1)
     ap.add_argument("--mode", default="default", help="torch.compile's mode")
     ap.add_argument("--warmup", type=int, default=30)

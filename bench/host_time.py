@@ -10,7 +10,7 @@ and of band_attention in four launch variants:
 eager forward + backward (triton.testing.do_bench, host included) at learner shapes, and a cProfile of
 the default call with autograd's multithreading off, so that its backward runs in this thread.
 
-    python tools/host_time.py          # results/kernel/host_time_h200.log
+    python bench/host_time.py          # bench/results/kernel/host_time_h200.log
 """
 import cProfile
 import os
@@ -66,8 +66,8 @@ def fwd_bwd(fn, q, k, v, do):
 
 def main():
     if not torch.cuda.is_available():
-        sys.exit("tools/host_time.py times CUDA launches: it needs a CUDA GPU "
-                 "(tools/dispatch_cost.py measures the Python around them on any machine)")
+        sys.exit("bench/host_time.py times CUDA launches: it needs a CUDA GPU "
+                 "(bench/dispatch_cost.py measures the Python around them on any machine)")
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__, flush=True)
     min_tiles = kernel.TMA_MIN_TILES
     q, k, v, do = inputs(1, 2, 128)
