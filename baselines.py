@@ -1,7 +1,8 @@
 """
 The paper's sparse baselines, as the SPAttention paper compares against them: Longformer and BigBird
-as fixed per-head masks (run with FlexAttention on a GPU), and Reformer's LSH attention (pure PyTorch).
-model.py's MaskPattern and LSHPattern call these; the SPAttention bands themselves live in model.py.
+as fixed per-head masks (run with FlexAttention on a GPU), Reformer's LSH attention (pure PyTorch),
+and the SPAttention bands themselves on FlexAttention (the paper's own approach, which the band kernel
+races). model.py's patterns call these; the bands themselves are laid out in model.py.
 """
 
 import torch
@@ -45,7 +46,49 @@ def pattern_mask(n_head, block_size, pattern, seed=0):
 
 def flex_masked_attention(q, k, v, mask, scale, compiled=True):
     """Attention restricted to the (H, N, N) mask's top-left (T, T) corner with FlexAttention."""
-    return kernel.flex_attention(q, k, v, lambda b, h, qi, kj: mask[h, qi, kj], (mask,), scale, compiled)
+    return flex_attention(q, k, v, lambda b, h, qi, kj: mask[h, qi, kj], (mask,), scale, compiled)
+
+
+def flex_band_attention(q, k, v, bands, scale=None):
+    """kernel.band_attention's bands (normalized, kernel.normalize_bands) on FlexAttention."""
+    b = kernel.bands_tensor(bands).to(q.device)  # (H, K, 2)
+
+    def mask_mod(batch, h, q_idx, kv_idx):
+        d = q_idx - kv_idx
+        visible = (d >= b[h, 0, 0]) & (d < b[h, 0, 1])
+        for i in range(1, b.shape[1]):
+            visible = visible | ((d >= b[h, i, 0]) & (d < b[h, i, 1]))
+        return visible
+
+    return flex_attention(q, k, v, mask_mod, (bands,), scale)
+
+
+_FLEX_CACHE = {}  # block masks by key, and the compiled flex_attention
+
+
+def flex_attention(q, k, v, mask_mod, key, scale, compiled=True):
+    """FlexAttention (torch.nn.attention.flex_attention) with the block mask of `mask_mod`, so that
+    the blocks the mask leaves empty are skipped and a row with no visible key gives 0. Its backward
+    runs on GPUs only.
+
+    An eager call builds the block mask once per `key` and caches it (`key` is a tuple of Python
+    values and tensors; a tensor stands for its storage, its address), and runs a compiled
+    flex_attention (eager flex is a slow reference). Inside a compiled model the block mask is built
+    in the graph at every call instead: torch.compile cannot look a traced tensor's address up in the
+    cache, and a graph break there, inside GPT.forward's loop over the blocks, makes torch.compile
+    skip GPT.forward: the model then runs eagerly but for pieces of each block."""
+    from torch.nn.attention import flex_attention as flex
+    H, T, Tk = q.shape[1], q.shape[2], k.shape[2]
+    if torch.compiler.is_compiling():
+        block_mask = flex.create_block_mask(mask_mod, None, H, T, Tk, device=q.device)
+        return flex.flex_attention(q, k, v, block_mask=block_mask, scale=scale)
+    key = tuple(x.data_ptr() if isinstance(x, torch.Tensor) else x for x in key) + (H, T, Tk, str(q.device))
+    if key not in _FLEX_CACHE:
+        _FLEX_CACHE[key] = flex.create_block_mask(mask_mod, None, H, T, Tk, device=q.device)
+    if compiled and "compiled" not in _FLEX_CACHE:
+        _FLEX_CACHE["compiled"] = torch.compile(flex.flex_attention, dynamic=False)
+    run = _FLEX_CACHE["compiled"] if compiled else flex.flex_attention
+    return run(q, k, v, block_mask=_FLEX_CACHE[key], scale=scale)
 
 
 def lsh_params(block_size):

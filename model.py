@@ -35,6 +35,8 @@ BAND_PATTERNS = ("dense", "sp", "sp_exclusive", "sp_balanced", "window")
 MASK_PATTERNS = ("longformer", "bigbird")
 # Content-based: Reformer's LSH attention (baselines.lsh_attention).
 ATTN_PATTERNS = BAND_PATTERNS + MASK_PATTERNS + ("reformer",)
+# How the sparse band patterns run: kernel.band_attention's backends, or the bands on FlexAttention.
+ATTN_BACKENDS = kernel.BACKENDS + ("flex",)
 
 
 class ConfigError(ValueError):
@@ -51,8 +53,8 @@ class GPTConfig:
     dropout: float = 0.0         # on embeddings, residual branches and MLP (not on attention weights)
     bias: bool = True            # biases in Linears and LayerNorms, like GPT-2
     attn: str = "sp"             # one of ATTN_PATTERNS
-    attn_backend: str = "auto"   # the sparse band patterns' kernel.band_attention backend (auto, triton,
-                                 # flex, torch); dense always runs SDPA, generation's one-token step auto
+    attn_backend: str = "auto"   # how the sparse band patterns run: auto, triton, torch (kernel.py) or
+                                 # flex; dense always runs SDPA, generation's one-token step auto
 
     def __post_init__(self):
         if self.attn not in ATTN_PATTERNS:
@@ -66,8 +68,8 @@ class GPTConfig:
         if self.block_size < self.n_head:
             raise ConfigError(f"block_size={self.block_size} < n_head={self.n_head}: SPAttention gives "
                               "each head its own band of distances, so it needs block_size >= n_head")
-        if self.attn_backend not in kernel.BACKENDS:
-            raise ConfigError(f"unknown attn_backend={self.attn_backend!r}; choose one of {', '.join(kernel.BACKENDS)}")
+        if self.attn_backend not in ATTN_BACKENDS:
+            raise ConfigError(f"unknown attn_backend={self.attn_backend!r}; choose one of {', '.join(ATTN_BACKENDS)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -432,7 +434,8 @@ class BandPattern(Pattern):
     def __init__(self, name, config):
         super().__init__(name, config)
         self.backend = config.attn_backend
-        # the one form of the bands from here to the kernel's launch: a tuple per head of (lo, hi)
+        # made once, in the one form the kernel takes from here to its launch: a tuple per head of
+        # (lo, hi) pairs, passed unchanged at every call
         self.bands = kernel.normalize_bands(head_bands(config.n_head, config.block_size, name), config.n_head)
 
     def forward(self, q, k, v):
@@ -440,6 +443,8 @@ class BandPattern(Pattern):
             # The band [0, N) is plain causal attention for T <= N: SDPA's fused kernels (cuDNN,
             # FlashAttention) are the fastest way to run it, and the baseline the sparse patterns race.
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if self.backend == "flex":  # the paper's approach: a baseline for the band kernel to race
+            return baselines.flex_band_attention(q, k, v, self.bands)
         return kernel.band_attention(q, k, v, self.bands, backend=self.backend)
 
     def visible(self, T, Tk, q_start, device=None):

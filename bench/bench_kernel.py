@@ -32,7 +32,9 @@ import triton
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+import baselines  # noqa: E402
 import kernel  # noqa: E402
+import kernel_launch  # noqa: E402
 from model import band_pairs, head_bands  # noqa: E402
 
 # Flex is recompiled for each shape and for grad / no-grad: lift dynamo's default limit of 8.
@@ -117,6 +119,11 @@ def sdpa(backend):
 
 
 def band_fn(bands, backend):
+    """The bands (H, K, 2) on the band kernel (backend "triton" or "torch") or on FlexAttention
+    ("flex"), normalized once as the model does."""
+    bands = kernel.normalize_bands(bands, len(bands))
+    if backend == "flex":
+        return lambda q, k, v: baselines.flex_band_attention(q, k, v, bands)
     return lambda q, k, v: kernel.band_attention(q, k, v, bands, backend=backend)
 
 
@@ -180,7 +187,7 @@ def markdown(rows):
 # Block-size sweep: each pass alone, one variant at a time (the others at their defaults), GPU time of
 # the launches replayed from a CUDA graph (host time would hide the short rows' differences)
 
-# Variants: (BLOCK_M, BLOCK_N, warps, stages) or with a fifth entry, maxnreg (see kernel.KERNEL_CONFIGS).
+# Variants: (BLOCK_M, BLOCK_N, warps, stages) or with a fifth entry, maxnreg (see kernel_launch.KERNEL_CONFIGS).
 SWEEP = {
     64: {
         "fwd": [(64, 64, 4, 2, 96), (64, 64, 4, 2), (64, 64, 4, 2, 104), (64, 64, 4, 3), (128, 64, 8, 3),
@@ -208,12 +215,12 @@ def sweep():
         ref = (o,) + kernel._bwd_impl(do, q, k, v, o, lse, bands, scale)
         dkey = 64 if D <= 64 else 128
         for kind, variants in SWEEP[dkey].items():
-            saved = kernel.KERNEL_CONFIGS[kind][dkey]
+            saved = kernel_launch.KERNEL_CONFIGS[kind][dkey]
             res = []
             for variant in variants:
                 cfg = dict(zip(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "maxnreg"), variant))
-                kernel.KERNEL_CONFIGS[kind][dkey] = {kernel.BIG: cfg}
-                kernel._plan.cache_clear()  # the launch plans hold the configs
+                kernel_launch.KERNEL_CONFIGS[kind][dkey] = {kernel_launch.BIG: cfg}
+                kernel_launch.plan.cache_clear()  # the launch plans hold the configs
                 try:  # a variant must give the default's results (up to bf16 rounding) to be timed
                     o2, lse2 = kernel._fwd_impl(q, k, v, bands, scale)
                     got = (o2,) + kernel._bwd_impl(do, q, k, v, o2, lse2, bands, scale)
@@ -226,8 +233,8 @@ def sweep():
                     res.append((triton.testing.do_bench_cudagraph(fn, rep=60, return_mode="median"), variant))
                 except Exception as e:  # noqa: BLE001 - e.g. out of shared memory
                     res.append((float("inf"), variant + (type(e).__name__,)))
-            kernel.KERNEL_CONFIGS[kind][dkey] = saved
-            kernel._plan.cache_clear()
+            kernel_launch.KERNEL_CONFIGS[kind][dkey] = saved
+            kernel_launch.plan.cache_clear()
             res.sort(key=lambda r: r[0])
             print(f"sweep {(B, H, T, D)} {pattern} {kind}: "
                   + ", ".join(f"{c}={ms:.4f}" for ms, c in res), flush=True)
@@ -260,17 +267,17 @@ def host_overhead():
 # -----------------------------------------------------------------------------
 # Inspection without a GPU: what the compiler made of each kernel for an H100 (and an A100)
 
-def compile_for(fn, D, cfg, arch=90, NI=2):
+def compile_for(fn, D, cfg, arch=90, n_intervals=2):
     """Compile a band kernel ahead of time for sm_<arch> (bf16, the strides and pointers 16-aligned, as a
     launch on real tensors specializes them; TMA descriptors from sm_90 on, pointers below, as
-    kernel._tma_on picks) and summarize the code: a matmul loop should show tensor-core instructions
+    kernel_launch.tma_on picks) and summarize the code: a matmul loop should show tensor-core instructions
     (HGMMA on sm_90, HMMA before), asynchronous copies (the software pipeline: cp.async or TMA), and
     no local-memory spills (LDL/STL) inside a loop, where they would cost every iteration."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     tma = arch >= 90
     params = list(pyinspect.signature(fn.fn).parameters)
-    pointers = {"LSE": "*fp32", "DELTA": "*fp32", "BANDS": "*i32", "SCHED": "*i32"}
+    pointers = {"LSE": "*fp32", "DELTA": "*fp32", "BANDS": "*i32", "SCHEDULE": "*i32"}
     pointers.update({p: "*bf16" for p in ("Q", "K", "V", "O", "DO", "DQ", "DK", "DV")})
     # the tiles that come through TMA: query-side ones of BLOCK_M rows, key-side ones of BLOCK_N
     rows = {p: cfg["BLOCK_M"] if p in ("Q_SRC", "DO_SRC") else cfg["BLOCK_N"]
@@ -278,7 +285,8 @@ def compile_for(fn, D, cfg, arch=90, NI=2):
     pointers.update({p: f"tensordesc<bf16[1,1,{n},{D}]>" if tma else "*bf16" for p, n in rows.items()})
     # dK/dV's row statistics: fp32 (B*H, T) descriptors of [1, BLOCK_M] tiles, or pointers
     pointers.update({p: f"tensordesc<fp32[1,{cfg['BLOCK_M']}]>" if tma else "*fp32" for p in ("LSE_SRC", "DELTA_SRC")})
-    constexprs = dict(NI=NI, HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], DOT_PREC="tf32", TMA=tma)
+    constexprs = dict(N_INTERVALS=n_intervals, HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"],
+                      DOT_PRECISION="tf32", TMA_TILES=tma)
     signature = {p: pointers.get(p, "constexpr" if p in constexprs else "fp32" if p.startswith("sm_scale")
                                  else "i32") for p in params}
     attrs = {(i,): [["tt.divisibility", 16]] for i, p in enumerate(params)
@@ -286,7 +294,7 @@ def compile_for(fn, D, cfg, arch=90, NI=2):
     compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs),
                               target=GPUTarget("cuda", arch, 32),
                               options=dict(num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-                                           maxnreg=cfg.get("maxnreg"), **kernel._COMPILE_OPTIONS))
+                                           maxnreg=cfg.get("maxnreg"), **kernel_launch.COMPILE_OPTIONS))
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.TemporaryDirectory() as tmp:
         cubin = os.path.join(tmp, "kernel.cubin")
@@ -315,9 +323,9 @@ def inspect_kernels():
     print(f"triton {triton.__version__}, bf16: pass, head dim, target, config -> code")
     for arch in (90, 80):
         for kind, fn in kernels.items():
-            for D in kernel.KERNEL_CONFIGS[kind]:
-                cfg = kernel._launch_config(kind, D, torch.bfloat16, kernel.BIG, tma=arch >= 90)
-                cfg = {k: v for k, v in cfg.items() if k not in kernel._COMPILE_OPTIONS}
+            for D in kernel_launch.KERNEL_CONFIGS[kind]:
+                cfg = kernel_launch.launch_config(kind, D, torch.bfloat16, kernel_launch.BIG, tma=arch >= 90)
+                cfg = {k: v for k, v in cfg.items() if k not in kernel_launch.COMPILE_OPTIONS}
                 print(kind, D, f"sm_{arch}", cfg, compile_for(fn, D, cfg, arch), flush=True)
 
 

@@ -16,7 +16,7 @@ else (the difference is all of band_attention's own Python: checks, plans, launc
 Best of 5 rounds of 2000 calls each.
 
     python bench/dispatch_cost.py                   # bench/results/kernel/dispatch_cost.log
-    python bench/dispatch_cost.py --tree=../old     # the kernel.py and model.py of another checkout
+    python bench/dispatch_cost.py --tree=../old     # the kernel.py, kernel_launch.py and model.py of another checkout
 """
 import argparse
 import os
@@ -28,7 +28,7 @@ import torch
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ap.add_argument("--tree", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                help="the checkout whose kernel.py and model.py are measured (default: this one)")
+                help="the checkout whose kernel.py, kernel_launch.py and model.py are measured (default: this one)")
 args = ap.parse_args()
 if not os.path.isfile(os.path.join(args.tree, "kernel.py")):
     ap.error(f"--tree: {args.tree} holds no kernel.py (make a checkout with `git worktree add out-ab/NAME COMMIT`)")
@@ -39,36 +39,46 @@ else:  # CPU tensors take the Triton path only under the interpreter; the launch
     os.environ["TRITON_INTERPRET"] = "1"
 sys.path.insert(0, os.path.abspath(args.tree))
 import kernel  # noqa: E402
+import kernel_launch  # noqa: E402
 from model import head_bands  # noqa: E402
 
-kernel._launch = lambda *args: None          # no launch: Python alone
-kernel._tma_on = lambda device: False        # pointer tiles (no descriptors), which also works on a CPU
+kernel_launch.launch = lambda *args: None    # no launch: Python alone
+kernel_launch.tma_on = lambda device: False  # pointer tiles (no descriptors), which also works on a CPU
 
 B, H, T, D = 1, 8, 1024, 64
 q, k, v, do = (torch.randn(B, H, T, D, device=device, dtype=torch.bfloat16) for _ in range(4))
 bands = kernel.normalize_bands(head_bands(H, T, "sp"), H)
-flat = kernel._flat_bands(bands)
 o, lse = kernel._fwd_impl(q, k, v, bands, 0.125)
+# custom_op infers its schema from type hints, which know no nested lists: the bands cross it flat,
+# (lo, hi) pairs padded to K a head, as an earlier kernel.py passed them to its own operators
+K = max(len(head) for head in bands)
+flat = [x for head in bands for pair in list(head) + [(0, 0)] * (K - len(head)) for x in pair]
+
+
+def unflat(bands_flat, n_head):
+    pairs = list(zip(bands_flat[0::2], bands_flat[1::2]))
+    K = len(pairs) // n_head
+    return tuple(tuple(p for p in pairs[h * K:(h + 1) * K] if p[1] > p[0]) for h in range(n_head))
 
 
 @torch.library.custom_op("dispatch_cost::fwd", mutates_args=())
 def custom_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bands_flat: list[int],
                scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    return kernel._fwd_impl(q, k, v, kernel._unflat_bands(tuple(bands_flat), q.shape[1]), scale)
+    return kernel._fwd_impl(q, k, v, unflat(bands_flat, q.shape[1]), scale)
 
 
 @torch.library.custom_op("dispatch_cost::bwd", mutates_args=())
 def custom_bwd(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
                lse: torch.Tensor, bands_flat: list[int], scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return kernel._bwd_impl(do, q, k, v, o, lse, kernel._unflat_bands(tuple(bands_flat), q.shape[1]), scale)
+    return kernel._bwd_impl(do, q, k, v, o, lse, unflat(bands_flat, q.shape[1]), scale)
 
 
 CALLS = {
     "forward": {"impl": lambda: kernel._fwd_impl(q, k, v, bands, 0.125),
-                "operator": lambda: torch.ops.band_attention.fwd(q, k, v, flat, 0.125),
+                "operator": lambda: torch.ops.band_attention.fwd(q, k, v, bands, 0.125),
                 "custom_op": lambda: custom_fwd(q, k, v, flat, 0.125)},
     "backward": {"impl": lambda: kernel._bwd_impl(do, q, k, v, o, lse, bands, 0.125),
-                 "operator": lambda: torch.ops.band_attention.bwd(do, q, k, v, o, lse, flat, 0.125),
+                 "operator": lambda: torch.ops.band_attention.bwd(do, q, k, v, o, lse, bands, 0.125),
                  "custom_op": lambda: custom_bwd(do, q, k, v, o, lse, flat, 0.125)},
 }
 
@@ -91,9 +101,9 @@ def eager_forward_backward():
 
 def outputs(q):
     """What the band kernel's forward allocates (and its backward, again, for dQ and Delta), with
-    kernel.py's own allocators."""
+    kernel_launch.py's allocators."""
     B, H, T, D = q.shape
-    return kernel._bthd_empty(B, H, T, D, q), kernel._stats_empty(B, H, T, q.device)
+    return kernel_launch.bthd_empty(B, H, T, D, q), kernel_launch.stats_empty(B, H, T, q.device)
 
 
 class Floor(torch.autograd.Function):

@@ -5,8 +5,8 @@ many calls queued without a sync is the host's time a call. This prints, twice a
 the host's drift shows, the host time a forward and a forward + backward call of SDPA's cuDNN attention
 and of band_attention in four launch variants:
   jit, jit_ptr          every launch through Triton's JIT, tiles through TMA descriptors / pointers
-  direct, direct_ptr    kernel._launch's direct launches of the compiled binaries (the default)
-(the default picks descriptors or pointers by the size of the call: kernel.TMA_MIN_TILES). Then the
+  direct, direct_ptr    kernel_launch.launch's direct launches of the compiled binaries (the default)
+(the default picks descriptors or pointers by the size of the call: kernel_launch.TMA_MIN_TILES). Then the
 eager forward + backward (triton.testing.do_bench, host included) at learner shapes, and a cProfile of
 the default call with autograd's multithreading off, so that its backward runs in this thread.
 
@@ -24,10 +24,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import kernel  # noqa: E402
+import kernel_launch  # noqa: E402
 from bench_kernel import host_us  # noqa: E402
 from model import head_bands  # noqa: E402
 
-REAL_LAUNCH, REAL_TMA = kernel._launch, kernel._tma_on
+REAL_LAUNCH, REAL_TMA = kernel_launch.launch, kernel_launch.tma_on
 
 
 def jit_launch(jit_kernel, plan, args, ints):
@@ -35,12 +36,12 @@ def jit_launch(jit_kernel, plan, args, ints):
 
 
 def variant(name):
-    """Switch kernel.py to one launch variant (plans are made again, since they hold the tile path)."""
-    kernel._plan.cache_clear()
-    kernel._launch = jit_launch if name.startswith("jit") else REAL_LAUNCH
-    kernel._tma_on = (lambda device: False) if name.endswith("_ptr") else REAL_TMA
+    """Switch kernel_launch.py to one launch variant (plans are made again, since they hold the tile path)."""
+    kernel_launch.plan.cache_clear()
+    kernel_launch.launch = jit_launch if name.startswith("jit") else REAL_LAUNCH
+    kernel_launch.tma_on = (lambda device: False) if name.endswith("_ptr") else REAL_TMA
     if name in ("jit", "direct"):
-        kernel.TMA_MIN_TILES = 0  # descriptors whatever the size
+        kernel_launch.TMA_MIN_TILES = 0  # descriptors whatever the size
 
 
 VARIANTS = ("jit", "jit_ptr", "direct", "direct_ptr")
@@ -69,7 +70,7 @@ def main():
         sys.exit("bench/host_time.py times CUDA launches: it needs a CUDA GPU "
                  "(bench/dispatch_cost.py measures the Python around them on any machine)")
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__, flush=True)
-    min_tiles = kernel.TMA_MIN_TILES
+    min_tiles = kernel_launch.TMA_MIN_TILES
     q, k, v, do = inputs(1, 2, 128)
     bands = kernel.normalize_bands(head_bands(2, 128, "sp"), 2)
     print("host time a call at (1, 2, 128, 64), us")
@@ -82,7 +83,7 @@ def main():
             band = lambda q, k, v: kernel.band_attention(q, k, v, bands)  # noqa: E731
             print(f"[{rep}] band {name:10s} fwd {host_us(lambda: band(q, k, v), 300):7.1f}  "
                   f"fwd+bwd {host_us(fwd_bwd(band, q, k, v, do), 300):7.1f}", flush=True)
-            kernel.TMA_MIN_TILES = min_tiles
+            kernel_launch.TMA_MIN_TILES = min_tiles
     variant("default")
     print("eager forward + backward, ms (do_bench median, host included)")
     for (B, H, T), pattern in (((8, 12, 1024), "sp"), ((8, 12, 1024), "sp_exclusive"), ((64, 6, 256), "sp")):
@@ -93,7 +94,7 @@ def main():
         for name in VARIANTS:
             variant(name)
             cells.append(f"{name} {triton.testing.do_bench(fwd_bwd(band, q, k, v, do), return_mode='median'):.3f}")
-            kernel.TMA_MIN_TILES = min_tiles
+            kernel_launch.TMA_MIN_TILES = min_tiles
         variant("default")
         cells.append(f"default {triton.testing.do_bench(fwd_bwd(band, q, k, v, do), return_mode='median'):.3f}")
         print(f"({B}, {H}, {T}, 64) {pattern}: " + ", ".join(cells), flush=True)

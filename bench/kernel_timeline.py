@@ -60,33 +60,38 @@ def _replace(src, old, new):
 
 
 def timed_kernel_source():
-    """kernel.py with a TIMES argument after SCHED in each band kernel, a stamp at a program's start and
-    one after its last store, and the launches passing per-kernel buffers; custom ops renamed."""
+    """kernel.py with a TIMES argument after SCHEDULE in each band kernel, a stamp at a program's start
+    and one after its last store, and the launches passing per-kernel buffers; custom ops renamed, and
+    its own copy of kernel_launch.py (whose cached launchers are those of the plain kernels)."""
     src = open(os.path.join(ROOT, "kernel.py")).read()
     src = _replace(src, "\n    @triton.jit\n    def _tile_mask(", STAMP)
-    src, n = re.subn(r"(\n        SCHED,\s+#[^\n]*)", r"\1\n        TIMES,", src)
+    src, n = re.subn(r"(\n        SCHEDULE,\s+#[^\n]*)", r"\1\n        TIMES,", src)
     assert n == 3, n
-    src, n = re.subn(r"(\n        b, h, (m0|n0), bh, z0, z1, IVS = _scheduled_block)", r"\n        _stamp(TIMES, 0)\1", src)
+    src, n = re.subn(r"(\n        b, h, (m0|n0), bh, fill_start, fill_end, intervals = _program_block)",
+                     r"\n        _stamp(TIMES, 0)\1", src)
     assert n == 3, n
-    for last in ('_fill_rows(LSE + bh.to(tl.int64) * stride_l, 1, z0, z1, float("inf"), BLOCK_M, 1)',
-                 '_fill_rows(DV, stride_gt, z0, z1, 0.0, BLOCK_N, HEAD_DIM)',
-                 '_fill_rows(DELTA + bh.to(tl.int64) * stride_l, 1, z0, z1, 0.0, BLOCK_M, 1)'):
+    for last in ('_fill_rows(LSE + bh.to(tl.int64) * stride_l, 1, fill_start, fill_end, float("inf"), BLOCK_M, 1)',
+                 '_fill_rows(DV, stride_gt, fill_start, fill_end, 0.0, BLOCK_N, HEAD_DIM)',
+                 '_fill_rows(DELTA + bh.to(tl.int64) * stride_l, 1, fill_start, fill_end, 0.0, BLOCK_M, 1)'):
         src = _replace(src, last, last + "\n        _stamp(TIMES, 1)")
-    src = _replace(src, "o, lse, plan.schedule, scale * LOG2E)",
-                   "o, lse, plan.schedule, _tbuf('fwd', plan.schedule.shape[0] * B, q.device), scale * LOG2E)")
-    src = _replace(src, "o, dq, lse, delta, plan.schedule, scale,",
-                   "o, dq, lse, delta, plan.schedule, _tbuf('dq', plan.schedule.shape[0] * B, q.device), scale,")
-    src = _replace(src, "_stat_tiles(delta, plan), plan.schedule, scale,",
-                   "_stat_tiles(delta, plan), plan.schedule, _tbuf('dkdv', plan.schedule.shape[0] * B, q.device), scale,")
+    for kind, before in (("fwd", r"o, lse, plan\.schedule,"), ("dq", r"o, dq, lse, delta, plan\.schedule,"),
+                         ("dkdv", r"launch\.stat_tiles\(delta, plan\),\s+plan\.schedule,")):
+        src, n = re.subn(f"({before})", rf"\1 _tbuf('{kind}', plan.schedule.shape[0] * B, q.device),", src)
+        assert n == 1, (kind, n)
+    src = _replace(src, "import kernel_launch as launch", "import kernel_launch_timed as launch")
     for ours, timed in (('"band_attention::', '"band_attention_timed::'), ("ops.band_attention.", "ops.band_attention_timed.")):
         src = src.replace(ours, timed)  # its own operators, so that both copies can register
     return src + BUFFERS
 
 
 def load_timed_kernel():
-    path = os.path.join(tempfile.mkdtemp(), "kernel_timed.py")
+    folder = tempfile.mkdtemp()
+    path = os.path.join(folder, "kernel_timed.py")
     with open(path, "w") as f:
         f.write(timed_kernel_source())
+    with open(os.path.join(folder, "kernel_launch_timed.py"), "w") as f:
+        f.write(open(os.path.join(ROOT, "kernel_launch.py")).read())
+    sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location("kernel_timed", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules["kernel_timed"] = mod  # triton.jit reads the source through the module
@@ -128,10 +133,10 @@ def analyse(kind, times, tiles):
 
 def program_tiles(mod, kind, side, bands, B, H, T, D, device):
     """Tiles each program of one launch visits (program p runs schedule row p // B)."""
-    plan = mod._plan(kind, bands, B, T, D, torch.bfloat16, device)
+    plan = mod.launch.plan(kind, bands, B, T, D, torch.bfloat16, device)
     sched = plan.schedule.cpu().tolist()
     BM, BN = plan.meta["BLOCK_M"], plan.meta["BLOCK_N"]
-    per_row = [mod._block_tiles(bands[r[0]], T, BM, BN, side, r[1]) for r in sched]
+    per_row = [mod.launch.block_tiles(bands[r[0]], T, BM, BN, side, r[1]) for r in sched]
     return torch.tensor([per_row[p // B] for p in range(len(sched) * B)], dtype=torch.float64)
 
 

@@ -12,7 +12,7 @@ eagerly or compiled, and prints per step:
 then the kernels that take most GPU time and the host ops that take most host time. When the wall
 time of a pattern is above its GPU work, its step is bound by the host.
 
---stub=1 skips the band kernel's launches (kernel._launch does nothing, so its outputs are left
+--stub=1 skips the band kernel's launches (kernel_launch.launch does nothing, so its outputs are left
 uninitialized): everything else in the step stays, our Python around the launches included. In a
 step bound by the host, what its wall time falls by is what the launch calls cost the host.
 
@@ -32,7 +32,7 @@ import triton
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TOOLS)
 sys.path[:0] = [ROOT, TOOLS]
-import kernel  # noqa: E402
+import kernel_launch  # noqa: E402
 import train  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from train_speed import CONFIGS  # noqa: E402
@@ -114,7 +114,7 @@ def main():
     args.device = "cuda"
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, vars(args), flush=True)
     if args.stub:
-        kernel._launch = lambda *launch_args: None
+        kernel_launch.launch = lambda *launch_args: None
     rows = [(attn, *profile(attn, args)) for attn in args.patterns.split(",")]
     print("\n| pattern | wall ms a step | GPU busy ms | GPU waiting ms | host ms: forward / backward / optimizer |"
           "\n| --- | ---: | ---: | ---: | ---: |")

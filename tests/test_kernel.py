@@ -12,11 +12,14 @@ import warnings
 import pytest
 import torch
 
+import baselines
 import kernel
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 needs_interpreter = pytest.mark.skipif(not (INTERPRET and kernel.HAS_TRITON),
                                        reason="Triton on CPU tensors needs TRITON_INTERPRET=1")
+if kernel.HAS_TRITON:
+    import kernel_launch
 
 
 # -----------------------------------------------------------------------------
@@ -177,32 +180,29 @@ def test_bands_tensor_padding_and_tensor_input():
     assert kernel.normalize_bands(t, 3) == bands
 
 
-def test_tensor_bands_are_read_once_until_changed(monkeypatch):
-    # A bands tensor (on a GPU, reading it waits for the GPU) is read on the host at its first call
-    # only, and again after an in-place change.
+def test_tensor_bands_are_read_at_every_call():
+    # a user's bands tensor is read and checked at each call: a change in place is seen
     t = kernel.bands_tensor((((0, 2),), ((1, 3),)))
     assert kernel.normalize_bands(t, 2) == (((0, 2),), ((1, 3),))
-    real_tolist = torch.Tensor.tolist
-    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: pytest.fail("read the bands again"))
-    assert kernel.normalize_bands(t, 2) == (((0, 2),), ((1, 3),))
-    monkeypatch.setattr(torch.Tensor, "tolist", real_tolist)
     t[1, 0, 1] = 5
     assert kernel.normalize_bands(t, 2) == (((0, 2),), ((1, 5),))
+    t[1, 0, 0] = -1
+    with pytest.raises(ValueError, match="negative distance"):
+        kernel.normalize_bands(t, 2)
     with pytest.raises(ValueError, match="bands has 2 heads but q has 3"):
-        kernel.normalize_bands(t, 3)
+        kernel.normalize_bands(kernel.bands_tensor((((0, 2),), ((1, 3),))), 3)
 
 
-def test_normalized_bands_come_back_as_they_are(monkeypatch):
-    # the model passes its normalized bands at every call: they are recognized, not checked again;
-    # anything else (a list, an equal tuple made elsewhere) still goes through the checks
+def test_normalized_bands_come_back_as_they_are():
+    # the model makes its bands once and passes them at every call: the same tuple comes back, and
+    # the checks of an equal tuple run once (a cache by value, not by the object's identity)
     bands = kernel.normalize_bands(kernel.bands_tensor((((0, 2), (4, 6)), ((1, 3),))), 2)
-    monkeypatch.setattr(kernel, "_as_tuples", lambda b: pytest.fail("checked the bands again"))
-    assert kernel.normalize_bands(bands, 2) is bands
+    assert kernel.normalize_bands(bands, 2) == bands and isinstance(bands[0][0], tuple)
+    hits = kernel._checked.cache_info().hits
+    assert kernel.normalize_bands(tuple(tuple(tuple(p) for p in head) for head in bands), 2) == bands
+    assert kernel._checked.cache_info().hits == hits + 1
     with pytest.raises(ValueError, match="bands has 2 heads but q has 3"):
         kernel.normalize_bands(bands, 3)
-    monkeypatch.undo()
-    same = tuple(tuple(tuple(p) for p in head) for head in bands)
-    assert kernel.normalize_bands(same, 2) == bands
     with pytest.raises(ValueError, match="sorted and disjoint"):
         kernel.normalize_bands((((4, 6), (0, 2)), ((1, 3),)), 2)
 
@@ -298,7 +298,7 @@ def test_triton_double_backward_is_refused():
 
 @needs_interpreter
 def test_triton_blocks_without_program_get_zeros(monkeypatch):
-    # Blocks that see no key get no program (kernel._schedule): a neighbour writes their zeros. Fresh
+    # Blocks that see no key get no program (kernel_launch.schedule): a neighbour writes their zeros. Fresh
     # outputs are poisoned with NaN here, so a row nobody writes shows up.
     def poison(t):
         return t.fill_(float("nan")) if t.is_floating_point() else t
@@ -334,7 +334,7 @@ def test_schedule_covers_every_row_once(side, seed):
     BM, BN = rng.choice([(16, 16), (64, 64), (32, 64), (64, 32)])
     bands = kernel.normalize_bands(random_bands(H, T + 20, rng) if seed else sp_bands(H, T, "sp_exclusive"), H)
     rows = (BM if side == "q" else BN)
-    schedule, tiles = kernel._schedule(bands, T, BM, BN, side, "cpu")
+    schedule, tiles = kernel_launch.schedule(bands, T, BM, BN, side, "cpu")
     jobs = schedule.tolist()
     mask = kernel.band_mask(bands, T)                                   # (H, T, T), [h, query, key]
     seen = mask.any(-1) if side == "q" else mask.any(-2)                # rows of this side with a pair
@@ -353,7 +353,7 @@ def test_schedule_covers_every_row_once(side, seed):
         for r0 in range(0, T, rows):
             if seen[h, r0:r0 + rows].any():
                 assert (h, r0) in launched
-    lengths = [kernel._block_tiles(bands[h], T, BM, BN, side, r0) + -(-(z1 - z0) // rows)
+    lengths = [kernel_launch.block_tiles(bands[h], T, BM, BN, side, r0) + -(-(z1 - z0) // rows)
                for h, r0, z0, z1, *_ in jobs]  # a block of zero-filled rows counts as a tile
     assert lengths == sorted(lengths, reverse=True) and sum(lengths) == tiles
 
@@ -381,9 +381,9 @@ def test_triton_non_contiguous_fused_qkv():
 @pytest.fixture
 def fresh_plans():
     """Launch plans remember their tile path (TMA or pointers): a test that forces one gets new plans."""
-    kernel._plan.cache_clear()
+    kernel_launch.plan.cache_clear()
     yield
-    kernel._plan.cache_clear()
+    kernel_launch.plan.cache_clear()
 
 
 @needs_interpreter
@@ -391,7 +391,7 @@ def fresh_plans():
 def test_triton_pointer_loads_without_tma(monkeypatch, fresh_plans, fused):
     # GPUs before Hopper, and short calls on Hopper, stream the tiles through strided pointers
     # instead of TMA descriptors
-    monkeypatch.setattr(kernel, "_tma_on", lambda device: False)
+    monkeypatch.setattr(kernel_launch, "tma_on", lambda device: False)
     torch.manual_seed(7)
     H = 4
     for T, pattern in ((37, "sp"), (50, "sp_exclusive")):
@@ -403,12 +403,12 @@ def test_triton_pointer_loads_without_tma(monkeypatch, fresh_plans, fused):
 def test_dkdv_config_with_tiny_stat_tiles_is_refused(monkeypatch):
     # 16-query dK/dV steps would stream 64-byte LSE/Delta TMA boxes, which fault on the GPU; the host
     # refuses them with a message instead of a sticky CUDA error
-    monkeypatch.setattr(kernel, "_interpreting", lambda: False)
+    monkeypatch.setattr(kernel_launch, "interpreting", lambda: False)
     tiny = dict(BLOCK_M=16, BLOCK_N=64, num_warps=4, num_stages=3)
-    monkeypatch.setitem(kernel.KERNEL_CONFIGS, "dkdv", {64: {kernel.BIG: tiny}})
+    monkeypatch.setitem(kernel_launch.KERNEL_CONFIGS, "dkdv", {64: {kernel_launch.BIG: tiny}})
     with pytest.raises(ValueError, match="BLOCK_M=16"):
-        kernel._launch_config("dkdv", 64, torch.bfloat16, 1024, tma=True)
-    assert kernel._launch_config("dkdv", 64, torch.bfloat16, 1024, tma=False)["BLOCK_M"] == 16
+        kernel_launch.launch_config("dkdv", 64, torch.bfloat16, 1024, tma=True)
+    assert kernel_launch.launch_config("dkdv", 64, torch.bfloat16, 1024, tma=False)["BLOCK_M"] == 16
 
 
 @needs_interpreter
@@ -423,11 +423,11 @@ def test_triton_outputs_in_bthd_order_and_custom_ops_check():
     out = kernel.band_attention(q, k, v, bands, backend="triton")
     out.backward(torch.randn_like(out))
     assert out.transpose(1, 2).is_contiguous()
-    flat = kernel._flat_bands(kernel.normalize_bands(bands, 2))
+    bands = kernel.normalize_bands(bands, 2)  # what crosses the operators' schema, as it is
     q, k, v = (t.detach() for t in (q, k, v))
-    o, lse = torch.ops.band_attention.fwd(q, k, v, flat, 0.25)
-    for op, args in ((torch.ops.band_attention.fwd.default, (q, k, v, flat, 0.25)),
-                     (torch.ops.band_attention.bwd.default, (torch.randn_like(o), q, k, v, o, lse, flat, 0.25))):
+    o, lse = torch.ops.band_attention.fwd(q, k, v, bands, 0.25)
+    for op, args in ((torch.ops.band_attention.fwd.default, (q, k, v, bands, 0.25)),
+                     (torch.ops.band_attention.bwd.default, (torch.randn_like(o), q, k, v, o, lse, bands, 0.25))):
         result = torch.library.opcheck(op, args)
         assert set(result.values()) == {"SUCCESS"}, result
 
@@ -487,12 +487,12 @@ def test_triton_rejects_unsupported_head_dim():
 # -----------------------------------------------------------------------------
 # FlexAttention with the same bands (a baseline; PyTorch runs its backward on GPUs only)
 
-def test_flex_backend_forward_matches_reference():
+def test_flex_bands_forward_matches_reference():
     rng = random.Random(3)
     bands = random_bands(3, 37, rng) + [sp_bands(1, 37, "dense")[0]]
     q, k, v = make_qkv(2, 4, 37, 16, torch.float32)
     with torch.no_grad():
-        out = kernel.band_attention(q, k, v, kernel.bands_tensor(kernel.normalize_bands(bands, 4)), backend="flex")
+        out = baselines.flex_band_attention(q, k, v, kernel.normalize_bands(bands, 4))
     assert torch.isfinite(out).all()
     assert rel_err(out, reference(q, k, v, bands)) < 1e-5
 

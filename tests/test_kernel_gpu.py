@@ -5,7 +5,9 @@ import random
 import pytest
 import torch
 
+import baselines
 import kernel
+import kernel_launch
 from test_kernel import (assert_close_to_reference, assert_exact_at_band_edges, check_decode_step, make_qkv,
                          random_bands, rel_err, run_with_grads, sp_bands)
 
@@ -54,7 +56,7 @@ def test_gpu_random_intervals(seed, scale):
 @pytest.mark.parametrize("D", [64, 128])
 def test_gpu_tiles_at_a_band_edge(tile_path, dtype, D):
     # test_kernel.py's test_triton_tiles_at_a_band_edge with the GPU's tiles: 32 or 64 rows a side
-    # (kernel.KERNEL_CONFIGS; fp32 64 x 32), so a tile's distances run from a multiple of 32 plus 1
+    # (kernel_launch.KERNEL_CONFIGS; fp32 64 x 32), so a tile's distances run from a multiple of 32 plus 1
     # minus its key rows to that multiple plus its query rows minus 1: edges at lo = 1 and 33 and 65,
     # and at hi = 160 and 192. Not bf16: its tolerance would let a wrong band edge of one head pass.
     torch.manual_seed(D)
@@ -93,13 +95,13 @@ def test_gpu_strides_a_descriptor_cannot_take():
 def tile_path(request, monkeypatch):
     """Each way the loops can stream their tiles, forced whatever the call's size: TMA descriptors,
     or pointers (GPUs before Hopper, and small calls). The launch plans are made again around the test."""
-    kernel._plan.cache_clear()
+    kernel_launch.plan.cache_clear()
     if request.param == "tma":
-        monkeypatch.setattr(kernel, "TMA_MIN_TILES", 0)
+        monkeypatch.setattr(kernel_launch, "TMA_MIN_TILES", 0)
     else:
-        monkeypatch.setattr(kernel, "_tma_on", lambda device: False)
+        monkeypatch.setattr(kernel_launch, "tma_on", lambda device: False)
     yield request.param
-    kernel._plan.cache_clear()
+    kernel_launch.plan.cache_clear()
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -178,14 +180,15 @@ def test_gpu_torch_compile_matches_eager():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_gpu_flex_backend_with_gradients(dtype):
+def test_gpu_flex_bands_with_gradients(dtype):
     # the FlexAttention baseline computes the same function, gradients included, empty rows too
     rng = random.Random(7)
     torch.manual_seed(7)
     H, T = 4, 300
     bands = random_bands(H, T, rng)
     q, k, v = make_qkv(2, H, T, 64, dtype, "cuda")
-    assert_close_to_reference(lambda a, b, c: kernel.band_attention(a, b, c, bands, backend="flex"),
+    normalized = kernel.normalize_bands(bands, H)
+    assert_close_to_reference(lambda a, b, c: baselines.flex_band_attention(a, b, c, normalized),
                               q, k, v, bands, TOL[dtype])
 
 
@@ -204,7 +207,7 @@ def test_gpu_band_decode_kernel(dtype, D, pattern):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_gpu_direct_launches_equal_the_jit(tile_path, dtype):
     # The first call of a shape goes through Triton's JIT, the next ones straight to the compiled
-    # binary (kernel._launch): the results are bitwise the same, and an input that specializes
+    # binary (kernel_launch.launch): the results are bitwise the same, and an input that specializes
     # differently (a start that is not 16-byte aligned, another T) gets its own binary, not a wrong one.
     torch.manual_seed(7)
     H, T = 6, 333
@@ -212,9 +215,9 @@ def test_gpu_direct_launches_equal_the_jit(tile_path, dtype):
     q, k, v = make_qkv(2, H, T, 64, dtype, "cuda")
     do = torch.randn_like(q)
     first = run_with_grads(triton_fn(bands), q, k, v, do)
-    plans = [kernel._plan(kind, kernel.normalize_bands(bands, H), 2, T, 64, dtype, q.device)
+    plans = [kernel_launch.plan(kind, kernel.normalize_bands(bands, H), 2, T, 64, dtype, q.device)
              for kind in ("fwd", "dq", "dkdv")]
-    assert all(len(p.launchers) == 1 and p.meta["TMA"] == (tile_path == "tma") for p in plans)
+    assert all(len(p.launchers) == 1 and p.meta["TMA_TILES"] == (tile_path == "tma") for p in plans)
     again = run_with_grads(triton_fn(bands), q, k, v, do)
     assert all(len(p.launchers) == 1 for p in plans)  # served by the kept launchers
     for x, y in zip(first, again):
@@ -228,13 +231,18 @@ def test_gpu_direct_launches_equal_the_jit(tile_path, dtype):
 
 @pytest.mark.parametrize("pattern", ["sp", "sp_exclusive", "dense"])
 def test_gpu_cuda_graph_capture_and_tensor_bands(pattern):
-    # band_attention forward + backward captured in a CUDA graph, with bands as a CUDA tensor, a CPU
-    # tensor or the normalized tuple: no host sync per call (after the first), replay equals eager.
+    # band_attention forward + backward captured in a CUDA graph, with the bands as the model passes
+    # them (normalized) or as a CPU tensor: no host sync per call (after the first), replay equals
+    # eager. A CUDA tensor is read on the host at every call (a sync), so it cannot be captured; eagerly
+    # it gives the same result.
     torch.manual_seed(8)
     H, T = 8, 512
     nested = sp_bands(H, T, pattern)
     as_tuple = kernel.normalize_bands(nested, H)
-    for bands in (kernel.bands_tensor(as_tuple).cuda(), kernel.bands_tensor(as_tuple), as_tuple):
+    q, k, v = make_qkv(2, H, T, 64, torch.bfloat16, "cuda")
+    assert torch.equal(kernel.band_attention(q, k, v, kernel.bands_tensor(as_tuple).cuda()),
+                       kernel.band_attention(q, k, v, as_tuple))
+    for bands in (kernel.bands_tensor(as_tuple), as_tuple):
         q, k, v = (t.requires_grad_() for t in make_qkv(2, H, T, 64, torch.bfloat16, "cuda"))
         do = torch.randn_like(q)
 

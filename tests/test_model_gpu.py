@@ -98,7 +98,7 @@ def test_gpu_training_steps_replayed_from_cuda_graphs_give_the_compiled_steps_lo
     # fp32, so the two runs differ only by how the step is launched, and by run-to-run noise: the band
     # kernel is deterministic, but SDPA's fp32 backward and some of the compiled model's other kernels
     # are not, and a gradient spike at this learning rate blows the noise up for a few steps: to about
-    # 0.01 for dense, less for sp (docs/kernel.md, section 13, gives the runs behind the tolerances).
+    # 0.01 for dense, less for sp (bench/LAB.md, section 1, gives the runs behind the tolerances).
     import train
     args = ["--dataset=shakespeare_char", "--device=cuda", "--dtype=float32", "--compile=True",
             "--batch_size=8", "--block_size=128", "--n_layer=2", "--n_head=4", "--n_embd=64", "--dropout=0.0",
