@@ -21,9 +21,7 @@ done.json (written last). Idempotent: re-running with the same interpreter and o
 """
 from __future__ import annotations
 
-import argparse
 import pickle
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,10 +31,9 @@ ROOT = HERE.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from data.bpe import (DONE, describe_done, mark_unfinished, prepared_already, read_done, sizes,  # noqa: E402
-                      write_bytes_atomic, write_json_atomic, write_tokens)
-from data.pystdlib.prepare import (VAL_FRACTION, default_root, fingerprint, is_val, list_sources,  # noqa: E402
-                                   read_source)
+from data.bpe import (DONE, describe_done, mark_unfinished, sizes, write_bytes_atomic,  # noqa: E402
+                      write_json_atomic, write_tokens)
+from data.pystdlib.prepare import VAL_FRACTION, command_line, is_val, plan_build, read_source  # noqa: E402
 
 END_OF_DOCUMENT = 0
 VOCAB_SIZE = 256
@@ -50,28 +47,11 @@ def vocabulary():
 
 
 def prepare(root=None, out_dir=HERE, val_fraction=VAL_FRACTION, include_tests=True, force=False, log=print) -> dict:
-    root = Path(root) if root is not None else default_root()
     out_dir = Path(out_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"stdlib folder {root} not found")
-    rels = list_sources(root, include_tests)
-    params = {
-        "source": str(root),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "fingerprint": fingerprint(root, rels),
-        "include_tests": include_tests,
-        "val_fraction": val_fraction,
-        "split": "sha256(relative path) per document",
-        "tokenizer": "bytes of the UTF-8 text, 0 after each document",
-    }
-    done = prepared_already(out_dir, params, force, log, lambda done: (
-        f" [{done['documents']['train'] + done['documents']['val']:,} documents, {params['python']}]"))
+    root, rels, params, done = plan_build(root, out_dir, val_fraction, include_tests, force, log,
+                                          "bytes of the UTF-8 text, 0 after each document")
     if done is not None:
         return done
-    old = read_done(out_dir)
-    if old is not None and not force:
-        log(f"{out_dir} was prepared from different inputs ({old['params'].get('python')}, "
-            f"{old['params'].get('source')}); rebuilding")
 
     import numpy as np
 
@@ -125,14 +105,7 @@ def prepare(root=None, out_dir=HERE, val_fraction=VAL_FRACTION, include_tests=Tr
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--root", default=None, help="stdlib folder (default: this interpreter's, %s)" % default_root())
-    p.add_argument("--out_dir", default=str(HERE), help="where the outputs go (default: %(default)s)")
-    p.add_argument("--val_fraction", type=float, default=VAL_FRACTION)
-    p.add_argument("--no_tests", action="store_true", help="leave out test/, tests/ and idle_test/ folders")
-    p.add_argument("--force", action="store_true", help="redo even if already prepared")
-    a = p.parse_args(argv)
-    prepare(a.root, a.out_dir, a.val_fraction, include_tests=not a.no_tests, force=a.force)
+    command_line(prepare, __doc__.split("\n")[0], HERE, argv)
 
 
 if __name__ == "__main__":
