@@ -271,8 +271,8 @@ class Context:
 def context(o, base):
     splits, meta, data = check_data(o)
     params = count_params(o, base, meta)
-    return Context(splits, data, params, base_iters(o, params), E.val_windows(splits["val"], o.block_size),
-                   E.spread(E.val_windows(splits["val"], o.block_size), o.copy_windows))
+    windows = E.val_windows(splits["val"], o.block_size)
+    return Context(splits, data, params, base_iters(o, params), windows, E.spread(windows, o.copy_windows))
 
 
 def count_params(o, base, meta):
