@@ -515,7 +515,7 @@ def measure_throughput(o, base):
         E.copy_probe(model, ctx.probe_windows, o.copy_distances, o.copy_span, o.eval_batch, autocast_of(cfg, device))
         # the steps' time at the median speed can exceed the call's on a machine whose speed varies
         setup_s = max(0.0, wall_s - THROUGHPUT_ITERS * o.batch_tokens / speed)
-        store["patterns"][p] = dict(tokens_per_s=round(speed), setup_s=round(setup_s, 1), eval_s=round(time.time() - t0, 1))
+        store["patterns"][p] = dict(tokens_per_s=round(speed), setup_s=round(setup_s, 2), eval_s=round(time.time() - t0, 3))
         shutil.rmtree(cfg.out_dir, ignore_errors=True)
         store.update(device=torch.cuda.get_device_name(device) if device.startswith("cuda") else device,
                      torch=torch.__version__, compile=bool(cfg.compile and device.startswith("cuda")),
