@@ -6,9 +6,7 @@ each training run.
     import evaluate as E
     windows = E.val_windows(val_tokens, block_size)        # (n, N + 1): consecutive, non-overlapping
     full = E.full_loss(model, windows)                      # the mean loss, and its mean per position bucket
-    rows = E.copy_probe(model, E.spread(windows, 64), distances=(32, 96, 192, 384, 768), span=32)
-    rows = E.head_ablation(model, E.spread(windows, 64))   # the loss change per layer, head and bucket
-    stats = E.head_stats(model, E.spread(windows, 8))       # sigma and mean entropy (heads.py)
+    rows = E.copy_probe(model, E.spread(windows, 128), distances=(128, 384, 896), span=32)
 
 Conventions (N = block_size, losses in nats):
   window     N + 1 consecutive tokens w[0..N] of the validation split. Window k is tokens
@@ -24,13 +22,11 @@ The model is called as model(x, y) and must return (logits (B, T, V), anything):
 targets given. Every function puts the model in eval mode for the call and restores its mode after.
 """
 
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import numpy as np
 import torch
 from torch.nn import functional as F
-
-import heads
 
 BUCKET = 64
 
@@ -86,24 +82,36 @@ def full_loss(model, windows, batch_size=8, autocast=nullcontext(), bucket=BUCKE
 
 
 # -----------------------------------------------------------------------------
-# The copy probe
+# The copy probe, with a matched control
 
 def check_copy(block_size, distance, span):
-    """Raise ValueError unless a span of `span` tokens fits twice, `distance` apart, in one window."""
-    if span < 1 or not span <= distance <= block_size + 1 - span:
-        raise ValueError(f"copy probe: distance {distance} with span {span} needs span <= distance <= "
+    """Raise ValueError unless a span of `span` tokens fits twice, `distance` apart, in one window, with
+    a repeated token after its first (the first is scored apart)."""
+    if span < 2 or not span <= distance <= block_size + 1 - span:
+        raise ValueError(f"copy probe: distance {distance} with span {span} needs 2 <= span <= distance <= "
                          f"block_size + 1 - span = {block_size + 1 - span} (the copies may not overlap, and "
                          "the earlier one must start inside the window)")
 
 
-def copy_windows(windows, distance, span):
-    """The probe windows: each window w with its tokens [p-d, p-d+L) replaced by its last L tokens
-    [p, p+L), p = N + 1 - L, d = distance, L = span (see copy_probe)."""
+def copy_windows(windows, distance, span, insert=None):
+    """The windows with their tokens [p-d, p-d+L) replaced by `insert` (n, L), p = N + 1 - L,
+    d = distance, L = span. By default `insert` is each window's own last L tokens [p, p+L): the probe.
+    With control_spans(windows, L) it is the control (see copy_probe)."""
     p = windows.size(1) - span
     check_copy(windows.size(1) - 1, distance, span)
-    probe = windows.clone()
-    probe[:, p - distance:p - distance + span] = windows[:, p:]
-    return probe
+    out = windows.clone()
+    out[:, p - distance:p - distance + span] = windows[:, p:] if insert is None else insert
+    return out
+
+
+def control_spans(windows, span):
+    """(n, L): the span that each window's control inserts, the last L tokens of the next window (the
+    last window takes the first's). Real text of the same split, of the same kind as the repeated span,
+    and not that span."""
+    if len(windows) < 2:
+        raise ValueError("copy probe: the control takes each window's span from another window, so it needs "
+                         f"at least 2 windows, got {len(windows)}")
+    return windows[:, -span:].roll(-1, 0)
 
 
 def copy_probe(model, windows, distances, span=32, batch_size=8, autocast=nullcontext()):
@@ -111,93 +119,35 @@ def copy_probe(model, windows, distances, span=32, batch_size=8, autocast=nullco
 
     In window w the span S = w[p..p+L-1] is its last L tokens (p = N + 1 - L, so all of them are
     targets). The probe window is w with its tokens [p-d, p-d+L) replaced by S: each token w[p+k] of
-    the second occurrence then has an identical copy exactly d positions earlier. d is the distance
-    from each token to its copy, which is also the distance between the two occurrences' starts: d = L
-    puts them back to back, and d - L tokens lie between them. The control is w itself: the same span
-    at the same place after the same text, with w's own (other) tokens where the probe has the copy.
-    The scored tokens are the L tokens of the second occurrence, predicted at positions N-L..N-1; w[p],
-    the first, has no cue in the text that a repeat begins, and is scored too.
+    the second occurrence then has an identical copy exactly d positions earlier (d = L puts the two
+    back to back; d - L tokens lie between them). The control window is w with the same tokens
+    [p-d, p-d+L) replaced by another span S' of L tokens (control_spans: the next window's last L).
+    Probe and control lose the same context, at the same place, to a span of the same length; they
+    differ only in whether that span is S. The scored tokens are the second occurrence, predicted at
+    positions N-L..N-1, in two parts:
 
-      gain(d) = mean control loss - mean probe loss over the scored tokens and the windows
-              (nats per token; > 0: the earlier copy helps)
+      first     w[p], the first token of the repeat: nothing in the text says a repeat begins, so a
+                copy can help it only by chance
+      repeat    w[p+1..p+L-1], tokens 2..L: the tokens before them already match the copy
 
-    Returns [dict(distance, span, windows, probe_loss, control_loss, gain)], one per distance. The
-    control does not depend on d: it is computed once."""
+      gain(d)   = control_loss - probe_loss over the repeat's tokens and the windows (nats per token)
+      share(d)  = gain / control_loss: the part of the control's loss that the copy removes (1: all of
+                it, 0: the copy is not used, < 0: it misleads)
+
+    Returns [dict(distance, span, windows, control_loss, probe_loss, gain, share, control_first,
+    probe_first)], one per distance (losses: means over the windows)."""
     N = windows.size(1) - 1
     for d in distances:
         check_copy(N, d, span)
-    scored = slice(N - span, N)
-    control = token_losses(model, windows, batch_size, autocast)[:, scored].double().mean().item()
+    insert = control_spans(windows, span)
     rows = []
     for d in distances:
-        probe = token_losses(model, copy_windows(windows, d, span), batch_size, autocast)[:, scored]
-        probe = probe.double().mean().item()
-        rows.append(dict(distance=d, span=span, windows=len(windows), probe_loss=probe, control_loss=control,
-                         gain=control - probe))
+        control = token_losses(model, copy_windows(windows, d, span, insert), batch_size, autocast)[:, N - span:]
+        probe = token_losses(model, copy_windows(windows, d, span), batch_size, autocast)[:, N - span:]
+        control_loss, probe_loss = control[:, 1:].double().mean().item(), probe[:, 1:].double().mean().item()
+        rows.append(dict(distance=d, span=span, windows=len(windows), control_loss=control_loss,
+                         probe_loss=probe_loss, gain=control_loss - probe_loss,
+                         share=(control_loss - probe_loss) / control_loss,
+                         control_first=control[:, 0].double().mean().item(),
+                         probe_first=probe[:, 0].double().mean().item()))
     return rows
-
-
-# -----------------------------------------------------------------------------
-# Head ablation
-
-@contextmanager
-def ablated_head(model, layer, head):
-    """Inside the `with`, head `head` of layer `layer` contributes nothing: a forward pre-hook zeroes
-    its slice y[..., head*D:(head+1)*D] of the input y of the layer's c_proj, where the H heads'
-    outputs stand side by side (D = C // H). No weight or module is changed; the hook is removed after."""
-    attn = model.transformer.h[layer].attn
-    if not 0 <= head < attn.n_head:
-        raise ValueError(f"head {head} does not exist: layer {layer} has {attn.n_head} heads")
-    D = attn.n_embd // attn.n_head
-    keep = torch.ones(attn.n_embd, device=attn.c_proj.weight.device)
-    keep[head * D:(head + 1) * D] = 0
-    handle = attn.c_proj.register_forward_pre_hook(lambda module, args: (args[0] * keep.to(args[0].dtype),))
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-def head_ablation(model, windows, batch_size=8, autocast=nullcontext(), bucket=BUCKET):
-    """What each head is needed for, by position: for every layer l and head h, the bucket losses of the
-    windows with head h of layer l zeroed (ablated_head), against the intact model's on the same windows.
-
-      delta(l, h, b) = L_b(with head h of layer l zeroed) - L_b(intact)   (> 0: the model needs the head there)
-
-    Returns [dict(layer, head, bucket, positions, base_loss, ablated_loss, delta)], layers, heads and
-    buckets in order."""
-    base = bucket_means(token_losses(model, windows, batch_size, autocast), bucket)
-    rows = []
-    for layer, block in enumerate(model.transformer.h):
-        for head in range(block.attn.n_head):
-            with ablated_head(model, layer, head):
-                ablated = bucket_means(token_losses(model, windows, batch_size, autocast), bucket)
-            rows += [dict(layer=layer, head=head, bucket=s, positions=n, base_loss=b, ablated_loss=a, delta=a - b)
-                     for (s, n, b), (_, _, a) in zip(base, ablated)]
-    return rows
-
-
-# -----------------------------------------------------------------------------
-# Head specialization
-
-def head_stats(model, windows, chunk=1):
-    """dict(sigma, entropy): heads.py's head diversity and mean entropy of the attention over the
-    windows' inputs, formed `chunk` windows at a time (heads.attention_probs holds L*H*N*N floats a window).
-
-    Pooling the chunks is exact for patterns with a fixed mask (the only ones heads.py measures): every
-    window has the same queries that see a key, so with E_lh(c) = heads.entropy of chunk c (n_c windows),
-      E_lh    = sum_c n_c E_lh(c) / sum_c n_c                  (layer l, head h: mean over windows and queries)
-      sigma   = mean over l of the population std over h of E_lh   (heads.head_diversity)
-      entropy = sum_lh q_lh E_lh / sum_lh q_lh                 (heads.mean_entropy; q_lh = queries of head h
-                                                                in layer l that see at least one key)
-    """
-    device = next(model.parameters()).device
-    x = windows[:, :-1]
-    T = x.size(1)
-    total = 0
-    for start in range(0, len(x), chunk):
-        part = x[start:start + chunk].to(device)
-        total = total + len(part) * heads.entropy(heads.attention_probs(model, part)).double().cpu()
-    E = total / len(x)                                                               # (L, H)
-    seen = torch.stack([b.attn.pattern.visible(T, T, 0).any(-1).sum(-1).cpu() for b in model.transformer.h])
-    return dict(sigma=heads.diversity(E), entropy=((E * seen).nansum() / seen.sum()).item())

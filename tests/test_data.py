@@ -33,6 +33,7 @@ def _load(name, rel):
 shakespeare = _load("prepare_shakespeare", "data/shakespeare/prepare.py")
 shakespeare_char = _load("prepare_shakespeare_char", "data/shakespeare_char/prepare.py")
 pystdlib = _load("prepare_pystdlib", "data/pystdlib/prepare.py")
+pystdlib_bytes = _load("prepare_pystdlib_bytes", "data/pystdlib_bytes/prepare.py")
 fineweb = _load("prepare_fineweb_edu", "data/fineweb_edu/prepare.py")
 
 
@@ -295,6 +296,45 @@ def test_pystdlib_real_stdlib_is_big_enough():
     assert size > 12_000_000, f"stdlib has only {size:,} bytes of .py; the corpus would be < 5 M tokens"
 
 
+def test_pystdlib_bytes_holds_pystdlibs_documents_as_bytes(tmp_path):
+    root = tmp_path / "lib"
+    _make_stdlib(root)
+    out, bpe_out = tmp_path / "out", tmp_path / "bpe"
+    done = pystdlib_bytes.prepare(root, out, val_fraction=0.4, log=Log())
+    pystdlib.prepare(root, bpe_out, val_fraction=0.4, log=Log())
+    meta = pickle.loads((out / "meta.pkl").read_bytes())
+    assert meta["vocab_size"] == 256 and len(meta["itos"]) == 256
+    assert all(meta["stoi"][meta["itos"][i]] == i and len(meta["itos"][i]) == 1 for i in range(256))
+    for split in ("train", "val"):
+        ids = np.fromfile(out / f"{split}.bin", dtype=np.uint16)
+        assert ids.max() < 256 and ids[-1] == 0 and done[f"{split}_tokens"] == ids.size
+        # the documents, cut at the 0 bytes, are the BPE corpus' documents (the same files, the same split)
+        docs = [d.decode("utf-8") for d in bytes(ids.astype(np.uint8)).split(b"\x00")[:-1]]
+        assert docs == _split_docs(bpe_out / f"{split}.bin")
+        # sample.py's char codec: every id is one character, and the latin-1 bytes of those characters are the file's
+        text = "".join(meta["itos"][int(i)] for i in ids)
+        assert text.encode("latin-1") == bytes(ids.astype(np.uint8))
+    assert done["documents"] == json.loads((bpe_out / "done.json").read_text())["documents"]
+    assert [r.split("\t")[2] for r in (out / "documents.tsv").read_text().splitlines()[1:]] == \
+        [r.split("\t")[2] for r in (bpe_out / "documents.tsv").read_text().splitlines()[1:]]
+    # a file holding a 0 byte (no Python source does) would break the document boundaries: left out, listed
+    (root / "zero.py").write_bytes(b"x = '\x00'\n")
+    done = pystdlib_bytes.prepare(root, out, val_fraction=0.4, log=Log())
+    assert done["files_skipped_holding_a_zero_byte"] == ["zero.py"]
+    log = Log()
+    pystdlib_bytes.prepare(root, out, val_fraction=0.4, log=log)
+    assert "nothing to do" in log.text()
+
+
+def test_pystdlib_bytes_of_a_non_ascii_file_are_its_utf8(tmp_path):
+    root, out = tmp_path / "lib", tmp_path / "out"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "latin.py").write_bytes(b"# -*- coding: latin-1 -*-\r\nS = '\xe9'\r\n")
+    pystdlib_bytes.prepare(root, out, val_fraction=0.0, log=Log())
+    assert _read(out / "train.bin") == list("# -*- coding: latin-1 -*-\nS = 'é'\n".encode("utf-8")) + [0]
+    assert _read(out / "val.bin") == []
+
+
 # ---------------------------------------------------------------------------------------------
 # online corpus: shard/resume logic on a local list of documents
 
@@ -416,6 +456,7 @@ def test_scripts_run_from_anywhere(tmp_path, cwd):
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     cmds = [("data/shakespeare/prepare.py", ["--input", str(src), "--out_dir", str(tmp_path / "s")]),
             ("data/pystdlib/prepare.py", ["--root", str(lib), "--out_dir", str(tmp_path / "p")]),
+            ("data/pystdlib_bytes/prepare.py", ["--root", str(lib), "--out_dir", str(tmp_path / "b")]),
             ("data/shakespeare_char/prepare.py", ["--out_dir", str(tmp_path / "c")])]
     for rel, args in cmds:
         where = ROOT if cwd == "root" else (ROOT / rel).parent

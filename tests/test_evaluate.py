@@ -1,15 +1,12 @@
-"""experiments/evaluate.py: the windows, the full loss and its buckets, the copy probe, head ablation and head stats,
-each checked against an independent computation or a model whose answer is known."""
-import copy
-
+"""experiments/evaluate.py: the windows, the full loss and its buckets, and the copy probe with its matched
+control, each checked against an independent computation or a model whose answer is known."""
 import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
 import evaluate as E
-import heads
-from model import GPT, GPTConfig, head_bands
+from model import GPT, GPTConfig
 
 V = 37
 
@@ -59,92 +56,74 @@ def test_full_loss_is_the_mean_of_independent_per_token_losses_and_the_buckets_w
     assert sum(n * loss for _, n, loss in full["buckets"]) / 40 == pytest.approx(full["loss"], rel=1e-6)
 
 
-def test_copy_windows_put_the_repeat_where_the_docstring_says():
+def test_copy_windows_put_the_repeat_and_the_control_span_where_the_docstring_says():
     w = E.val_windows(tokens(3 * 41, seed=2), 40)
     L, p = 4, 41 - 4
+    other = E.control_spans(w, L)
+    assert torch.equal(other, w[[1, 2, 0], p:])                          # the next window's last L tokens
     for d in (4, 9, 37):                                                 # back to back ... the first at 0
-        probe = E.copy_windows(w, d, L)
-        assert torch.equal(probe[:, p:], w[:, p:])                       # the second occurrence: w's own
+        probe, control = E.copy_windows(w, d, L), E.copy_windows(w, d, L, other)
+        assert torch.equal(probe[:, p:], w[:, p:]) and torch.equal(control[:, p:], w[:, p:])  # the scored span
         assert torch.equal(probe[:, p - d:p - d + L], w[:, p:])          # its copy, d positions earlier
+        assert torch.equal(control[:, p - d:p - d + L], other)           # another span in the same place
         outside = torch.ones(41, dtype=torch.bool)
         outside[p - d:p - d + L] = False
-        assert torch.equal(probe[:, outside], w[:, outside])             # nothing else changed
+        assert torch.equal(probe[:, outside], w[:, outside]) and torch.equal(control[:, outside], w[:, outside])
     for d in (3, 38):
         with pytest.raises(ValueError, match="span <= distance <= block_size"):
             E.copy_windows(w, d, L)
+    with pytest.raises(ValueError, match="at least 2 windows"):
+        E.control_spans(w[:1], L)
 
 
-class Copier(torch.nn.Module):
-    """A model that copies at one distance: at position i it predicts the token d before the next
-    one, x[i+1-d], with a logit margin of 10."""
+class InductionCopier(torch.nn.Module):
+    """A model that copies at one distance d as an induction head does: at position i, when the token
+    x[i] equals x[i-d], it predicts the token that followed that one, x[i+1-d] (a logit margin of 10);
+    elsewhere it predicts nothing (uniform logits, loss log V)."""
 
     def __init__(self, d):
         super().__init__()
         self.d, self.anchor = d, torch.nn.Parameter(torch.zeros(()))  # a parameter: the device
 
     def forward(self, x, y):
-        src = torch.arange(x.size(1)) + 1 - self.d
-        guess = torch.where(src >= 0, x[:, src.clamp(min=0)], 0)
-        return 10.0 * F.one_hot(guess, V).float(), None
+        i = torch.arange(x.size(1))
+        seen = torch.where(i >= self.d, x[:, (i - self.d).clamp(min=0)], -1)
+        guess = x[:, (i + 1 - self.d).clamp(min=0)]
+        return 10.0 * F.one_hot(guess, V).float() * (seen == x)[..., None], None
 
 
-def test_copy_probe_scores_the_repeated_tokens():
+def test_copy_probe_scores_the_repeat_against_a_matched_control_and_the_first_token_apart():
     w = E.val_windows(tokens(16 * 41, seed=3), 40)
-    rows = E.copy_probe(Copier(8), w, distances=[8, 12], span=4, batch_size=5)
-    at8, at12 = rows
-    assert at8["distance"] == 8 and at8["windows"] == 16 and at8["span"] == 4
-    # every scored token has its copy 8 back: the copier gets all of them, the first one too
-    assert at8["probe_loss"] < 0.01 and at8["control_loss"] > 8
-    assert at8["gain"] == pytest.approx(at8["control_loss"] - at8["probe_loss"])
-    # a copy 12 back is not where this copier looks: it reads the same tokens as in the control
-    assert at12["gain"] == 0 and at12["control_loss"] == at8["control_loss"]
+    w[:, 41 - 4 - 9] = (w[:, 41 - 4 - 1] + 1) % V  # no chance match for the first token's lookup (see below)
+    near, far = E.copy_probe(InductionCopier(8), w, distances=[8, 20], span=4, batch_size=5)
+    assert (near["distance"], near["windows"], near["span"]) == (8, 16, 4)
+    # tokens 2..L follow a token that matches its copy 8 back: the copier gets them; in the control the
+    # span 8 back is another one, so it has nothing to go on (loss log V, but where tokens match by chance)
+    assert near["probe_loss"] < 0.01 and near["control_loss"] == pytest.approx(np.log(V), rel=0.2)
+    assert near["gain"] == pytest.approx(near["control_loss"] - near["probe_loss"])
+    assert near["share"] == pytest.approx(near["gain"] / near["control_loss"]) and near["share"] > 0.99
+    # the first token follows original text in both, which does not match the text 8 before it: no
+    # cue, the same loss whatever the copy
+    assert near["probe_first"] == pytest.approx(near["control_first"]) and near["probe_first"] > 2
+    # 20 back is not where this copier looks, and the changed span is outside what it reads: no gain at all
+    assert far["gain"] == 0 and far["share"] == 0 and far["control_first"] == far["probe_first"]
 
 
-def test_ablating_a_head_is_zeroing_its_columns_of_c_proj_and_leaves_no_hook():
-    model, w = tiny(scale=5.0), E.val_windows(tokens(3 * 41, seed=4), 40)
-    before = E.token_losses(model, w)
-    with E.ablated_head(model, 1, 2):
-        hooked = E.token_losses(model, w)
-    surgery = copy.deepcopy(model)
-    with torch.no_grad():
-        surgery.transformer.h[1].attn.c_proj.weight[:, 2 * 8:3 * 8] = 0  # D = 32 // 4
-    torch.testing.assert_close(hooked, E.token_losses(surgery, w))
-    assert not torch.equal(hooked, before)
-    assert torch.equal(E.token_losses(model, w), before)                 # the hook is gone
-    with pytest.raises(ValueError, match="head 4 does not exist"):
-        with E.ablated_head(model, 0, 4):
-            pass
+def test_the_first_token_is_scored_apart_from_the_repeat():
+    # A model that reads only the current token. At d = L the token before the repeat is the inserted
+    # span's last one (S's in the probe, S''s in the control), so the first token's loss differs; the
+    # repeat's tokens are predicted from the repeat itself, the same in both: no gain on the repeat.
+    class Bigram(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = torch.nn.Parameter(torch.randn(V, V, generator=torch.Generator().manual_seed(0)))
 
+        def forward(self, x, y):
+            return self.table[x], None
 
-def test_an_ablated_head_changes_only_the_positions_it_sees():
-    # one layer of sp_exclusive: head h sees keys only from query position S_h on, and before that
-    # its output is 0, so zeroing it changes the losses exactly at positions i >= S_h
-    model, w = tiny("sp_exclusive", n_layer=1, scale=5.0), E.val_windows(tokens(4 * 41, seed=5), 40)
-    before = E.token_losses(model, w)
-    for head in range(4):
-        start = int(head_bands(4, 40, "sp_exclusive")[head, 0, 0])      # S_h = 10 h
-        with E.ablated_head(model, 0, head):
-            after = E.token_losses(model, w)
-        assert torch.equal(after[:, :start], before[:, :start])
-        assert (after[:, start:] != before[:, start:]).any(0).all()
-
-
-def test_head_ablation_rows():
-    model, w = tiny(scale=5.0), E.val_windows(tokens(2 * 41, seed=6), 40)
-    rows = E.head_ablation(model, w, bucket=16)
-    assert len(rows) == 2 * 4 * 3
-    assert [(r["layer"], r["head"], r["bucket"]) for r in rows[:4]] == [(0, 0, 0), (0, 0, 16), (0, 0, 32), (0, 1, 0)]
-    base = E.bucket_means(E.token_losses(model, w), 16)
-    for r in rows:
-        assert r["base_loss"] == pytest.approx(base[r["bucket"] // 16][2])
-        assert r["delta"] == pytest.approx(r["ablated_loss"] - r["base_loss"])
-    assert sum(abs(r["delta"]) for r in rows) > 0
-
-
-@pytest.mark.parametrize("attn", ["dense", "sp_exclusive"])
-def test_head_stats_in_chunks_equal_heads_summary_of_all_windows_at_once(attn):
-    model, w = tiny(attn, scale=5.0), E.val_windows(tokens(5 * 41, seed=7), 40)
-    expected = heads.summary(heads.attention_probs(model, w[:, :-1]))
-    got = E.head_stats(model, w, chunk=2)                                # chunks of 2, 2 and 1
-    assert got["sigma"] == pytest.approx(expected["sigma"], rel=1e-5)
-    assert got["entropy"] == pytest.approx(expected["entropy"], rel=1e-5)
+    w = E.val_windows(tokens(8 * 41, seed=4), 40)
+    (row,) = E.copy_probe(Bigram(), w, distances=[4], span=4)
+    assert row["gain"] == pytest.approx(0, abs=1e-9) and abs(row["probe_first"] - row["control_first"]) > 0.1
+    matched = E.token_losses(Bigram(), E.copy_windows(w, 4, 4, E.control_spans(w, 4)))[:, 40 - 4]
+    assert row["control_first"] == pytest.approx(matched.double().mean().item())   # not the unchanged window's
+    assert abs(E.token_losses(Bigram(), w)[:, 40 - 4].double().mean().item() - row["control_first"]) > 0.1

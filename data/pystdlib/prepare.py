@@ -100,10 +100,11 @@ def read_source(path) -> str | None:
     return text.replace("\r\n", "\n")
 
 
-def prepare(root=None, out_dir=HERE, val_fraction=VAL_FRACTION, include_tests=True, force=False,
-            num_threads=None, log=print) -> dict:
+def plan_build(root, out_dir, val_fraction, include_tests, force, log, tokenizer):
+    """(root, the relative paths of its sources, the build's params, out_dir's done-marker when it holds
+    this build already, else None). A corpus of the stdlib's sources (this one, data/pystdlib_bytes)
+    starts here; a folder that holds another build is said to be rebuilt."""
     root = Path(root) if root is not None else default_root()
-    out_dir = Path(out_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"stdlib folder {root} not found")
     rels = list_sources(root, include_tests)
@@ -114,16 +115,23 @@ def prepare(root=None, out_dir=HERE, val_fraction=VAL_FRACTION, include_tests=Tr
         "include_tests": include_tests,
         "val_fraction": val_fraction,
         "split": "sha256(relative path) per document",
-        "tokenizer": "gpt2",
+        "tokenizer": tokenizer,
     }
     done = prepared_already(out_dir, params, force, log, lambda done: (
         f" [{done['documents']['train'] + done['documents']['val']:,} documents, {params['python']}]"))
-    if done is not None:
-        return done
     old = read_done(out_dir)
-    if old is not None and not force:
+    if done is None and old is not None and not force:
         log(f"{out_dir} was prepared from different inputs ({old['params'].get('python')}, "
             f"{old['params'].get('source')}); rebuilding")
+    return root, rels, params, done
+
+
+def prepare(root=None, out_dir=HERE, val_fraction=VAL_FRACTION, include_tests=True, force=False,
+            num_threads=None, log=print) -> dict:
+    out_dir = Path(out_dir)
+    root, rels, params, done = plan_build(root, out_dir, val_fraction, include_tests, force, log, "gpt2")
+    if done is not None:
+        return done
 
     t0 = time.time()
     mark_unfinished(out_dir)
@@ -198,15 +206,20 @@ def prepare(root=None, out_dir=HERE, val_fraction=VAL_FRACTION, include_tests=Tr
     return done
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def command_line(prepare, description, out_dir, argv=None):
+    """Run `prepare` (this file's, or data/pystdlib_bytes') with the options of the command line."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--root", default=None, help="stdlib folder (default: this interpreter's, %s)" % default_root())
-    p.add_argument("--out_dir", default=str(HERE), help="where the outputs go (default: %(default)s)")
+    p.add_argument("--out_dir", default=str(out_dir), help="where the outputs go (default: %(default)s)")
     p.add_argument("--val_fraction", type=float, default=VAL_FRACTION)
     p.add_argument("--no_tests", action="store_true", help="leave out test/, tests/ and idle_test/ folders")
     p.add_argument("--force", action="store_true", help="redo even if already prepared")
     a = p.parse_args(argv)
     prepare(a.root, a.out_dir, a.val_fraction, include_tests=not a.no_tests, force=a.force)
+
+
+def main(argv=None):
+    command_line(prepare, __doc__.split("\n")[0], HERE, argv)
 
 
 if __name__ == "__main__":
