@@ -1,17 +1,18 @@
 """The results record: the lab's results folders (RESULTS) keep only what a document links, and their
 READMEs (and the lab folders' own) link only what exists.
 
-A document is any *.md file of the repository or a notebook in notebooks/. A file under results/ is
-linked when some document names it by its path from the repository root (bench/results/model/x.log) or from
-the document's own folder (x.log in bench/results/model/README.md, ../results/bench/x.log in docs/*.md). A
-path written after a colon (git show 7bd82db:results/PATH, how a document cites a file that has left
-the tree) names that old file, not the one on disk, so it does not count. Each folder's README.md is
-itself a document and needs no link. Files that a .gitignore covers (experiments/results/compare/.gitignore's
-runs/, the root's __pycache__/) and the .gitignore files themselves are not part of the record.
+A document is any *.md file of the repository or a notebook in notebooks/. A file under RESULTS is
+linked when some document names it by its path from the repository root (bench/results/model/x.log)
+or from the document's own folder (x.log in bench/results/model/README.md, ../bench/results/model/x.log
+in docs/*.md). A path written after a colon (git show 7bd82db:results/PATH, how a document cites a
+file that has left the tree) names that old file, not the one on disk, so it does not count. Each
+folder's README.md is itself a document and needs no link. Files that a .gitignore covers
+(experiments/results/quality/.gitignore's *.tmp, the root's __pycache__/) and the .gitignore files
+themselves are not part of the record.
 
-The reverse: every relative markdown link in a results/**/README.md, and every `backticked` path there
-ending in .log, .csv, .json, .png, .md, .py or .sh, exists (a backticked path may be written from the
-README's folder or from the repository root; code blocks are not checked).
+The reverse: every relative markdown link in a README.md under RESULTS or in LAB_READMES, and every
+`backticked` path there ending in .log, .csv, .json, .png, .md, .py or .sh, exists (a backticked path
+may be written from the README's folder or from the repository root; code blocks are not checked).
 """
 import fnmatch
 import json
@@ -165,5 +166,5 @@ def test_the_rules_of_the_check():
     assert unlinked(files, docs) == ["results/x/c.log", "results/x/d.log"]
     assert dangling("bench/results/model/README.md", "[x](nope.log) `bench/plot_bench.py` `git show a:b.log`\n"
                     "```\n`nope2.log`\n```\n") == ["nope.log"]
-    assert ignored("experiments/results/compare/runs", True) and ignored("results/a/__pycache__", True)
-    assert not ignored("experiments/results/compare/table.md", False)
+    assert ignored("experiments/results/quality/x.tmp", False) and ignored("results/a/__pycache__", True)
+    assert not ignored("experiments/results/quality/README.md", False)
