@@ -49,19 +49,19 @@ from torch.nn import functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 from model import ATTN_PATTERNS, GPT, ConfigError, GPTConfig, head_bands  # noqa: E402
 
-# The byte vocabulary, in four disjoint ranges, so that filler can never be taken for an answer.
+# The byte vocabulary, in disjoint ranges, so that filler can never be taken for an answer.
 FILLER = (0, 64)       # noise around the things that matter
-VALUES = (64, 128)     # mqar's values and copy's span tokens: every answer is one of these 64
+VALUES = (64, 128)     # mqar's values, its answers: 64
 KEYS = (128, 255)      # mqar's keys: 127, distinct within a sequence
+SPAN = (64, 255)       # copy's span tokens: 191, distinct within a sequence (the tasks never share one)
 MARK = 255             # copy: marks the start of the span and of its repeat
 VOCAB = 256
-CHANCE = 1 / (VALUES[1] - VALUES[0])  # answers are uniform over VALUES, independent of all else
 TASKS = ("mqar", "copy")
 PLACEMENT_ROUNDS = 8   # mqar: redraws of queries that overlap another (see mqar_batch)
 
 # The regime checks and the verdict, fixed before any number exists (the README says why).
 DENSE_FLOOR = 0.95     # dense must reach this accuracy in every distance bucket, every seed
-CHANCE_MARGIN = 0.02   # window, beyond its reach, must stay at or below CHANCE + this, or + CHANCE_SE
+CHANCE_MARGIN = 0.02   # window, beyond its reach, must stay at or below chance + this, or + CHANCE_SE
 CHANCE_SE = 4          # binomial standard errors of chance at the bucket's count, where that is more
 LEARNED = 0.90         # "a pattern has learned a distance": its seeds' mean accuracy reaches this
 MATCH_MARGIN = 0.02    # "matches dense": no bucket more than this below dense's mean
@@ -86,7 +86,7 @@ class Options:
     # the tasks
     min_distance: int = 64                    # answers sit at distances [min_distance, block_size-2]
     n_queries: int = 16                       # mqar: queries a sequence (at most block_size // 64)
-    span: int = 32                            # copy: tokens of the copied span (at most min_distance)
+    span: int = 32                            # copy: tokens of the copied span, distinct (<= min_distance)
     bucket: int = 64                          # distances per bucket of the accuracy
     # training
     steps: int = 2000                         # optimizer steps a run (size it from --throughput)
@@ -98,7 +98,7 @@ class Options:
     grad_clip: float = 1.0
     eval_interval: int = 100                  # steps between evaluations (and checkpoints)
     eval_sequences: int = 1024                # the held-out set, the same for every run of a task
-    compile: bool = False                     # torch.compile the training step (recompiles every run)
+    compile: bool = False                     # torch.compile each run's model (compiled anew every run)
     device: str = "auto"                      # auto: cuda when there is one, else cpu
     # where, and for how long
     results_dir: str = "experiments/results/tasks"
@@ -128,6 +128,15 @@ def make_batch(task, o, batch_size, gen):
     return copy_batch(batch_size, o.block_size, o.span, o.min_distance, gen)
 
 
+def chance(task, o):
+    """The accuracy of a model that cannot see the answer. mqar: 1/64, values are uniform and
+    independent of all else. copy: span tokens are distinct, so a model that has seen the repeat's
+    first k tokens (all local) can rule those out: 1/(191 - k), at most 1/(191 - span + 1)."""
+    if task == "mqar":
+        return 1 / (VALUES[1] - VALUES[0])
+    return 1 / (SPAN[1] - SPAN[0] - o.span + 1)
+
+
 def mqar_batch(B, N, n_queries, min_distance, gen):
     """Multi-query associative recall. Each sequence holds n_queries keys, distinct, each stored once
     as a pair (key, value) and queried once, later, by the same pair; filler elsewhere. The scored
@@ -137,7 +146,7 @@ def mqar_batch(B, N, n_queries, min_distance, gen):
     uniformly from [a+1, N-1]; the stored key sits at i-a-1 and its value at i-a (the answer); the
     query's value at i+1 is the target. A query whose four positions overlap another's is drawn again,
     PLACEMENT_ROUNDS times; one that still overlaps is left out (filler, not scored): about 4 in 10,000
-    at n_queries = N/64. Chance is 1/64: values are uniform and independent of everything else.
+    at n_queries = N/64.
     """
     dev, Q = gen.device, n_queries
     a = torch.zeros(B, Q, dtype=torch.long, device=dev)
@@ -162,20 +171,21 @@ def mqar_batch(B, N, n_queries, min_distance, gen):
 
 
 def copy_batch(B, N, span, min_distance, gen):
-    """Exact copy. Each sequence holds one span of `span` random tokens from VALUES, MARK just before
-    it, and later MARK and the same tokens again, D = a + 1 positions after the original, with the
-    answer distance a drawn uniformly from [min_distance, N-2]; filler elsewhere. Every position of the
-    repeat is scored, its second MARK first: there the target is the span's first token, found after
-    the earlier MARK, and each later target is the token D - 1 back. Tokens may recur within a span, so
-    matching one token is not always enough: the model must copy in order. The span starts uniformly
-    in [1, N-D]; a repeat that runs past the sequence's end is cut there, so the longest distances have
-    fewer scored tokens (accuracy.csv counts them). Chance is 1/64.
+    """Exact copy. Each sequence holds one span of `span` random tokens, distinct, from SPAN, with MARK
+    just before it, and later MARK and the same tokens again, D = a + 1 positions after the original,
+    the answer distance a drawn uniformly from [min_distance, N-2]; filler elsewhere. Every position of
+    the repeat is scored, its second MARK first: there the target is the span's first token, found after
+    the earlier MARK, and each later target is the token D - 1 back, found after the one earlier copy
+    of the current token (distinct tokens: as in the repeated random tokens of the induction-head
+    studies, whose vocabulary of 50k makes repeats rare). The span starts uniformly in [1, N-D]; a
+    repeat that runs past the sequence's end is cut there, so the longest distances have fewer scored
+    tokens (accuracy.csv counts them).
     """
     dev = gen.device
     a = torch.randint(min_distance, N - 1, (B, 1), generator=gen, device=dev)
     D = a + 1
     start = (1 + (torch.rand(B, 1, generator=gen, device=dev) * (N - D)).long()).clamp_(max=N - D)
-    tokens = torch.randint(*VALUES, (B, span), generator=gen, device=dev)
+    tokens = torch.rand(B, SPAN[1] - SPAN[0], generator=gen, device=dev).argsort(dim=1)[:, :span] + SPAN[0]
     k = torch.arange(span, device=dev)
     repeat = start + D + k
     repeat = torch.where(repeat <= N, repeat, N + 1)  # cut at the stream's end (column N + 1 is cut off)
@@ -237,10 +247,6 @@ class Run:
         """Its identity in runs.csv and accuracy.csv: the values of KEY as written there."""
         return (self.task, self.pattern, str(self.n_head), str(self.block_size), str(self.seed), fmt_lr(self.lr))
 
-    @property
-    def setting(self):
-        return setting_name(self.task, self.n_head, self.block_size)
-
 
 def fmt_lr(lr):
     return "?" if lr is None else f"{lr:g}"
@@ -298,7 +304,7 @@ def train_run(run, o, clock, device, held_out):
     save_run_rows(o, "accuracy.csv", run, rows)  # a restarted run's old rows go
     print(f"=== {run.name}: {f'resuming at step {step}' if step else 'training'}, {o.steps} steps of "
           f"{o.batch_size} x {o.block_size} tokens", flush=True)
-    forward = torch.compile(model) if o.compile else model
+    forward = compiled(model) if o.compile else model
     autocast = autocast_of(device)
 
     def checkpoint():
@@ -306,7 +312,7 @@ def train_run(run, o, clock, device, held_out):
                      generator=gen.get_state(), settings=run_settings(run, o))
         save_checkpoint(path, state)
 
-    if step == 0:
+    if not rows:  # the untrained model, for the curves' first point
         rows += evaluate(model, held_out, o, autocast, step)
     t0, segment_start = time.time(), step
     while step < o.steps:
@@ -332,7 +338,7 @@ def train_run(run, o, clock, device, held_out):
         state["speeds"].append((step - segment_start) * o.batch_size * o.block_size / seconds)
         new = evaluate(model, held_out, o, autocast, step)
         if not math.isfinite(train_loss) or not all(math.isfinite(r["loss"]) for r in new):
-            return diverged(run, o, path, rows, step, state)
+            return diverged(run, o, path, model, rows, step, state, device)
         rows += new
         checkpoint()
         save_run_rows(o, "accuracy.csv", run, rows)
@@ -343,6 +349,13 @@ def train_run(run, o, clock, device, held_out):
         t0, segment_start = time.time(), step
     finish(run, o, path, model, rows, state, device)
     return "done"
+
+
+def compiled(model):
+    """torch.compile of a fresh model. Dynamo's caches are reset first: every run builds a new model,
+    and after cache_size_limit recompilations of one function dynamo would fall back to eager silently."""
+    torch._dynamo.reset()
+    return torch.compile(model)
 
 
 def sync_time(device):
@@ -376,10 +389,11 @@ def evaluate(model, held_out, o, autocast, step):
 
 def summary(rows):
     """Accuracy over every scored position, and the lowest bucket's, of one evaluation's rows."""
+    rows = [r for r in rows if r["count"]]
     n = sum(r["count"] for r in rows)
-    acc = sum(r["accuracy"] * r["count"] for r in rows if r["count"]) / n
-    loss = sum(r["loss"] * r["count"] for r in rows if r["count"]) / n
-    lowest = min(rows, key=lambda r: r["accuracy"])
+    acc = sum(r["accuracy"] * r["count"] for r in rows) / n
+    loss = sum(r["loss"] * r["count"] for r in rows) / n
+    lowest = min(rows, key=lambda r: r["accuracy"] if math.isfinite(r["accuracy"]) else -1.0)
     return dict(accuracy=acc, loss=loss, min_bucket_accuracy=lowest["accuracy"], min_bucket=lowest["bucket"])
 
 
@@ -388,20 +402,21 @@ def finish(run, o, path, model, rows, state, device):
     last = summary([r for r in rows if r["step"] == o.steps])
     save_run_rows(o, "runs.csv", run, [dict(
         n_layer=o.n_layer, n_embd=o.n_embd, params=model.get_num_params(non_embedding=False),
-        tokens=o.steps * o.batch_size * o.block_size, steps=o.steps, accuracy=last["accuracy"], loss=last["loss"],
-        min_bucket_accuracy=last["min_bucket_accuracy"], tokens_per_s=f"{statistics.median(state['speeds']):.0f}",
+        tokens=o.steps * o.batch_size * o.block_size, steps=o.steps, chance=chance(run.task, o),
+        accuracy=last["accuracy"], loss=last["loss"], min_bucket_accuracy=last["min_bucket_accuracy"], tokens_per_s=f"{statistics.median(state['speeds']):.0f}",
         train_s=f"{state['train_s']:.1f}", device=device_name(device), error="")])
     print(f"=== {run.name}: done; final accuracy {last['accuracy']:.4f}, lowest bucket "
           f"{last['min_bucket_accuracy']:.4f} (at d >= {last['min_bucket']})", flush=True)
     shutil.rmtree(os.path.dirname(path), ignore_errors=True)
 
 
-def diverged(run, o, path, rows, step, state):
+def diverged(run, o, path, model, rows, step, state, device):
     """A non-finite loss (too high a rate, say): a result, not a crash. Its row says so; NaN accuracy."""
     save_run_rows(o, "accuracy.csv", run, rows)
     save_run_rows(o, "runs.csv", run, [dict(
-        n_layer=o.n_layer, n_embd=o.n_embd, tokens=step * o.batch_size * o.block_size, steps=o.steps,
-        accuracy=math.nan, loss=math.nan, min_bucket_accuracy=math.nan, train_s=f"{state['train_s']:.1f}",
+        n_layer=o.n_layer, n_embd=o.n_embd, params=model.get_num_params(non_embedding=False),
+        tokens=step * o.batch_size * o.block_size, steps=o.steps, chance=chance(run.task, o), accuracy=math.nan,
+        loss=math.nan, min_bucket_accuracy=math.nan, train_s=f"{state['train_s']:.1f}", device=device_name(device),
         error=f"diverged: non-finite loss by step {step}")])
     print(f"=== {run.name}: diverged (non-finite loss by step {step})", flush=True)
     shutil.rmtree(os.path.dirname(path), ignore_errors=True)
@@ -639,37 +654,34 @@ def show_plan(o):
 
 
 def measure_throughput(o):
-    """--throughput: time THROUGHPUT_STEPS training steps and one evaluation of each (pattern, heads),
-    print what a run costs and what a 10-minute call holds, and keep the speeds in throughput.csv for
-    run_experiment's estimates."""
+    """--throughput: time THROUGHPUT_STEPS training steps (of the first task's batches) and one evaluation
+    of each (pattern, heads); print what a run costs and what a 10-minute call holds, and keep the speeds
+    in throughput.csv, from which run_experiment estimates whether a run fits in a call."""
     device = pick_device(o)
-    tokens = o.batch_size * o.block_size
     print(f"{device_name(device)}, torch {torch.__version__}, compile {o.compile}, {o.batch_size} x {o.block_size} "
-          f"tokens a step, {o.n_layer} layers x {o.n_embd}", flush=True)
+          f"tokens a step, {o.n_layer} layers x {o.n_embd}, {o.steps} steps a run", flush=True)
     print(f"{'pattern':<14}{'heads':>6}{'ms/step':>9}{'M tok/s':>9}{'eval s':>8}{'warm-up s':>10}"
           f"{'steps/10 min':>13}{'run s':>8}", flush=True)
     rows, held_out = [], eval_set(o.tasks[0], o, device)
     for H in o.heads:
         for p in o.patterns:
-            rows.append(time_pattern(Run(o.tasks[0], p, H, o.block_size, 0, o.lr_sweep[0]), o, device, held_out))
-            r = rows[-1]
-            run_s = SETUP_S + o.steps * r["step_s"] + (o.steps // o.eval_interval + 1) * r["eval_s"]
-            print(f"{p:<14}{H:>6}{1e3 * r['step_s']:>9.2f}{tokens / r['step_s'] / 1e6:>9.3f}{r['eval_s']:>8.2f}"
+            run = Run(o.tasks[0], p, H, o.block_size, 0, o.lr_sweep[0])
+            rows.append(time_pattern(run, o, device, held_out))
+            write_throughput(o, rows)
+            r, run_s = rows[-1], Estimates(o, device).seconds(run)
+            print(f"{p:<14}{H:>6}{1e3 * r['step_s']:>9.2f}{r['tokens_per_s'] / 1e6:>9.3f}{r['eval_s']:>8.2f}"
                   f"{r['warmup_s']:>10.1f}{int(600 / r['step_s']):>13}{run_s:>8.0f}", flush=True)
-    write_throughput(o, rows)
-    runs = plan(o, {})
-    per_run = {(r["pattern"], r["n_head"]): SETUP_S + o.steps * r["step_s"] + (o.steps // o.eval_interval + 1) * r["eval_s"]
-               for r in rows}
-    total = sum(per_run[(r.pattern, r.n_head)] for r in runs)
-    print(f"the plan: {len(runs)} runs of {o.steps} steps, about {total / 60:.1f} minutes of GPU time "
-          f"({math.ceil(total / 480)} calls of 8 minutes' training); each 1000 steps a run adds about "
-          f"{len(runs) * 1000 * statistics.mean(r['step_s'] for r in rows) / 60:.1f} minutes", flush=True)
+    runs, estimates = plan(o, {}), Estimates(o, device)
+    total = estimates.total(runs)
+    print(f"the plan: {len(runs)} runs of {o.steps} steps, about {total / 60:.1f} minutes of GPU time, "
+          f"{math.ceil(total / 480)} calls of 8 minutes' runs; 1000 more steps a run add about "
+          f"{sum(estimates.known[(r.pattern, r.n_head)][0] for r in runs) * 1000 / 60:.1f} minutes", flush=True)
 
 
 def time_pattern(run, o, device, held_out):
     model = build_model(run, o).to(device)
     optimizer = model.configure_optimizers(o.weight_decay, run.lr, (o.beta1, o.beta2), device.type)
-    forward = torch.compile(model) if o.compile else model
+    forward = compiled(model) if o.compile else model
     gen = torch.Generator(device=device)
     gen.manual_seed(data_seed(run))
     autocast = autocast_of(device)
@@ -708,7 +720,7 @@ def write_throughput(o, rows):
 
 KEY = ("task", "pattern", "n_head", "block_size", "seed", "lr")
 COLUMNS = {
-    "runs.csv": list(KEY) + ["n_layer", "n_embd", "params", "tokens", "steps", "accuracy", "loss",
+    "runs.csv": list(KEY) + ["n_layer", "n_embd", "params", "tokens", "steps", "chance", "accuracy", "loss",
                              "min_bucket_accuracy", "tokens_per_s", "train_s", "device", "error"],
     "accuracy.csv": list(KEY) + ["step", "tokens", "bucket", "bucket_hi", "count", "accuracy", "loss"],
     "throughput.csv": ["pattern", "n_head", "block_size", "n_layer", "n_embd", "batch_size", "compile", "step_s",
@@ -771,6 +783,7 @@ class Setting:
     n_head: int
     block_size: int
     n_layer: int
+    chance: float                            # the accuracy of a model that cannot see the answer
     buckets: list                            # [(lo, hi)]
     counts: dict                             # {bucket: scored positions}: the held-out set is the same for all
     patterns: dict                           # name -> Pattern
@@ -805,8 +818,9 @@ def load(results_dir):
             by_pattern.items(), key=lambda kv: ATTN_PATTERNS.index(kv[0]))}
         bounds = sorted({b for p in patterns.values() for f in p.finals for b in f} |
                         {b for p in patterns.values() for c in p.curve.values() for b in c})
-        n_layer = int(next(iter(by_pattern.values()))[0]["n_layer"])
-        settings.append(Setting(task, H, N, n_layer, bounds, counts.get(task, {}), patterns))
+        first = next(iter(by_pattern.values()))[0]
+        settings.append(Setting(task, H, N, int(first["n_layer"]), float(first["chance"]), bounds,
+                                counts.get(task, {}), patterns))
     return settings
 
 
@@ -834,10 +848,10 @@ def regime(s):
     else:
         worst = min(((f.get(b, math.nan), r["seed"], b) for r, f in zip(dense.runs, dense.finals) for b in s.buckets),
                     key=lambda t: t[0] if math.isfinite(t[0]) else -1.0)
-        ok = worst[0] >= DENSE_FLOOR
-        checks.append((f"dense >= {DENSE_FLOOR:.0%} in every bucket, every seed", ok,
-                       f"lowest {pct(worst[0])} (seed {worst[1]}, d = {worst[2][0]}-{worst[2][1] - 1}), "
-                       f"{len(dense.runs)} seeds"))
+        seen = (f"lowest {pct(worst[0])} (seed {worst[1]}, d = {worst[2][0]}-{worst[2][1] - 1})"
+                if math.isfinite(worst[0]) else f"seed {worst[1]} has no final accuracy (diverged)")
+        checks.append((f"dense >= {DENSE_FLOOR:.0%} in every bucket, every seed", worst[0] >= DENSE_FLOOR,
+                       f"{seen}, {len(dense.runs)} seeds"))
     window, beyond = s.patterns.get("window"), [b for b in s.buckets if b[0] > s.reach]
     name = (f"window <= chance + {CHANCE_MARGIN * 100:.0f} points (or {CHANCE_SE} standard errors) beyond its "
             f"reach ({s.reach})")
@@ -846,19 +860,19 @@ def regime(s):
     elif not beyond:
         checks.append((name, True, f"not applicable: its reach {s.reach} covers every distance"))
     else:
-        over = [(f.get(b, math.nan) - chance_bound(s.counts.get(b, 0)), f.get(b, math.nan), r["seed"], b)
+        over = [(f.get(b, math.nan) - chance_bound(s.chance, s.counts.get(b, 0)), f.get(b, math.nan), r["seed"], b)
                 for r, f in zip(window.runs, window.finals) for b in beyond]
         worst = max(over, key=lambda t: t[0] if math.isfinite(t[0]) else math.inf)
-        checks.append((name, worst[0] <= 0, f"highest {pct(worst[1])} against chance {pct(CHANCE)} (seed {worst[2]}, "
+        checks.append((name, worst[0] <= 0, f"highest {pct(worst[1])} against chance {pct(s.chance)} (seed {worst[2]}, "
                                             f"d = {worst[3][0]}-{worst[3][1] - 1}), {len(window.runs)} seeds"))
     return checks
 
 
-def chance_bound(count):
-    """The most a pattern that cannot see the answer may score in a bucket of `count` positions."""
+def chance_bound(p, count):
+    """The most a pattern that cannot see the answer (chance p) may score in a bucket of `count` positions."""
     if not count:
         return math.nan
-    return CHANCE + max(CHANCE_MARGIN, CHANCE_SE * math.sqrt(CHANCE * (1 - CHANCE) / count))
+    return p + max(CHANCE_MARGIN, CHANCE_SE * math.sqrt(p * (1 - p) / count))
 
 
 def verdicts(s):
@@ -920,8 +934,7 @@ def report(results_dir):
     lines = ["# Known-answer tasks: accuracy by distance", "",
              "Written by `python experiments/tasks.py --report_only` from runs.csv and accuracy.csv. Accuracy is "
              "the argmax at the scored positions of the held-out set, per bucket of answer distance d; a pattern's "
-             "runs are its seeds at its chosen learning rate; 'mean (min-max)' over them, in percent. "
-             f"Chance is {pct(CHANCE)}.", "", "## Regime checks (written down before any run)", "",
+             "runs are its seeds at its chosen learning rate; 'mean (min-max)' over them, in percent.", "", "## Regime checks (written down before any run)", "",
              "| setting | check | passed | seen |", "| --- | --- | --- | --- |"]
     in_regime = {}
     for s in settings:
@@ -941,7 +954,7 @@ def report(results_dir):
 def section(s, ok):
     names = list(s.patterns)
     lines = ["", f"## {s.task}, {s.n_head} heads (N = {s.block_size}, band width N/H = {s.block_size // s.n_head}, "
-                 f"window's reach {s.n_layer} x {s.reach // s.n_layer} = {s.reach})", ""]
+                 f"window's reach {s.n_layer} x {s.reach // s.n_layer} = {s.reach}, chance {pct(s.chance)})", ""]
     lines += verdicts(s) if ok and "dense" in s.patterns else ["**Not in regime: no verdict.**"]
     lines += ["", "Final accuracy by distance, % (seeds, lr):", "",
               "| d | " + " | ".join(f"{n} ({len(s.patterns[n].runs)}, {s.patterns[n].lr})" for n in names) + " |",
@@ -980,7 +993,7 @@ def figure(s, path):
             beyond = p.name == "window" and b[0] > s.reach  # dashed: window cannot see that far
             ax.plot(steps, [p.curve[t].get(b, math.nan) for t in steps], color=colors(k / max(1, len(s.buckets) - 1)),
                     lw=1.2, ls="--" if beyond else "-", label=f"{b[0]}-{b[1] - 1}" if k in (0, len(s.buckets) - 1) else None)
-        ax.axhline(CHANCE, color="grey", ls=":", lw=1)
+        ax.axhline(s.chance, color="grey", ls=":", lw=1)
         ax.axhline(LEARNED, color="grey", ls="-.", lw=0.8)
         ax.set_title(f"{p.name} ({len(p.runs)} seeds)" + (f", reach {s.reach}" if p.name == "window" else ""), fontsize=9)
         ax.set_xlabel("step")
@@ -1046,11 +1059,12 @@ def check_options(o):
     if o.min_distance > o.block_size - 2:
         raise ConfigError(f"--min_distance={o.min_distance} leaves no answer distance in [min_distance, block_size-2] "
                           f"at block_size={o.block_size}")
-    if "copy" in o.tasks and o.span > o.min_distance:
-        raise ConfigError(f"--span={o.span} > --min_distance={o.min_distance}: the repeat must start after the span")
-    if "mqar" in o.tasks and o.n_queries > max(1, o.block_size // 64):
-        raise ConfigError(f"--n_queries={o.n_queries} > block_size // 64 = {o.block_size // 64}: more would crowd the "
-                          "sequence and leave queries out unevenly (mqar_batch)")
+    if "copy" in o.tasks and o.span > min(o.min_distance, SPAN[1] - SPAN[0]):
+        raise ConfigError(f"--span={o.span} is more than --min_distance={o.min_distance} (the repeat must start after "
+                          f"the span) or than the {SPAN[1] - SPAN[0]} span tokens")
+    if "mqar" in o.tasks and o.n_queries > min(max(1, o.block_size // 64), KEYS[1] - KEYS[0]):
+        raise ConfigError(f"--n_queries={o.n_queries} is more than block_size // 64 = {o.block_size // 64} (more would "
+                          f"crowd the sequence and leave queries out unevenly) or than the {KEYS[1] - KEYS[0]} keys")
     if o.dry_run + o.report_only + o.throughput > 1:
         raise ConfigError("--dry_run, --report_only and --throughput each do one thing: give one of them")
     for H in o.heads:

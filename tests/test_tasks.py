@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import tasks
-from tasks import KEYS, MARK, VALUES
+from tasks import KEYS, MARK, SPAN, VALUES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY = ["--device=cpu", "--block_size=64", "--n_layer=2", "--n_embd=32", "--heads=4", "--patterns=dense,window",
@@ -67,7 +67,8 @@ def test_every_answer_sits_in_the_context_at_its_distance(task):
     assert (x[b, i - dist - 1] == x[b, i]).all()                 # just after the token that matches the current one
     inside = i + 1 < N                                           # the stream: a target is the next input
     assert (y[b[inside], i[inside]] == x[b[inside], i[inside] + 1]).all()
-    assert ((y[b, i] >= VALUES[0]) & (y[b, i] < VALUES[1])).all()
+    lo, hi = VALUES if task == "mqar" else SPAN
+    assert ((y[b, i] >= lo) & (y[b, i] < hi)).all()
 
 
 def test_mqar_every_query_key_occurs_once_before_it():
@@ -98,6 +99,9 @@ def test_copy_repeat_is_determined_by_the_two_marks():
         assert y[row, marks[1]] == x[row, marks[0] + 1]
         for i in scored:
             assert d[row, i] == D - 1 and y[row, i] == x[row, i + 1 - D]
+        original = x[row, marks[0] + 1:marks[0] + 1 + span].tolist()
+        assert len(set(original)) == span and all(SPAN[0] <= t < SPAN[1] for t in original)  # distinct
+        assert y[row, scored].tolist() == original[:len(scored)]
 
 
 @pytest.mark.parametrize("task", tasks.TASKS)
@@ -110,9 +114,11 @@ def test_distances_are_uniform_and_answers_at_chance(task):
     counts = torch.bincount((dist - 32) // 32).double()         # 7 buckets of 32 over [32, 254]
     expect = len(dist) * torch.tensor([32] * 6 + [31]) / 223
     assert len(counts) == 7 and ((counts - expect).abs() < 5 * expect.sqrt()).all(), counts
-    values = torch.bincount(y[y >= 0] - VALUES[0], minlength=64).double()
-    assert tasks.CHANCE == 1 / 64 and len(values) == 64
-    assert (values / values.sum()).max() < 1 / 64 + 5 * math.sqrt(1 / 64 / values.sum())
+    lo, hi = VALUES if task == "mqar" else SPAN               # answers are uniform over their alphabet
+    values = torch.bincount(y[y >= 0] - lo, minlength=hi - lo).double()
+    assert len(values) == hi - lo and (values / values.sum()).max() < 1 / len(values) + 5 * math.sqrt(
+        1 / len(values) / values.sum())
+    assert tasks.chance(task, options()) == (1 / 64 if task == "mqar" else 1 / (191 - 15))
 
 
 @pytest.mark.parametrize("task", tasks.TASKS)
@@ -216,6 +222,41 @@ def test_dry_run_lists_every_run_and_its_state(tmp_path, straight, capsys):
     assert "mqar_dense_h4_n64_lr" in done[-1] and "_s2" in done[-1]
 
 
+def test_a_run_that_diverges_is_a_result_and_no_regime(tmp_path, capsys):
+    tasks.main(TOY + ["--tasks=mqar", "--patterns=dense", "--lr_sweep=1e6", "--seeds=1"] + dirs(tmp_path))
+    assert "diverged (non-finite loss by step 4)" in capsys.readouterr().out
+    run, = rows(tmp_path / "results", "runs.csv")
+    assert run["error"] == "diverged: non-finite loss by step 4" and run["accuracy"] == "nan"
+    assert not list(tmp_path.glob("runs/*/ckpt.pt"))
+    table = (tmp_path / "results" / "table.md").read_text()
+    assert "seed 0 has no final accuracy (diverged)" in table and "**Not in regime: no verdict.**" in table
+
+
+def test_throughput_times_every_pattern_and_sizes_the_plan(tmp_path, capsys):
+    tasks.main(TOY + ["--throughput", "--tasks=mqar"] + dirs(tmp_path))
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in out[2:4]] == [["dense", "4"], ["window", "4"]]
+    assert out[-1].startswith("the plan: 10 runs of 8 steps, about ")   # 2 patterns x (3 rates + seeds 1, 2)
+    timed = rows(tmp_path / "results", "throughput.csv")
+    assert [(r["pattern"], r["n_head"], r["device"], r["compile"]) for r in timed] == [
+        ("dense", "4", "cpu", "False"), ("window", "4", "cpu", "False")]
+    assert all(float(r["step_s"]) > 0 and float(r["tokens_per_s"]) > 0 for r in timed)
+    assert not (tmp_path / "results" / "runs.csv").exists()
+
+
+def test_a_run_that_would_not_fit_waits_for_the_next_call(tmp_path, capsys):
+    """The call's first run always starts; a later one starts only if its measured speed says it fits."""
+    slow = dict(block_size=64, n_layer=2, n_embd=32, batch_size=4, compile="False", step_s=100, eval_s=0,
+                warmup_s=0, tokens_per_s=2.56, device="cpu", torch=torch.__version__)
+    tasks.write_csv(str(tmp_path / "results" / "throughput.csv"), tasks.COLUMNS["throughput.csv"],
+                    [dict(pattern=p, n_head=4, **slow) for p in ("dense", "window")])
+    tasks.main(TOY + ["--tasks=mqar", "--lr_sweep=1e-2", "--seeds=1", "--max_minutes=5"] + dirs(tmp_path))
+    out = capsys.readouterr().out
+    assert "mqar_dense_h4_n64_lr0.01_s0: done" in out
+    assert "=== mqar_window_h4_n64_lr0.01_s0 needs about 810 s, more than this call has left" in out
+    assert "left: 1 runs" in out
+
+
 # -----------------------------------------------------------------------------
 # Stopping at --max_minutes and going on exactly
 
@@ -281,7 +322,7 @@ def setting(dense, window, sp=None, n_head=4):
     patterns = {"dense": pattern("dense", dense), "window": pattern("window", window)}
     if sp:
         patterns["sp"] = pattern("sp", sp)
-    return tasks.Setting("mqar", n_head, 64, 2, BUCKETS, dict(zip(BUCKETS, (1000, 1000, 1000, 400))), patterns)
+    return tasks.Setting("mqar", n_head, 64, 2, 1 / 64, BUCKETS, dict(zip(BUCKETS, (1000, 1000, 1000, 400))), patterns)
 
 
 def finals(*values):
@@ -300,7 +341,7 @@ def test_regime_checks_pass_and_fail_as_stated():
     checks = tasks.regime(setting(GOOD_DENSE, leak))
     assert [ok for _, ok, _ in checks] == [True, False] and "seed 1, d = 40-55" in checks[1][2]
     # at 400 positions 4 standard errors of chance are 2.5 points, more than the 2-point margin
-    assert tasks.chance_bound(400) == pytest.approx(1 / 64 + 4 * math.sqrt(1 / 64 * 63 / 64 / 400))
+    assert tasks.chance_bound(1 / 64, 400) == pytest.approx(1 / 64 + 4 * math.sqrt(1 / 64 * 63 / 64 / 400))
     noisy = [GOOD_WINDOW[0], finals(0.9, 0.4, 0.0, 1 / 64 + 0.024)]
     assert [ok for _, ok, _ in tasks.regime(setting(GOOD_DENSE, noisy))] == [True, True]
     noisy = [GOOD_WINDOW[0], finals(0.9, 0.4, 0.0, 1 / 64 + 0.026)]
@@ -348,8 +389,8 @@ def test_learned_at_is_the_first_step_at_or_above_the_threshold():
     (["--steps=0"], "--steps must be at least 1"),
     (["--heads=3"], "n_embd=32 is not divisible by n_head=3"),
     (["--min_distance=63"], "leaves no answer distance"),
-    (["--span=9"], "--span=9 > --min_distance=8"),
-    (["--n_queries=2"], "--n_queries=2 > block_size // 64 = 1"),
+    (["--span=9"], "--span=9 is more than --min_distance=8"),
+    (["--n_queries=2"], "--n_queries=2 is more than block_size // 64 = 1"),
     (["--lr_sweep=-1e-3"], "positive rates"),
     (["--warmup_frac=1"], "--warmup_frac must be in [0, 1)"),
     (["--dry_run", "--report_only"], "each do one thing"),
