@@ -144,19 +144,19 @@ def mqar_batch(B, N, n_queries, min_distance, gen):
 
     Query q draws its answer distance a uniformly from [min_distance, N-2] and its key's position i
     uniformly from [a+1, N-1]; the stored key sits at i-a-1 and its value at i-a (the answer); the
-    query's value at i+1 is the target. A query whose four positions overlap another's is drawn again,
-    PLACEMENT_ROUNDS times; one that still overlaps is left out (filler, not scored): about 4 in 10,000
-    at n_queries = N/64.
+    query's value at i+1 is the target. A query whose four positions overlap another's draws its
+    position again (its distance stays: redrawing that too would favour the distances that overlap
+    less), PLACEMENT_ROUNDS times; one that still overlaps is left out (filler, not scored): about 14
+    in 10,000 at n_queries = N/64.
     """
     dev, Q = gen.device, n_queries
-    a = torch.zeros(B, Q, dtype=torch.long, device=dev)
+    a = torch.randint(min_distance, N - 1, (B, Q), generator=gen, device=dev)
     i = torch.zeros_like(a)
     redraw = torch.ones(B, Q, dtype=torch.bool, device=dev)
     for _ in range(PLACEMENT_ROUNDS):  # a fixed number of rounds: no host sync, the same draws on any device
-        new_a = torch.randint(min_distance, N - 1, (B, Q), generator=gen, device=dev)
         u = torch.rand(B, Q, generator=gen, device=dev)
-        new_i = (new_a + 1 + (u * (N - 1 - new_a)).long()).clamp_(max=N - 1)  # clamp: u*n may round up to n
-        a, i = torch.where(redraw, new_a, a), torch.where(redraw, new_i, i)
+        new_i = (a + 1 + (u * (N - 1 - a)).long()).clamp_(max=N - 1)  # clamp: u*n may round up to n
+        i = torch.where(redraw, new_i, i)
         redraw = overlaps(torch.stack([i - a - 1, i - a, i, i + 1], dim=-1), N + 1)
     keys = torch.rand(B, KEYS[1] - KEYS[0], generator=gen, device=dev).argsort(dim=1)[:, :Q] + KEYS[0]
     values = torch.randint(*VALUES, (B, Q), generator=gen, device=dev)
@@ -600,10 +600,10 @@ def say_left(o, todo, estimates=None):
         print(f"nothing left: every run of this plan is in {os.path.join(o.results_dir, 'runs.csv')}")
         return
     waiting = sum(r.lr is None for r in todo)
-    total = estimates.total([r for r in todo if r.lr is not None]) if estimates else None
+    total = estimates.total(todo) if estimates else None  # a run's time does not depend on its rate
     names = ", ".join(r.name for r in todo[:3]) + (", ..." if len(todo) > 3 else "")
     print(f"left: {len(todo)} runs ({waiting} waiting for an lr sweep"
-          + (f"; the others about {total / 60:.1f} minutes at the speeds measured" if total else "")
+          + (f"; about {total / 60:.1f} minutes at the speeds measured" if total else "")
           + f"): {names}. Run the same command again to continue.")
 
 
