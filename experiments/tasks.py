@@ -33,6 +33,7 @@ A run in runs.csv is done and skipped; its checkpoint is deleted.
 import csv
 import dataclasses
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -566,13 +567,15 @@ class Clock:
 
 
 class Estimates:
-    """How long a run takes: its speed in this call, else throughput.csv's for this device, else unknown."""
+    """How long a run takes: its speed in this call, else throughput.csv's for this device (for another
+    device where there is none, e.g. for --dry_run on a machine without the GPU), else unknown."""
 
     def __init__(self, o, device):
         self.o, self.known = o, {}
-        for r in read_csv(os.path.join(o.results_dir, "throughput.csv")):
-            if r["device"] == device_name(device) and r["compile"] == str(o.compile):
-                self.known[(r["pattern"], int(r["n_head"]))] = (float(r["step_s"]), float(r["eval_s"]))
+        timed = [r for r in read_csv(os.path.join(o.results_dir, "throughput.csv")) if r["compile"] == str(o.compile)]
+        here = [r for r in timed if r["device"] == device_name(device)]
+        for r in here or timed:
+            self.known[(r["pattern"], int(r["n_head"]))] = (float(r["step_s"]), float(r["eval_s"]))
 
     def seconds(self, run, from_step=0):
         if (run.pattern, run.n_head) not in self.known:
@@ -612,9 +615,16 @@ def say_left(o, todo, estimates=None):
 def pick_device(o):
     if o.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(o.device)
+    try:
+        device = torch.device(o.device)
+    except RuntimeError:
+        raise ConfigError(f"--device={o.device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device={o.device}: this script runs on cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device={o.device}, but this machine has no CUDA GPU: use --device=cpu or auto")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"--device={o.device}, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return device
 
 
@@ -1075,10 +1085,19 @@ def check_options(o):
 
 
 def usage():
-    fields = "\n".join(f"  --{f.name}={','.join(map(str, f.default)) if isinstance(f.default, tuple) else f.default}"
-                       for f in dataclasses.fields(Options))
-    return f"usage: python experiments/tasks.py [--key=value ...]\n\n{__doc__.strip().split(chr(10) * 2)[1]}\n\n" \
-           f"options (defaults):\n{fields}"
+    """The docstring's commands, then every option with its default and the comment beside it in Options."""
+    lines = []
+    for line in inspect.getsource(Options).splitlines()[2:]:
+        code, _, comment = line.strip().partition("#")
+        name = code.split(":")[0].strip()
+        if name in Options.__dataclass_fields__:
+            default = getattr(Options, name)
+            text = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+            lines.append(f"  {f'--{name}={text}':<44} {comment.strip()}".rstrip())
+        elif comment:
+            lines.append(f" {comment.strip()}:")
+    return "\n".join(["usage: python experiments/tasks.py [--key=value ...]", "", __doc__.strip().split("\n\n")[1], "",
+                      "options (default):"] + lines)
 
 
 def main(argv):

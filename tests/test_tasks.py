@@ -3,6 +3,7 @@ reconstructed from the inputs alone), the toy experiment end to end (2 layers x 
 run), exact resume after a time-limit stop, --dry_run, the report's regime checks and verdicts on
 numbers made by hand (NaN never passes), and one clear line for every bad option."""
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -399,6 +400,8 @@ def test_learned_at_is_the_first_step_at_or_above_the_threshold():
     (["--dry_run", "--report_only"], "each do one thing"),
     (["--compile=maybe"], "--compile takes true or false"),
     (["--device=cuda"], "this machine has no CUDA GPU"),
+    (["--device=tpu0"], "is not a device"),
+    (["--heads="], "--heads needs one head count"),
 ])
 def test_a_bad_option_gets_one_line(bad, says, tmp_path, capsys):
     if bad == ["--device=cuda"] and torch.cuda.is_available():
@@ -408,6 +411,15 @@ def test_a_bad_option_gets_one_line(bad, says, tmp_path, capsys):
     err = capsys.readouterr().err
     assert stop.value.code == 1 and err.startswith("error: ") and says in err and err.count("\n") == 1, err
     assert not (tmp_path / "results").exists()
+
+
+def test_help_lists_every_option_with_its_default(capsys):
+    tasks.main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python experiments/tasks.py")
+    for f in dataclasses.fields(tasks.Options):
+        assert f"--{f.name}=" in out
+    assert "--steps=2000" in out and "optimizer steps a run" in out
 
 
 def test_a_later_call_with_other_settings_is_refused(straight, capsys):
