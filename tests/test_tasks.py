@@ -47,6 +47,10 @@ def rows(folder, name):
         return list(csv.DictReader(f))
 
 
+def key(row):
+    return tuple(row[k] for k in tasks.KEY)
+
+
 def dirs(tmp):
     return [f"--results_dir={tmp}/results", f"--runs_dir={tmp}/runs"]
 
@@ -168,10 +172,6 @@ def test_the_experiment_writes_its_record(straight):
             sweep = [s for s in runs if key(s)[:4] == key(r)[:4] and s["seed"] == "0"]
             assert float(r["lr"]) == tasks.best_lr(sweep) == chosen[f"{r['task']}_h4_n64"][r["pattern"]]["lr"]
     assert not os.listdir(straight / "runs")                     # checkpoints go once a run is done
-
-
-def key(row):
-    return tuple(row[k] for k in tasks.KEY)
 
 
 def test_accuracy_counts_every_scored_position_of_the_held_out_set(straight):
