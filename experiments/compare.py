@@ -58,6 +58,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 import evaluate as E  # noqa: E402
+import record  # noqa: E402
 import report as R  # noqa: E402
 import train as T  # noqa: E402
 from model import ATTN_PATTERNS, GPT, GPTConfig, ConfigError  # noqa: E402
@@ -250,7 +251,7 @@ def choose_lrs(o, save=True):
                       f"{losses}", flush=True)
     if new and save:
         os.makedirs(o.results_dir, exist_ok=True)
-        write_atomic(path, json.dumps(store, indent=1, sort_keys=True) + "\n")
+        record.write_atomic(path, json.dumps(store, indent=1, sort_keys=True) + "\n")
     return {p: c["lr"] for p, c in chosen.items() if p not in beyond}, beyond
 
 
@@ -449,7 +450,7 @@ def add_wall_s(out_dir, seconds):
     path = os.path.join(out_dir, "wall_s.txt")
     total = (float(open(path).read()) if os.path.exists(path) else 0.0) + seconds
     os.makedirs(out_dir, exist_ok=True)
-    write_atomic(path, f"{total}\n")
+    record.write_atomic(path, f"{total}\n")
     return total
 
 
@@ -521,7 +522,7 @@ def measure_throughput(o, base):
                      torch=torch.__version__, compile=bool(cfg.compile and device.startswith("cuda")),
                      iters=THROUGHPUT_ITERS, batch_tokens=o.batch_tokens)
         os.makedirs(o.results_dir, exist_ok=True)
-        write_atomic(path, json.dumps(store, indent=1, sort_keys=True) + "\n")
+        record.write_atomic(path, json.dumps(store, indent=1, sort_keys=True) + "\n")
         print(f"=== {p}: {speed:,.0f} tokens/s, set-up {store['patterns'][p]['setup_s']} s, evaluation "
               f"{store['patterns'][p]['eval_s']} s", flush=True)
     left = [p for p in o.patterns if p not in store["patterns"]]
@@ -557,46 +558,19 @@ def check_data(o):
 
 def check_experiment(o, base, data, write=True):
     """results_dir/experiment.json holds what every call into results_dir shares: the data, the model and
-    optimizer, the budgets, the seeds rule and the evaluation. The first call writes it (when `write`); a
-    later call that differs stops here, before unlike runs could meet in one table."""
+    optimizer, the budgets, the seeds rule and the evaluation (record.check_shared)."""
     shared = {"data": data, **{k: v for k, v in {**dataclasses.asdict(o), **base}.items() if k not in PER_CALL}}
-    shared = json.loads(json.dumps(shared))  # as it reads back: tuples become lists
-    path = os.path.join(o.results_dir, "experiment.json")
-    if not os.path.exists(path):
-        if write:
-            os.makedirs(o.results_dir, exist_ok=True)
-            write_atomic(path, json.dumps(shared, indent=1, sort_keys=True) + "\n")
-        return
-    old = json.load(open(path))
-    for k in sorted(set(old) | set(shared)):
-        if old.get(k) != shared.get(k):
-            raise ConfigError(f"{path} has {k}={old.get(k)!r} but this call has {k}={shared.get(k)!r}: run with "
-                              "the same settings, or give another --results_dir")
+    record.check_shared(os.path.join(o.results_dir, "experiment.json"), shared, ConfigError, write)
 
 
 def save_rows(o, name, run, rows, it=None):
     """Put `run`'s rows (dicts of the other columns of report.COLUMNS[name]) into results_dir/name in
     place of any it had (at iteration `it`, in the files that have one): a run evaluated twice (a call
-    killed before its runs.csv row, a run started afresh) keeps one set. Written to a temporary file and
-    renamed: a killed call leaves the old file whole."""
+    killed before its runs.csv row, a run started afresh) keeps one set."""
     path = os.path.join(o.results_dir, name)
     old = [r for r in R.read_csv(path) if R.key_of(r) != run.key or (it is not None and r["iter"] != str(it))]
-    if not rows and not os.path.exists(path):
-        return
-    new = [{**dict(zip(R.KEY, run.key)), **{k: f"{v:.6f}" if isinstance(v, float) else v for k, v in r.items()}}
-           for r in rows]
-    os.makedirs(o.results_dir, exist_ok=True)
-    with open(path + ".tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, R.COLUMNS[name], restval="")
-        writer.writeheader()
-        writer.writerows(old + new)
-    os.replace(path + ".tmp", path)
-
-
-def write_atomic(path, text):
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+    if rows or os.path.exists(path):
+        record.write_csv(path, R.COLUMNS[name], old + [{**dict(zip(R.KEY, run.key)), **r} for r in rows])
 
 
 # -----------------------------------------------------------------------------

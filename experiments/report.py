@@ -50,7 +50,6 @@ the margin on one side without lying wholly outside it. A run that diverged (val
 out of every number and counted.
 """
 
-import csv
 import json
 import math
 import os
@@ -59,6 +58,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from model import ATTN_PATTERNS
+from record import read_csv
 
 TASK = "lm"
 KEY = ("task", "pattern", "n_head", "block_size", "seed", "budget", "lr")
@@ -85,14 +85,6 @@ T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
         20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
         29: 2.045, 30: 2.042}
-
-
-def read_csv(path):
-    """The rows of a CSV file as dicts; [] when there is no file."""
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def key_of(row):

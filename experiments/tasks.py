@@ -30,7 +30,6 @@ A run lives in runs_dir/NAME/ckpt.pt (git-ignored), written atomically at every 
 A run in runs.csv is done and skipped; its checkpoint is deleted.
 """
 
-import csv
 import dataclasses
 import importlib.util
 import inspect
@@ -49,6 +48,8 @@ from torch.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 from model import ATTN_PATTERNS, GPT, ConfigError, GPTConfig, head_bands  # noqa: E402
+from record import read_csv, write_atomic, write_csv  # noqa: E402
+import record  # noqa: E402
 
 # The byte vocabulary, in disjoint ranges, so that filler can never be taken for an answer.
 FILLER = (0, 64)       # noise around the things that matter
@@ -634,18 +635,8 @@ def shared_options(o):
 
 def check_experiment(o):
     """results_dir/experiment.json holds what every call into results_dir shares (the model, the tasks,
-    the training, the evaluation); a later call that differs stops here, before unlike runs could meet
-    in one table."""
-    path, shared = os.path.join(o.results_dir, "experiment.json"), shared_options(o)
-    if not os.path.exists(path):
-        os.makedirs(o.results_dir, exist_ok=True)
-        write_atomic(path, json.dumps(shared, indent=1, sort_keys=True) + "\n")
-        return
-    old = json.load(open(path))
-    for k in sorted(set(old) | set(shared)):
-        if old.get(k) != shared.get(k):
-            raise ConfigError(f"{path} has {k}={old.get(k)!r} but this call has {k}={shared.get(k)!r}: run with "
-                              "the same settings, or give another --results_dir")
+    the training, the evaluation: record.check_shared)."""
+    record.check_shared(os.path.join(o.results_dir, "experiment.json"), shared_options(o), ConfigError)
 
 
 def show_plan(o):
@@ -744,35 +735,12 @@ def key_of(row):
     return tuple(row[k] for k in KEY)
 
 
-def read_csv(path):
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def write_csv(path, columns, rows):
-    """Written to a temporary file and renamed: a killed call leaves the old file whole."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, columns, restval="")
-        writer.writeheader()
-        writer.writerows({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in r.items()} for r in rows)
-    os.replace(path + ".tmp", path)
-
-
 def save_run_rows(o, name, run, rows):
     """Put `run`'s rows (dicts of the columns after KEY) into results_dir/name in place of any it had."""
     path = os.path.join(o.results_dir, name)
     old = [r for r in read_csv(path) if key_of(r) != run.key]
     if rows or os.path.exists(path):
         write_csv(path, COLUMNS[name], old + [{**dict(zip(KEY, run.key)), **r} for r in rows])
-
-
-def write_atomic(path, text):
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
 
 
 # -----------------------------------------------------------------------------

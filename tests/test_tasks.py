@@ -252,7 +252,7 @@ def test_a_run_that_would_not_fit_waits_for_the_next_call(tmp_path, capsys):
     """The call's first run always starts; a later one starts only if its measured speed says it fits."""
     slow = dict(block_size=64, n_layer=2, n_embd=32, batch_size=4, compile="False", step_s=100, eval_s=0,
                 warmup_s=0, tokens_per_s=2.56, device="cpu", torch=torch.__version__)
-    tasks.write_csv(str(tmp_path / "results" / "throughput.csv"), tasks.COLUMNS["throughput.csv"],
+    tasks.record.write_csv(str(tmp_path / "results" / "throughput.csv"), tasks.COLUMNS["throughput.csv"],
                     [dict(pattern=p, n_head=4, **slow) for p in ("dense", "window")])
     tasks.main(TOY + ["--tasks=mqar", "--lr_sweep=1e-2", "--seeds=1", "--max_minutes=5"] + dirs(tmp_path))
     out = capsys.readouterr().out
