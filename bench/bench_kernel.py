@@ -4,13 +4,14 @@ with the same band mask, bf16, forward and forward + backward, on one CUDA card.
     python3 bench/bench_kernel.py                 # the table (markdown, also written to --out)
     python3 bench/bench_kernel.py --sweep         # also time block-size variants of the Triton kernels
     python3 bench/bench_kernel.py --inspect       # no GPU needed: compile the kernels for an H100 (sm_90) and an A100
-                                            # (sm_80); print registers, spills, shared memory, MMAs, async copies
+                                            # (sm_80); print registers, spills, shared memory, MMAs, async copies,
+                                            # and a hash of the code (equal hashes in two checkouts: the same kernels)
 
 Times: median of triton.testing.do_bench (ms) after a warm-up: each call launched from Python, host
 overhead included, as an eager training loop sees it. The GPU-only columns sum the durations of the
 kernels a call runs (torch.profiler): GPU time alone, but when a call's host time is near or above its
 GPU time the GPU idles between calls and keeps a higher clock than under a sustained load, so this
-column flatters short kernels (docs/kernel.md, "Host time and CUDA graphs"). The graph columns replay
+column flatters short kernels (bench/LAB.md, section 1). The graph columns replay
 forward + backward from a CUDA graph: no host time, every method under the same sustained load; judge
 by them.
 TFLOP/s count only visible (query, key) pairs: 4*D FLOPs a pair forward (QK^T and PV), 10*D
@@ -18,6 +19,7 @@ backward (QK^T recomputed, dV, dP, dS K, dS^T Q), so 14*D forward + backward; de
 T(T+1)/2 pairs a head.
 """
 import argparse
+import hashlib
 import inspect as pyinspect
 import os
 import re
@@ -272,7 +274,9 @@ def compile_for(fn, D, cfg, arch=90, n_intervals=2):
     launch on real tensors specializes them; TMA descriptors from sm_90 on, pointers below, as
     kernel_launch.tma_on picks) and summarize the code: a matmul loop should show tensor-core instructions
     (HGMMA on sm_90, HMMA before), asynchronous copies (the software pipeline: cp.async or TMA), and
-    no local-memory spills (LDL/STL) inside a loop, where they would cost every iteration."""
+    no local-memory spills (LDL/STL) inside a loop, where they would cost every iteration. ptx_sha1
+    hashes the PTX without its debug sections (which hold source line numbers): a refactor of
+    kernel.py that leaves it unchanged leaves the GPU's code unchanged."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     tma = arch >= 90
@@ -306,7 +310,17 @@ def compile_for(fn, D, cfg, arch=90, n_intervals=2):
                 loop_spill_ops=_spills_in_loops(sass),
                 shared_kib=compiled.metadata.shared / 1024, mma=sass.count("HGMMA") + sass.count("HMMA"),
                 async_copies=sum(compiled.asm["ttgir"].count(op) for op in  # cp.async, or the TMA copy engine
-                                 ("async_copy_global_to_local", "async_tma_copy_global_to_local")))
+                                 ("async_copy_global_to_local", "async_tma_copy_global_to_local")),
+                ptx_sha1=_code_hash(compiled.asm["ptx"]))
+
+
+def _code_hash(ptx):
+    """A hash of the PTX's code: without the debug sections, the line markers (.loc) and the source
+    file's path (.file), which change with every edit of kernel.py or checkout."""
+    code = ptx.split(".section\t.debug")[0]
+    lines = [line.split("//")[0].rstrip() for line in code.splitlines()
+             if not line.lstrip().startswith((".loc", ".file"))]
+    return hashlib.sha1("\n".join(lines).encode()).hexdigest()[:12]
 
 
 def _spills_in_loops(sass):
