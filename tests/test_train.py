@@ -1,6 +1,7 @@
 """train.py and sample.py as a user runs them: exact resume, Ctrl-C, NaN, every bad input, --help,
 and the progress shown while a slow machine works."""
 import csv
+import dataclasses
 import os
 import pty
 import select
@@ -16,6 +17,7 @@ import torch
 
 import sample
 import train
+import utils
 from model import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -227,7 +229,7 @@ def test_config_file_and_overrides(tmp_path):
     (["--compile=maybe"], "--compile expects True or False"),
     (["--max_iters"], "must look like --key=value"),
     (["config/no_such_file.py"], "config file 'config/no_such_file.py' not found"),
-    (["--init_from=gpt2"], "init_from must be 'scratch' or 'resume'"),
+    (["--init_from=gpt2"], "init_from must be one of scratch, resume, got 'gpt2'"),
 ])
 def test_bad_arguments(args, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -289,7 +291,7 @@ def test_help_lists_every_setting_with_its_default(capsys):
     assert r.returncode == 0 and r.stderr == "", r.stderr
     assert r.stdout.startswith("usage: python train.py")
     lines = r.stdout.splitlines()
-    for f in train.dataclasses.fields(train.TrainConfig):
+    for f in dataclasses.fields(train.TrainConfig):
         line = next((x for x in lines if x.split() and x.split()[0] == f"--{f.name}={f.default}"), None)
         assert line is not None and line.split()[1] == f.type.__name__, f.name
     assert any(x.split()[:2] == ["--batch_size=12", "int"] for x in lines)
@@ -298,7 +300,7 @@ def test_help_lists_every_setting_with_its_default(capsys):
     sample.main(["--help"])
     out = capsys.readouterr().out
     assert out.startswith("usage: python sample.py")
-    assert all(f"--{name}=" in out for name in sample.DEFAULTS) and "--num_samples=10 " in out
+    assert all(f"--{f.name}=" in out for f in dataclasses.fields(sample.SampleConfig)) and "--num_samples=10 " in out
 
 
 def test_slow_cpu_run_gets_a_hint():
@@ -311,7 +313,7 @@ def test_slow_cpu_run_gets_a_hint():
     # the CPU config itself on a busy machine: an estimate, but not the advice to run what is running
     hint = train.slow_cpu_hint(small, 1, forward_s=1.8, iters_left=small.max_iters)
     assert "3+ hours" in hint and "config/train_shakespeare_char_cpu.py" not in hint
-    assert [train.duration(s) for s in (4.4, 200, 7500)] == ["4s", "3m20s", "2h05m"]
+    assert [utils.duration(s) for s in (4.4, 200, 7500)] == ["4s", "3m20s", "2h05m"]
 
 
 def test_ctrl_c_during_the_first_evaluation_stops_it_at_once(tmp_path):
