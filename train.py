@@ -252,14 +252,13 @@ def model_args_of(cfg, vocab_size):
 
 
 def check_config(cfg):
-    """Raise a ConfigError naming the first setting that cannot work. Only the settings themselves are
-    read (no dataset, no device; for a resume, whether its checkpoint exists), so the mistake is
-    reported before anything slow happens."""
+    """Raise a ConfigError naming the first setting that cannot work. The settings are read (the dataset
+    only by its name: is there such a folder in data/?), then the out_dir (for a resume, whether its
+    checkpoint exists): a mistake is reported before anything slow happens, and a wrong setting before
+    what it leads to."""
     for key, choices in (("init_from", ("scratch", "resume")), ("dtype", DTYPES), ("compile_mode", COMPILE_MODES)):
         if getattr(cfg, key) not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
-    if cfg.init_from == "resume" and not os.path.exists(checkpoint_path(cfg)):
-        raise no_checkpoint(checkpoint_path(cfg))
     if cfg.eval_only and cfg.init_from != "resume":
         raise ConfigError("eval_only evaluates a trained model: add --init_from=resume (and the run's --out_dir)")
     if not 0.0 <= cfg.attn_switch_frac <= 1.0:
@@ -272,6 +271,9 @@ def check_config(cfg):
     # GPTConfig checks the model's settings (attn, sizes, n_embd % n_head, block_size >= n_head, ...).
     # The vocabulary comes with the dataset; any valid size gives the same verdict on the others.
     GPTConfig(**model_args_of(cfg, GPT2_VOCAB_SIZE))
+    check_dataset(cfg.dataset)
+    if cfg.init_from == "resume" and not os.path.exists(checkpoint_path(cfg)):
+        raise no_checkpoint(checkpoint_path(cfg))
     return cfg
 
 

@@ -419,6 +419,17 @@ def test_an_out_dir_with_a_checkpoint_is_refused_by_training_only(tmp_path, monk
     assert (tmp_path / "ckpt.pt").read_bytes() == b"a run's checkpoint"
 
 
+def test_a_mistyped_dataset_is_named_before_the_out_dir(tmp_path):
+    # a learner's typo, into an out_dir that holds a run (or, for a resume, none): the wrong setting is
+    # named, not the out_dir it never got to
+    (tmp_path / "run" / "ckpt.pt").parent.mkdir()
+    (tmp_path / "run" / "ckpt.pt").write_bytes(b"a run's checkpoint")
+    for args in ([f"--out_dir={tmp_path}/run"], [f"--out_dir={tmp_path}/none", "--init_from=resume"]):
+        r = run_cli(["config/train_shakespeare_char_cpu.py", "--dataset=shakespear_char", *args])
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+        assert r.stderr.startswith("error: unknown dataset 'shakespear_char'") and "shakespeare_char" in r.stderr
+
+
 def test_eval_only_evaluates_a_checkpoint_saved_between_evaluations(tmp_path, capsys):
     # a Ctrl-C or a time limit saves at any iteration, not only at an evaluation's
     train.train(train.parse_args(TINY + [f"--out_dir={tmp_path}", "--max_iters=3", "--eval_interval=2"]))
