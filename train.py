@@ -160,8 +160,8 @@ def train(cfg):
         if evaluated:  # not after a Ctrl-C cut the evaluation short
             console.say(f"done: evaluated the checkpoint of iter {run.iter_num} (trained nothing)")
     else:
-        console.say(f"done: {run.iter_num} iterations, best val loss {run.best_val_loss:.4f}, "
-                    f"{time.time() - run.started:.0f} s; {saved(run, cfg)}")
+        best = f"best val loss {run.best_val_loss:.4f}" if run.best_val_loss < math.inf else "no evaluation finished"
+        console.say(f"done: {run.iter_num} iterations, {best}, {time.time() - run.started:.0f} s; {saved(run, cfg)}")
     return steps.history
 
 

@@ -325,6 +325,8 @@ def test_ctrl_c_during_the_first_evaluation_stops_it_at_once(tmp_path):
     assert cli.finish() == 0, cli.text
     assert time.time() - t < 10, "the evaluation went on after Ctrl-C"
     assert "Ctrl-C: stopped before the first training step: nothing to save" in cli.text
+    # no evaluation finished, so there is no best val loss to tell
+    assert "done: 0 iterations, no evaluation finished, " in cli.text and "best val loss" not in cli.text, cli.text
     assert "no checkpoint written" in cli.text and "Traceback" not in cli.text
     assert not os.path.exists(tmp_path / "ckpt.pt")
 
