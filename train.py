@@ -109,7 +109,7 @@ def train(cfg):
         os.makedirs(cfg.out_dir, exist_ok=True)
     run = build_run(cfg, env, meta, ckpt)  # model and optimizer: fresh, or resumed from ckpt
     del ckpt  # the run holds what it needs of it
-    introduce(run, splits, cfg, env, console)
+    introduce(run, cfg, env, console)
     if cfg.compile and cfg.compile_mode == "reduce-overhead" and env.device_type == "cuda":
         warm_up(run.model, splits["train"], cfg, env)
     model = wrap_model(run.model, cfg, env, console)  # what the loop calls: compiled, DDP
@@ -410,9 +410,9 @@ def build_run(cfg, env, meta, ckpt):
     return run
 
 
-def introduce(run, splits, cfg, env, console):
+def introduce(run, cfg, env, console):
     """Say what this run trains, and where; for a resume, which settings the checkpoint's architecture
-    overrides; on a CPU, whether the run will take hours."""
+    overrides; on a CPU, whether the run is clearly too big for it."""
     model, T = run.model, run.model.config.block_size
     console.say(f"model: {model.get_num_params() / 1e6:.2f}M parameters, attn={model.attn}, "
                 f"{model.attention_pairs() / (T * (T + 1) / 2 * model.config.n_head):.1%} of dense causal "
@@ -422,48 +422,24 @@ def introduce(run, splits, cfg, env, console):
     if ignored:
         console.say("resumed: the model is the checkpoint's; settings that differ from it are not used: "
                     + ", ".join(ignored))
-    if env.device_type == "cpu" and env.master and not cfg.eval_only:  # will this take hours? say so now
-        hint = slow_cpu_hint(cfg, env.world, time_forward(model, splits["train"], cfg, env),
-                             cfg.max_iters - run.iter_num)
-        if hint:
-            console.say(hint)
+    hint = slow_cpu_hint(cfg, cfg.max_iters - run.iter_num) if env.device_type == "cpu" and not cfg.eval_only else None
+    if hint:
+        console.say(hint)
 
 
-def time_forward(model, data, cfg, env):
-    """Seconds of one forward pass of a micro-batch, without gradients, in eval mode: no dropout, so
-    the random stream (and an exact resume) is left alone. A first pass on one sequence takes the
-    one-time costs (memory, lazy set-up) out of the measured ones; the median of three passes, since
-    one pass on a busy machine can take several times the usual."""
-    block_size = model.config.block_size
-    ix = sample_starts(data, block_size, cfg.batch_size, torch.Generator().manual_seed(0))  # data order untouched
-    X, Y = get_batch(data, ix, block_size, env.device)
-    model.eval()
-    seconds = []
-    with torch.no_grad(), env.autocast:
-        model(X[:1], Y[:1])
-        for _ in range(3):
-            t0 = time.time()
-            model(X, Y)
-            seconds.append(time.time() - t0)
-    model.train()
-    return sorted(seconds)[1]
-
-
-def slow_cpu_hint(cfg, world, forward_s, iters_left):
-    """A line when this run will obviously take hours, naming the CPU config unless the run already has
-    that config's sizes, else None. A training step runs a forward and a backward (about twice the
-    forward's work) on each of its micro-batches, an evaluation 2 * eval_iters forwards, so at
-    forward_s a forward the run needs at least about this."""
-    forwards = (3 * cfg.gradient_accumulation_steps * iters_left
-                + 2 * cfg.eval_iters * (iters_left // cfg.eval_interval + 1)) / world
-    hours = forward_s * forwards / 3600
-    if hours < 1:
-        return None
-    hint = f"hint: at {forward_s:.1f} s per forward pass this run needs {int(hours)}+ hours on this CPU"
+def slow_cpu_hint(cfg, iters_left):
+    """A line for a run clearly too big for a CPU, else None. Nothing is timed (on a busy machine a timing
+    cries wolf): the run's work, weights (12 * n_embd**2 a block) times tokens, is compared with that of
+    the CPU config, which trains in minutes on a laptop. A hundred times that is hours. A run whose step
+    is no bigger than the CPU config's is told nothing: its progress line shows the time left."""
+    def work(c, iters):
+        return c.n_layer * c.n_embd ** 2 * c.batch_size * c.gradient_accumulation_steps * c.block_size * iters
     quick = parse_args([os.path.join(HERE, CPU_QUICK_START.split()[-1])])
-    if all(getattr(cfg, k) == getattr(quick, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "batch_size")):
-        return hint + " (is something else keeping it busy?)"
-    return hint + f"; to watch a model learn in minutes here, run: {CPU_QUICK_START}"
+    ratio = work(cfg, iters_left) / work(quick, quick.max_iters)
+    if ratio < 100 or work(cfg, 1) <= work(quick, 1):
+        return None
+    return (f"hint: this run is {ratio:,.0f}x the training work of the CPU config, which trains in minutes on a laptop "
+            f"CPU: here it takes hours or more. To watch a model learn in minutes, run: {CPU_QUICK_START}")
 
 
 def wrap_model(model, cfg, env, console):
