@@ -8,7 +8,8 @@ What train.py and sample.py share, kept out of their way so that each reads as w
 - what a long run needs: a console that shows the time left during long waits, Ctrl-C as a request
   to stop at the next safe point, and log.csv.
 
-Nothing here knows the training settings: TrainConfig and the loop are train.py's.
+Nothing here knows the training settings: TrainConfig and the loop are train.py's. A function that
+reads settings takes any object with the fields it names (cfg.device, cfg.dtype, cfg.seed).
 """
 
 import csv
@@ -310,8 +311,8 @@ def duration(seconds):
 class CtrlC:
     """`with CtrlC(env) as ctrl_c:` makes Ctrl-C (SIGINT) a request: the loop asks ctrl_c.stop() where
     the state is whole (between iterations, between evaluation batches) and then saves a checkpoint. A
-    second Ctrl-C raises KeyboardInterrupt wherever the run is, for a user who will not wait. env says
-    where the run computes (train.py's Env: ddp, master, device)."""
+    second Ctrl-C raises KeyboardInterrupt wherever the run is, for a user who will not wait. env is the
+    process's Env: under DDP the processes agree on stopping, and only the master says so."""
 
     def __init__(self, env):
         self.env, self.requested, self.why = env, False, "Ctrl-C"
