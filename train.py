@@ -434,7 +434,10 @@ def slow_cpu_hint(cfg, iters_left):
     is no bigger than the CPU config's is told nothing: its progress line shows the time left."""
     def work(c, iters):
         return c.n_layer * c.n_embd ** 2 * c.batch_size * c.gradient_accumulation_steps * c.block_size * iters
-    quick = parse_args([os.path.join(HERE, CPU_QUICK_START.split()[-1])])
+    path = os.path.join(HERE, CPU_QUICK_START.split()[-1])
+    if not os.path.isfile(path):  # a copy of train.py without config/: no config to advise
+        return None
+    quick = parse_args([path])
     ratio = work(cfg, iters_left) / work(quick, quick.max_iters)
     if ratio < 100 or work(cfg, 1) <= work(quick, 1):
         return None
