@@ -9,34 +9,25 @@ Train a GPT with SPAttention, nanoGPT style.
     torchrun --standalone --nproc_per_node=2 train.py config/train_shakespeare_char.py \
         --gradient_accumulation_steps=2 --out_dir=out-ddp                # 2 GPUs, DDP
 
-Every setting is a field of TrainConfig; a config file or --key=value may set any of them, and an
-unknown key, a value of the wrong type or a model that cannot be built stops with one line saying
-so, before any data is read. The checkpoint out_dir/ckpt.pt always holds the latest state (written
-atomically), so --init_from=resume continues exactly where a run stopped: after the last iteration,
-an evaluation, Ctrl-C, or --time_limit_s (which stops as Ctrl-C does, for jobs given a fixed time).
-A run from scratch refuses an out_dir that holds a checkpoint, rather than replace it.
+Every setting is a field of TrainConfig, all checked before any data is read. out_dir/ckpt.pt always
+holds the latest state (written atomically), so --init_from=resume continues exactly where a run
+stopped: after the last iteration, an evaluation, Ctrl-C, or --time_limit_s. Under torchrun the
+processes share each step's micro-batches: N processes train on the same batches, in the same order,
+as one process does.
 
-Reading order: TrainConfig, then train() (the whole run on one screen), then the helpers it calls,
-grouped by what they do (set-up, the loop's steps, checkpoints, Ctrl-C and printing), then the
-command line.
-
-Under torchrun every process takes its share of each step's micro-batches (gradient_accumulation_steps
-must divide by the number of processes), so N processes train on the same global batches, in the
-same order, as one process does.
+Reading order: TrainConfig, train() (set-up, then the loop on one screen), then what it calls, in that
+order. utils.py holds what this file shares with sample.py: the command line's machinery, device and
+precision, checkpoint files, and a long run's console, Ctrl-C and log.csv.
 """
 
-import csv
 import dataclasses
 import gc
-import inspect
 import math
 import os
 import pickle
-import signal
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,15 +36,17 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import BAND_PATTERNS, GPT, GPTConfig, ConfigError
+from utils import (DTYPES, Console, CsvLog, CtrlC, load_checkpoint, model_of_checkpoint, no_checkpoint, one_line_errors,
+                   parse_config, print_help, save_checkpoint, settings_help, setup_process)
+from utils import parse_value, pick_device, pick_dtype  # noqa: F401  experiments/compare.py calls them as train.X
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Datasets whose prepare.py needs no download: train.py prepares these by itself when needed.
 OFFLINE_DATASETS = ("shakespeare_char", "shakespeare", "pystdlib")
 GPT2_VOCAB_SIZE = 50304  # GPT-2's 50257 tokens padded to a multiple of 64: BPE datasets have no meta.pkl
 QUICK_START = "python train.py config/train_shakespeare_char.py"
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CPU_QUICK_START = "python train.py config/train_shakespeare_char_cpu.py"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -105,124 +98,56 @@ class TrainConfig:
 # The run
 
 def train(cfg):
-    """Run the training loop of `cfg`; returns the list of (iter, train loss) it logged."""
+    """Run the training of `cfg`; returns the list of (iter, train loss) it logged."""
     check_config(cfg)                  # every setting first: a mistake costs no waiting
-    ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
-    ckpt = open_out_dir(cfg, ckpt_path)  # the checkpoint a resume continues (None from scratch), checked
-    env = setup_process(cfg)           # device, precision, DDP
+    ckpt = open_out_dir(cfg)           # the checkpoint a resume continues (None from scratch), checked
+    env = setup_process(cfg)           # device, precision, DDP (utils.py)
+    check_env(cfg, env)
     console = Console(enabled=env.master)
     splits, meta = load_data(cfg, env)
     if env.master:
         os.makedirs(cfg.out_dir, exist_ok=True)
-    run = build_run(cfg, env, meta, ckpt, ckpt_path)  # model and optimizer: fresh, or resumed from ckpt
+    run = build_run(cfg, env, meta, ckpt)  # model and optimizer: fresh, or resumed from ckpt
     del ckpt  # the run holds what it needs of it
-    raw_model, block_size = run.model, run.model.config.block_size
-    dense_pairs = block_size * (block_size + 1) / 2 * raw_model.config.n_head
-    console.say(f"model: {raw_model.get_num_params() / 1e6:.2f}M parameters, attn={raw_model.attn}, "
-                f"{raw_model.attention_pairs() / dense_pairs:.1%} of dense causal attention pairs; "
-                f"device {env.device}, {env.dtype}")
-    ignored = ignored_on_resume(cfg, run) if cfg.init_from == "resume" else []
-    if ignored:  # a resumed run keeps the architecture it was trained with
-        console.say("resumed: the model is the checkpoint's; settings that differ from it are not used: "
-                    + ", ".join(ignored))
-    if env.device_type == "cpu" and env.master and not cfg.eval_only:  # will this take hours? say so now
-        hint = slow_cpu_hint(cfg, env.world, time_forward(raw_model, splits["train"], cfg, env),
-                             cfg.max_iters - run.iter_num)
-        if hint:
-            console.say(hint)
+    introduce(run, cfg, env, console)
     if cfg.compile and cfg.compile_mode == "reduce-overhead" and env.device_type == "cuda":
-        warm_up(raw_model, splits["train"], cfg, env)
-    model = wrap_model(raw_model, cfg, env, console)  # what the loop calls: compiled, DDP
+        warm_up(run.model, splits["train"], cfg, env)
+    model = wrap_model(run.model, cfg, env, console)  # what the loop calls: compiled, DDP
     # attn_switch_frac: from this iteration on the model attends densely; a resumed run goes on with the
-    # attention its checkpoint was saved with, so it switches at the same point (model_args keep the
-    # pattern it was built with, the checkpoint's "attn" the one in use).
+    # attention its checkpoint was saved with, so it switches at the same point
     switch_iter = cfg.max_iters - round(cfg.attn_switch_frac * cfg.max_iters) if cfg.attn_switch_frac > 0 else None
-    tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * block_size
-    history, t_start, step_s = [], time.time(), 0.0
-    pending = None  # the step queued last, whose loss is not read yet
-    evaluated = False
-    elapsed_before = run.elapsed_s  # the loop's seconds in the processes before a resume
-
-    def elapsed():
-        return elapsed_before + time.time() - t_start
-
-    def read_pending():
-        """Read the pending step's loss (this waits for the device to finish that step), stop on a NaN,
-        and log the step. Called once the next step is queued, so that the device has work while the
-        host waits here, and before anything that needs good weights: an evaluation, a checkpoint."""
-        nonlocal pending, step_s
-        if pending is None:
-            return
-        it, loss, grad_norm, lr, queued_s = pending
-        t_wait = time.time()
-        pending = None
-        loss, grad_norm = float(loss), float(grad_norm)
-        dt = queued_s + time.time() - t_wait  # the loop's time on the step: queueing it, then waiting for it
-        check_finite("loss", loss, it, ckpt_path)
-        if not run.scaler.is_enabled():  # float16's scaler skips a step whose gradient overflowed
-            # a finite loss with a NaN gradient made NaN weights, which a stop right now would save
-            check_finite("gradient norm", grad_norm, it, ckpt_path)
-        history.append((it, loss))
-        step_s += dt
-        if it % cfg.log_interval == 0:
-            mfu = raw_model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps // env.world, dt,
-                                         peak_flops=cfg.peak_flops or None)
-            console.say(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, "
-                        f"{tokens_per_iter / dt:,.0f} tok/s, mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, "
-                        f"grad norm {grad_norm:.3f}")
-            log.row(iter=it, train_loss=f"{loss:.5f}", lr=lr, ms_per_iter=f"{dt * 1000:.2f}",
-                    tokens_per_s=f"{tokens_per_iter / dt:.0f}", mfu="" if mfu is None else f"{mfu:.4f}",
-                    elapsed_s=f"{elapsed():.1f}", grad_norm=f"{grad_norm:.6g}")
-        per_iter = step_s / len(history)
-        console.progress(f"training: iter {it}/{cfg.max_iters}, {per_iter:.2f} s/iter",
-                         per_iter * (cfg.max_iters - it - 1))
-
     log_path = os.path.join(cfg.out_dir, "log.csv") if env.master else None
-    fresh = cfg.init_from == "scratch"  # a new run: a new log, not another run's
+    evaluated, run.started = False, time.time()
     try:
-        with CtrlC(env) as ctrl_c, CsvLog(log_path, append=not fresh) as log:
+        # a run from scratch starts a new log, not another run's; a resumed run continues its own
+        with CtrlC(env) as ctrl_c, CsvLog(log_path, append=cfg.init_from == "resume") as log:
+            steps = Steps(run, cfg, env, console, log)
             while True:
                 lr = get_lr(run.iter_num, cfg)
                 for group in run.optimizer.param_groups:
                     group["lr"] = lr
-                if switch_iter is not None and run.iter_num >= switch_iter and raw_model.attn != "dense":
-                    console.say(f"iter {run.iter_num}: attn_switch_frac={cfg.attn_switch_frac}: switching attention "
-                                f"{raw_model.attn} -> dense for the last {cfg.max_iters - run.iter_num} iterations")
-                    raw_model.set_attn("dense")
-                    model = wrap_model(raw_model, cfg, env, console)  # a fresh compile for the new attention
-                if env.master and 0 < cfg.time_limit_s < time.time() - t_start:
+                if switch_iter is not None and run.iter_num >= switch_iter and run.model.attn != "dense":
+                    model = switch_to_dense(run, cfg, env, console)
+                if env.master and 0 < cfg.time_limit_s < time.time() - run.started:
                     ctrl_c.request(f"time_limit_s={cfg.time_limit_s:g}")  # stop() tells the other processes
                 if ctrl_c.stop():  # here, between iterations, the state is whole
-                    read_pending()
-                    run.elapsed_s = elapsed()
-                    save_on_stop(run, cfg, env, ckpt_path, console, ctrl_c.why)
+                    steps.read()
+                    save_on_stop(run, cfg, env, console, ctrl_c.why)
                     break
                 if run.iter_num % cfg.eval_interval == 0 or run.iter_num >= cfg.max_iters or cfg.eval_only:
-                    read_pending()
-                    losses = evaluate(model, splits, block_size, cfg, env, ctrl_c, console)
-                    if losses is None:
+                    steps.read()  # a NaN loss stops the run before a checkpoint saves its weights
+                    evaluated = evaluate_and_checkpoint(model, splits, run, cfg, env, ctrl_c, console, log, lr)
+                    if not evaluated:
                         continue  # Ctrl-C cut the evaluation short: the check above saves and stops
-                    console.say(f"step {run.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-                    evaluated = True
-                    log.row(iter=run.iter_num, train_loss=f"{losses['train']:.5f}", val_loss=f"{losses['val']:.5f}",
-                            lr=lr, elapsed_s=f"{elapsed():.1f}")
-                    for split, loss in losses.items():
-                        check_finite(f"evaluation {split} loss", loss, run.iter_num, ckpt_path)
-                    run.best_val_loss = min(run.best_val_loss, losses["val"])
-                    if not cfg.eval_only:
-                        run.elapsed_s = elapsed()
-                        checkpoint(run, cfg, env, ckpt_path)
                 if cfg.eval_only or run.iter_num >= cfg.max_iters:
                     break
 
                 t0 = time.time()
                 loss, grad_norm = train_step(model, run, splits["train"], cfg, env)
-                queued_s = time.time() - t0
-                read_pending()  # the previous step's loss, while the device works on this one
-                pending = (run.iter_num, loss, grad_norm, lr, queued_s)
+                steps.queued(run.iter_num, loss, grad_norm, lr, time.time() - t0)  # reads the step before
                 run.iter_num += 1
     except KeyboardInterrupt:  # a second Ctrl-C (see CtrlC): stop at once, and say what is on disk
-        raise KeyboardInterrupt(f"Ctrl-C again: stopped at once, without saving; {saved(run, ckpt_path)}") from None
+        raise KeyboardInterrupt(f"Ctrl-C again: stopped at once, without saving; {saved(run, cfg)}") from None
     finally:
         if env.ddp:
             # DDP's reference cycles keep the process group, and gloo's threads, alive past
@@ -235,9 +160,86 @@ def train(cfg):
         if evaluated:  # not after a Ctrl-C cut the evaluation short
             console.say(f"done: evaluated the checkpoint of iter {run.iter_num} (trained nothing)")
     else:
-        console.say(f"done: {run.iter_num} iterations, best val loss {run.best_val_loss:.4f}, "
-                    f"{time.time() - t_start:.0f} s; {saved(run, ckpt_path)}")
-    return history
+        best = f"best val loss {run.best_val_loss:.4f}" if run.best_val_loss < math.inf else "no evaluation finished"
+        console.say(f"done: {run.iter_num} iterations, {best}, {time.time() - run.started:.0f} s; {saved(run, cfg)}")
+    return steps.history
+
+
+# -----------------------------------------------------------------------------
+# The loop's bookkeeping: the steps' losses, evaluations, the switch to dense attention
+
+class Steps:
+    """The training steps' losses, read one step late. Reading a loss waits for the device to finish
+    its step, so the loop reads it once the next step is queued (the device has work while the host
+    waits here), and before anything that needs good weights: an evaluation, a checkpoint. Each loss
+    read is checked (a NaN stops the run), kept in history, and logged every log_interval."""
+
+    def __init__(self, run, cfg, env, console, log):
+        self.run, self.cfg, self.env, self.console, self.log = run, cfg, env, console, log
+        self.pending = None  # (iter, loss, grad_norm, lr, seconds to queue it) of the step not read yet
+        self.history, self.seconds = [], 0.0  # (iter, loss) of the steps read, and the loop's time on them
+
+    def queued(self, it, loss, grad_norm, lr, queued_s):
+        """Step `it` is queued (in queued_s seconds): read the step before it; this one waits."""
+        self.read()
+        self.pending = (it, loss, grad_norm, lr, queued_s)
+
+    def read(self):
+        """Read, check and log the pending step, if there is one."""
+        if self.pending is None:
+            return
+        (it, loss, grad_norm, lr, queued_s), self.pending = self.pending, None
+        cfg, t_wait = self.cfg, time.time()
+        loss, grad_norm = float(loss), float(grad_norm)
+        dt = queued_s + time.time() - t_wait  # the loop's time on the step: queueing it, then waiting for it
+        check_finite("loss", loss, it, cfg)
+        if not self.run.scaler.is_enabled():  # float16's scaler skips a step whose gradient overflowed
+            # a finite loss with a NaN gradient made NaN weights, which a stop right now would save
+            check_finite("gradient norm", grad_norm, it, cfg)
+        self.history.append((it, loss))
+        self.seconds += dt
+        if it % cfg.log_interval == 0:
+            tokens_per_s = cfg.gradient_accumulation_steps * cfg.batch_size * self.run.model.config.block_size / dt
+            mfu = self.run.model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps // self.env.world,
+                                              dt, peak_flops=cfg.peak_flops or None)
+            self.console.say(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, {tokens_per_s:,.0f} "
+                             f"tok/s, mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, grad norm {grad_norm:.3f}")
+            self.log.row(iter=it, train_loss=f"{loss:.5f}", lr=lr, ms_per_iter=f"{dt * 1000:.2f}",
+                         tokens_per_s=f"{tokens_per_s:.0f}", mfu="" if mfu is None else f"{mfu:.4f}",
+                         elapsed_s=f"{elapsed(self.run):.1f}", grad_norm=f"{grad_norm:.6g}")
+        per_iter = self.seconds / len(self.history)
+        self.console.progress(f"training: iter {it}/{cfg.max_iters}, {per_iter:.2f} s/iter",
+                              per_iter * (cfg.max_iters - it - 1))
+
+
+def evaluate_and_checkpoint(model, splits, run, cfg, env, ctrl_c, console, log, lr):
+    """Evaluate, log the losses, and (but for eval_only) write the checkpoint. False when Ctrl-C cut
+    the evaluation short."""
+    losses = evaluate(model, splits, run.model.config.block_size, cfg, env, ctrl_c, console)
+    if losses is None:
+        return False
+    console.say(f"step {run.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+    log.row(iter=run.iter_num, train_loss=f"{losses['train']:.5f}", val_loss=f"{losses['val']:.5f}", lr=lr,
+            elapsed_s=f"{elapsed(run):.1f}")
+    for split, loss in losses.items():
+        check_finite(f"evaluation {split} loss", loss, run.iter_num, cfg)
+    run.best_val_loss = min(run.best_val_loss, losses["val"])
+    if not cfg.eval_only:
+        checkpoint(run, cfg, env)
+    return True
+
+
+def switch_to_dense(run, cfg, env, console):
+    """attn_switch_frac: the same weights attend densely from here on, compiled afresh."""
+    console.say(f"iter {run.iter_num}: attn_switch_frac={cfg.attn_switch_frac}: switching attention "
+                f"{run.model.attn} -> dense for the last {cfg.max_iters - run.iter_num} iterations")
+    run.model.set_attn("dense")
+    return wrap_model(run.model, cfg, env, console)
+
+
+def elapsed(run):
+    """The training loop's seconds so far, over every process that ran it (a resume goes on counting)."""
+    return run.elapsed_s + time.time() - run.started
 
 
 # -----------------------------------------------------------------------------
@@ -250,22 +252,17 @@ def model_args_of(cfg, vocab_size):
 
 
 def check_config(cfg):
-    """Raise a ConfigError naming the first setting that cannot work. Only the settings themselves are
-    read (no dataset, no device; for a resume, whether its checkpoint exists), so the mistake is
-    reported before anything slow happens."""
-    if cfg.init_from not in ("scratch", "resume"):
-        raise ConfigError(f"init_from must be 'scratch' or 'resume', got {cfg.init_from!r}")
-    ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
-    if cfg.init_from == "resume" and not os.path.exists(ckpt_path):
-        raise no_checkpoint(ckpt_path)
+    """Raise a ConfigError naming the first setting that cannot work. The settings are read (the dataset
+    only by its name: is there such a folder in data/?), then the out_dir (for a resume, whether its
+    checkpoint exists): a mistake is reported before anything slow happens, and a wrong setting before
+    what it leads to."""
+    for key, choices in (("init_from", ("scratch", "resume")), ("dtype", DTYPES), ("compile_mode", COMPILE_MODES)):
+        if getattr(cfg, key) not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
     if cfg.eval_only and cfg.init_from != "resume":
         raise ConfigError("eval_only evaluates a trained model: add --init_from=resume (and the run's --out_dir)")
-    if cfg.dtype not in DTYPES:
-        raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {cfg.dtype!r}")
     if not 0.0 <= cfg.attn_switch_frac <= 1.0:
         raise ConfigError(f"attn_switch_frac must be in [0, 1], got {cfg.attn_switch_frac}")
-    if cfg.compile_mode not in COMPILE_MODES:
-        raise ConfigError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {cfg.compile_mode!r}")
     if cfg.time_limit_s < 0:
         raise ConfigError(f"time_limit_s must be >= 0 (0: no limit), got {cfg.time_limit_s}")
     for key in ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
@@ -274,93 +271,41 @@ def check_config(cfg):
     # GPTConfig checks the model's settings (attn, sizes, n_embd % n_head, block_size >= n_head, ...).
     # The vocabulary comes with the dataset; any valid size gives the same verdict on the others.
     GPTConfig(**model_args_of(cfg, GPT2_VOCAB_SIZE))
+    check_dataset(cfg.dataset)
+    if cfg.init_from == "resume" and not os.path.exists(checkpoint_path(cfg)):
+        raise no_checkpoint(checkpoint_path(cfg))
     return cfg
 
 
-@dataclass
-class Env:
-    """Where this process computes: its device and precision, and its place among DDP processes."""
-    device: str                        # 'cpu', 'cuda:0', 'mps'
-    device_type: str                   # 'cpu', 'cuda' or 'mps': what autocast and GradScaler take
-    dtype: str                         # 'float32', 'bfloat16' or 'float16'
-    autocast: object                   # `with env.autocast:` runs the model in dtype
-    ddp: bool = False
-    rank: int = 0
-    world: int = 1                     # the number of processes
-
-    @property
-    def master(self):
-        """The process that prints, logs and writes the checkpoint."""
-        return self.rank == 0
+def check_dataset(dataset):
+    """A ConfigError unless data/<dataset> is a dataset: a folder with a prepare.py."""
+    def is_dataset(name):
+        return os.path.isfile(os.path.join(data_dir(name), "prepare.py"))
+    if not is_dataset(dataset):
+        known = sorted(filter(is_dataset, os.listdir(os.path.join(HERE, "data"))))
+        raise ConfigError(f"unknown dataset {dataset!r}: there is no folder data/{dataset} with a prepare.py; "
+                          f"choose one of {', '.join(known)}")
 
 
-def setup_process(cfg):
-    """The Env of this process. Under torchrun (it sets RANK) it joins the process group first:
-    NCCL between GPUs, gloo on CPU."""
-    device = pick_device(cfg)
-    check_backend(cfg, device.split(":")[0])
-    ddp, rank, world = int(os.environ.get("RANK", -1)) != -1, 0, 1
-    if ddp:
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
-        if device.startswith("cuda"):
-            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-            torch.cuda.set_device(device)
-        if cfg.gradient_accumulation_steps % world:
-            raise ConfigError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible "
-                              f"by the {world} processes, which share each step's micro-batches")
-    device_type = "cuda" if device.startswith("cuda") else device
-    dtype = pick_dtype(cfg, device_type)
-    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    autocast = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
-    torch.manual_seed(cfg.seed + rank)  # the same init everywhere (DDP copies rank 0's), own dropout
-    if device_type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return Env(device, device_type, dtype, autocast, ddp, rank, world)
+def checkpoint_path(cfg):
+    return os.path.join(cfg.out_dir, "ckpt.pt")
 
 
-def pick_device(cfg):
-    """cfg.device if this machine has it (else a ConfigError saying so); for 'auto' CUDA, MPS or the CPU."""
-    if cfg.device != "auto":
-        kind = cfg.device.split(":")[0]
-        if kind == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device={cfg.device!r} but this machine has no CUDA GPU (or this torch has no CUDA); "
-                              "use --device=cpu or --device=auto")
-        if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ConfigError(f"device={cfg.device!r} but MPS is not available here; use --device=cpu or --device=auto")
-        if kind not in ("cpu", "cuda", "mps"):
-            raise ConfigError(f"unknown device={cfg.device!r}; use auto, cpu, cuda, cuda:N or mps")
-        return cfg.device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def check_backend(cfg, device_type):
-    """A ConfigError if attn_backend cannot run where this run computes; checked before any data is read,
-    rather than at the model's first call."""
+def check_env(cfg, env):
+    """A ConfigError if the settings cannot run where this process computes; checked before any data is
+    read, rather than at the model's first call."""
+    if env.ddp and cfg.gradient_accumulation_steps % env.world:
+        raise ConfigError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible "
+                          f"by the {env.world} processes, which share each step's micro-batches")
     if cfg.attn not in BAND_PATTERNS or cfg.attn == "dense":  # the others never call band_attention
         return
     interpreted = os.environ.get("TRITON_INTERPRET") == "1"  # Triton on the CPU, for tests: very slow
-    if cfg.attn_backend == "triton" and device_type != "cuda" and not interpreted:
-        raise ConfigError(f"attn_backend='triton' needs a CUDA GPU and this run is on {device_type}; "
+    if cfg.attn_backend == "triton" and env.device_type != "cuda" and not interpreted:
+        raise ConfigError(f"attn_backend='triton' needs a CUDA GPU and this run is on {env.device_type}; "
                           "use --attn_backend=auto, which picks the PyTorch fallback there")
-    if cfg.attn_backend == "flex" and device_type == "cpu" and not cfg.eval_only:
+    if cfg.attn_backend == "flex" and env.device_type == "cpu" and not cfg.eval_only:
         raise ConfigError("attn_backend='flex' cannot train on the CPU (FlexAttention has no backward there); "
                           "use --attn_backend=auto, which picks the PyTorch fallback there")
-
-
-def pick_dtype(cfg, device_type):
-    """cfg.dtype; for 'auto' bfloat16 on a CUDA GPU that has it, float16 on an older one (with loss
-    scaling, see GradScaler), float32 elsewhere."""
-    if cfg.dtype != "auto":
-        return cfg.dtype
-    if device_type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    return "float32"
 
 
 def data_dir(dataset):
@@ -381,12 +326,8 @@ def load_data(cfg, env):
 def load_dataset(dataset, prepare=True):
     """The train/val token arrays (memory-mapped) and the char vocabulary if there is one; with
     `prepare`, a missing dataset that needs no download is prepared first."""
+    check_dataset(dataset)
     d = data_dir(dataset)
-    if not os.path.isdir(d):
-        known = sorted(n for n in os.listdir(os.path.join(HERE, "data"))
-                       if os.path.isfile(os.path.join(data_dir(n), "prepare.py")))
-        raise ConfigError(f"unknown dataset {dataset!r}: there is no folder data/{dataset}; "
-                          f"choose one of {', '.join(known)}")
     if prepare and not os.path.exists(os.path.join(d, "train.bin")) and dataset in OFFLINE_DATASETS:
         print(f"data/{dataset}/train.bin is missing: running data/{dataset}/prepare.py", flush=True)
         subprocess.run([sys.executable, os.path.join(d, "prepare.py")], check=True)
@@ -416,34 +357,36 @@ class Run:
     iter_num: int = 0
     best_val_loss: float = float("inf")
     saved_at: int | None = None        # iter_num of the last checkpoint this run wrote, if any
-    elapsed_s: float = 0.0             # the training loop's seconds so far, over every resume (log.csv)
+    elapsed_s: float = 0.0             # the loop's seconds in the processes before this one (resumes)
+    started: float = 0.0               # time.time() when this process's loop began
 
 
-def open_out_dir(cfg, ckpt_path):
+def open_out_dir(cfg):
     """The checkpoint that a resumed run continues, or None for a run from scratch; read before the data,
     so that a mismatch costs no waiting. A run from scratch refuses an out_dir that holds a checkpoint,
     which it would replace; a resume refuses another dataset than the run's own."""
+    path = checkpoint_path(cfg)
     if cfg.init_from == "scratch":
-        if os.path.exists(ckpt_path):
-            raise ConfigError(f"{ckpt_path} already holds a run: continue it with --init_from=resume, train this "
+        if os.path.exists(path):
+            raise ConfigError(f"{path} already holds a run: continue it with --init_from=resume, train this "
                               f"one into another --out_dir, or delete '{cfg.out_dir}' to start over")
         return None
-    ckpt = load_checkpoint(ckpt_path)
-    trained_on = ckpt.get("config", {}).get("dataset")
-    if trained_on is not None and trained_on != cfg.dataset:
-        raise ConfigError(f"{ckpt_path} was trained on dataset {trained_on!r}, not {cfg.dataset!r}: a resume "
+    ckpt = load_checkpoint(path)
+    trained_on = ckpt["config"]["dataset"]
+    if trained_on != cfg.dataset:
+        raise ConfigError(f"{path} was trained on dataset {trained_on!r}, not {cfg.dataset!r}: a resume "
                           f"continues on the run's own data (--dataset={trained_on}, or its config file)")
     return ckpt
 
 
-def build_run(cfg, env, meta, ckpt, ckpt_path):
+def build_run(cfg, env, meta, ckpt):
     """A fresh model and optimizer; or, given the checkpoint of a resumed run, its model and optimizer
     together with its iteration, best val loss, data order and every process's dropout RNG."""
     model_args = model_args_of(cfg, meta["vocab_size"] if meta else GPT2_VOCAB_SIZE)
     if ckpt is not None:
         # the architecture must be the one that was trained; the rest (lr, max_iters...) may change
         model_args = {**ckpt["model_args"], "dropout": cfg.dropout, "attn_backend": cfg.attn_backend}
-    model = GPT(GPTConfig(**model_args)) if ckpt is None else model_of_checkpoint(ckpt, model_args, ckpt_path)
+    model = model_of_checkpoint(ckpt, model_args, checkpoint_path(cfg)) if ckpt else GPT(GPTConfig(**model_args))
     model.to(env.device)
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
                                            env.device_type)
@@ -453,14 +396,13 @@ def build_run(cfg, env, meta, ckpt, ckpt_path):
     if ckpt is None:
         return run
     optimizer.load_state_dict(ckpt["optimizer"])
-    if run.scaler.is_enabled() and ckpt.get("scaler"):  # empty when the run was not float16
+    if run.scaler.is_enabled() and ckpt["scaler"]:  # empty when the run was not float16
         run.scaler.load_state_dict(ckpt["scaler"])
     run.data_gen.set_state(ckpt["data_rng_state"])
-    run.iter_num, run.best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
-    run.elapsed_s = ckpt.get("elapsed_s", 0.0)  # absent in checkpoints written before it was kept
+    run.iter_num, run.best_val_loss, run.elapsed_s = ckpt["iter_num"], ckpt["best_val_loss"], ckpt["elapsed_s"]
     if len(ckpt["rng_states"]) != env.world:
-        raise ConfigError(f"{ckpt_path} was written by {len(ckpt['rng_states'])} process(es): resume it with "
-                          f"as many (torchrun --nproc_per_node={len(ckpt['rng_states'])}, or plain python for 1)")
+        raise ConfigError(f"{checkpoint_path(cfg)} was written by {len(ckpt['rng_states'])} process(es): resume it "
+                          f"with as many (torchrun --nproc_per_node={len(ckpt['rng_states'])}, or plain python for 1)")
     cpu_state, cuda_state = ckpt["rng_states"][env.rank]  # each process's dropout stream goes on
     torch.set_rng_state(cpu_state)
     if env.device_type == "cuda" and cuda_state is not None:
@@ -468,10 +410,39 @@ def build_run(cfg, env, meta, ckpt, ckpt_path):
     return run
 
 
-def ignored_on_resume(cfg, run):
-    """The model settings of cfg that differ from the resumed checkpoint's architecture, which is used."""
-    given = model_args_of(cfg, run.model_args["vocab_size"])
-    return [f"{k}={given[k]} (checkpoint: {v})" for k, v in run.model_args.items() if k in given and given[k] != v]
+def introduce(run, cfg, env, console):
+    """Say what this run trains, and where; for a resume, which settings the checkpoint's architecture
+    overrides; on a CPU, whether the run is clearly too big for it."""
+    model, T = run.model, run.model.config.block_size
+    console.say(f"model: {model.get_num_params() / 1e6:.2f}M parameters, attn={model.attn}, "
+                f"{model.attention_pairs() / (T * (T + 1) / 2 * model.config.n_head):.1%} of dense causal "
+                f"attention pairs; device {env.device}, {env.dtype}")
+    given = model_args_of(cfg, run.model_args["vocab_size"])  # a fresh model's; a resumed one's may differ
+    ignored = [f"{k}={given[k]} (checkpoint: {v})" for k, v in run.model_args.items() if k in given and given[k] != v]
+    if ignored:
+        console.say("resumed: the model is the checkpoint's; settings that differ from it are not used: "
+                    + ", ".join(ignored))
+    hint = slow_cpu_hint(cfg, cfg.max_iters - run.iter_num) if env.device_type == "cpu" and not cfg.eval_only else None
+    if hint:
+        console.say(hint)
+
+
+def slow_cpu_hint(cfg, iters_left):
+    """A line for a run clearly too big for a CPU, else None. Nothing is timed (on a busy machine a timing
+    cries wolf): the run's work, weights (12 * n_embd**2 a block) times tokens, is compared with that of
+    the CPU config, which trains in minutes on a laptop. A hundred times that is hours. A run whose step
+    is no bigger than the CPU config's is told nothing: its progress line shows the time left."""
+    def work(c, iters):
+        return c.n_layer * c.n_embd ** 2 * c.batch_size * c.gradient_accumulation_steps * c.block_size * iters
+    path = os.path.join(HERE, CPU_QUICK_START.split()[-1])
+    if not os.path.isfile(path):  # a copy of train.py without config/: no config to advise
+        return None
+    quick = parse_args([path])
+    ratio = work(cfg, iters_left) / work(quick, quick.max_iters)
+    if ratio < 100 or work(cfg, 1) <= work(quick, 1):
+        return None
+    return (f"hint: this run is {ratio:,.0f}x the training work of the CPU config, which trains in minutes on a laptop "
+            f"CPU: here it takes hours or more. To watch a model learn in minutes, run: {CPU_QUICK_START}")
 
 
 def wrap_model(model, cfg, env, console):
@@ -487,57 +458,17 @@ def wrap_model(model, cfg, env, console):
     return model
 
 
-def fixed_batch(model, data, cfg, env):
-    """One micro-batch of `data` drawn by its own seeded generator: the run's data order is untouched."""
-    block_size = model.config.block_size
-    ix = sample_starts(data, block_size, cfg.batch_size, torch.Generator().manual_seed(0))
-    return get_batch(data, ix, block_size, env.device)
-
-
 def warm_up(model, data, cfg, env):
     """One forward and backward of a micro-batch, gradients and random state left as they were. The
     band kernel makes small tables on the GPU at its first call for a shape (its schedule) and keeps
     them; CUDA graphs (compile_mode='reduce-overhead') own every allocation made while they record,
     and refuse tensors that outlive a step, so those first calls must happen before."""
-    X, Y = fixed_batch(model, data, cfg, env)
+    block_size = model.config.block_size
+    ix = sample_starts(data, block_size, cfg.batch_size, torch.Generator().manual_seed(0))  # data order untouched
+    X, Y = get_batch(data, ix, block_size, env.device)
     with torch.random.fork_rng(devices=[env.device]), env.autocast:
         model(X, Y)[1].backward()
     model.zero_grad(set_to_none=True)
-
-
-def time_forward(model, data, cfg, env):
-    """Seconds of one forward pass of a micro-batch, without gradients, in eval mode: no dropout, so
-    the random stream (and an exact resume) is left alone. A first pass on one sequence takes the
-    one-time costs (memory, lazy set-up) out of the measured ones; the median of three passes, since
-    one pass on a busy machine can take several times the usual."""
-    X, Y = fixed_batch(model, data, cfg, env)
-    model.eval()
-    seconds = []
-    with torch.no_grad(), env.autocast:
-        model(X[:1], Y[:1])
-        for _ in range(3):
-            t0 = time.time()
-            model(X, Y)
-            seconds.append(time.time() - t0)
-    model.train()
-    return sorted(seconds)[1]
-
-
-def slow_cpu_hint(cfg, world, forward_s, iters_left):
-    """A line when this run will obviously take hours, naming the CPU config unless the run already has
-    that config's sizes, else None. A training step runs a forward and a backward (about twice the
-    forward's work) on each of its micro-batches, an evaluation 2 * eval_iters forwards, so at
-    forward_s a forward the run needs at least about this."""
-    forwards = (3 * cfg.gradient_accumulation_steps * iters_left
-                + 2 * cfg.eval_iters * (iters_left // cfg.eval_interval + 1)) / world
-    hours = forward_s * forwards / 3600
-    if hours < 1:
-        return None
-    hint = f"hint: at {forward_s:.1f} s per forward pass this run needs {int(hours)}+ hours on this CPU"
-    quick = parse_args([os.path.join(HERE, CPU_QUICK_START.split()[-1])])
-    if all(getattr(cfg, k) == getattr(quick, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "batch_size")):
-        return hint + " (is something else keeping it busy?)"
-    return hint + f"; to watch a model learn in minutes here, run: {CPU_QUICK_START}"
 
 
 # -----------------------------------------------------------------------------
@@ -605,13 +536,13 @@ def train_step(model, run, data, cfg, env):
     return total, grad_norm
 
 
-def check_finite(what, value, iter_num, ckpt_path):
+def check_finite(what, value, iter_num, cfg):
     """Stop on a NaN or infinite loss (or gradient norm), before a checkpoint could save the weights
     that made it."""
     if not math.isfinite(value):
         raise FloatingPointError(
             f"{what} became {value} at iter {iter_num}; stopped without saving. The last good checkpoint "
-            f"is kept in {ckpt_path}. Try a lower learning_rate, grad_clip, or dtype=float32")
+            f"is kept in {checkpoint_path(cfg)}. Try a lower learning_rate, grad_clip, or dtype=float32")
 
 
 @torch.no_grad()
@@ -653,31 +584,33 @@ def evaluate(model, splits, block_size, cfg, env, ctrl_c, console):
 # -----------------------------------------------------------------------------
 # Checkpoints
 
-def checkpoint(run, cfg, env, path):
-    """Write everything resume needs to path (the master does). Every process's RNG state (dropout) is
-    gathered first: a collective, so under DDP all processes call this at the same point."""
+def checkpoint(run, cfg, env):
+    """Write everything resume needs to out_dir/ckpt.pt (the master does). Every process's RNG state
+    (dropout) is gathered first: a collective, so under DDP all processes call this at the same point."""
     rng_states = [(torch.get_rng_state(), torch.cuda.get_rng_state() if env.device_type == "cuda" else None)]
     if env.ddp:
         mine, rng_states = rng_states[0], [None] * env.world
         dist.all_gather_object(rng_states, mine)
     if env.master:
-        save_checkpoint(path, {
+        save_checkpoint(checkpoint_path(cfg), {
             "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
             "scaler": run.scaler.state_dict(),
             "model_args": run.model_args, "config": dataclasses.asdict(cfg), "iter_num": run.iter_num,
             "best_val_loss": float(run.best_val_loss), "data_rng_state": run.data_gen.get_state(),
-            "rng_states": rng_states, "meta": run.meta, "elapsed_s": run.elapsed_s,
+            "rng_states": rng_states, "meta": run.meta, "elapsed_s": elapsed(run),
             "attn": run.model.attn,  # model_args keep the pattern it was built with (attn_switch_frac)
         })
     run.saved_at = run.iter_num
 
 
-def saved(run, path):
+def saved(run, cfg):
     """What this run left on disk, in words."""
-    return f"checkpoint of iter {run.saved_at} in {path}" if run.saved_at is not None else "no checkpoint written"
+    if run.saved_at is None:
+        return "no checkpoint written"
+    return f"checkpoint of iter {run.saved_at} in {checkpoint_path(cfg)}"
 
 
-def save_on_stop(run, cfg, env, path, console, why="Ctrl-C"):
+def save_on_stop(run, cfg, env, console, why="Ctrl-C"):
     """After Ctrl-C (or the time limit, `why`): a checkpoint of the whole state, or a line that says why
     there is nothing to save."""
     if cfg.eval_only:
@@ -685,273 +618,33 @@ def save_on_stop(run, cfg, env, path, console, why="Ctrl-C"):
     elif run.iter_num == 0:
         console.say(f"{why}: stopped before the first training step: nothing to save")
     else:
-        checkpoint(run, cfg, env, path)
-        console.say(f"{why}: saved {path} at iter {run.iter_num}; continue with --init_from=resume")
-
-
-def save_checkpoint(path, state):
-    """Write to a temporary file, then rename: a crash or a Ctrl-C mid-write never leaves a broken
-    ckpt.pt (the rename replaces the old file in one step), nor a stray temporary file."""
-    tmp = path + ".tmp"
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def load_checkpoint(path, map_location="cpu"):
-    if not os.path.exists(path):
-        raise no_checkpoint(path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:
-        raise ConfigError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); "
-                          "it may be truncated or from another program") from None
-    model_args = ckpt.get("model_args") if isinstance(ckpt, dict) else None
-    if not isinstance(model_args, dict) or "model" not in ckpt or "attn" not in model_args:
-        raise ConfigError(f"{path} is not a checkpoint of this project (no model / model_args / attention pattern "
-                          "in it; nanoGPT's own checkpoints do not load here)")
-    return ckpt
-
-
-def model_of_checkpoint(ckpt, model_args, path):
-    """The checkpoint's GPT with its weights, built from model_args (the checkpoint's, with this run's
-    dropout and attention backend), attending with the pattern it was last trained with."""
-    try:
-        model = GPT(GPTConfig(**model_args))
-        model.load_state_dict(ckpt["model"])
-    except (TypeError, RuntimeError) as e:  # another program's config keys, or weights of another shape
-        what = " ".join(line.strip() for line in str(e).strip().splitlines()[:2])
-        raise ConfigError(f"{path}: its model does not fit this project's GPT ({what[:300]})") from None
-    attn = ckpt.get("attn", model.attn)  # absent in checkpoints written before it was kept
-    if attn != model.attn:
-        model.set_attn(attn)
-    return model
-
-
-def no_checkpoint(path):
-    return ConfigError(f"no checkpoint at {path}: train first (python train.py ...) or check --out_dir")
-
-
-# -----------------------------------------------------------------------------
-# Ctrl-C, the console and log.csv
-
-class CtrlC:
-    """`with CtrlC(env) as ctrl_c:` makes Ctrl-C (SIGINT) a request: the loop asks ctrl_c.stop() where
-    the state is whole (between iterations, between evaluation batches) and then saves a checkpoint. A
-    second Ctrl-C raises KeyboardInterrupt wherever the run is, for a user who will not wait."""
-
-    def __init__(self, env):
-        self.env, self.requested, self.why = env, False, "Ctrl-C"
-
-    def request(self, why):
-        """Ask the loop to stop as Ctrl-C does, for another reason (the time limit), named in its message."""
-        self.requested, self.why = True, why
-
-    def __enter__(self):
-        self.previous = signal.signal(signal.SIGINT, self.on_sigint)
-        return self
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
-
-    def on_sigint(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        if self.env.master:
-            # on stderr: the run prints on stdout, and a print interrupted by this one would fail
-            print("\nCtrl-C: stopping after this training step or evaluation batch "
-                  "(Ctrl-C again to quit at once, without saving)", file=sys.stderr, flush=True)
-
-    def stop(self):
-        """Whether to stop here. Under DDP every process calls this at the same point and all stop if
-        any got Ctrl-C: a terminal sends it to every process, but not at the same instant."""
-        if self.env.ddp:
-            flag = torch.tensor(float(self.requested), device=self.env.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            self.requested = bool(flag.item())
-        return self.requested
-
-
-class Console:
-    """What the run prints: log lines, and during a long wait (an evaluation, the iterations between
-    two log lines) a progress line with the time left, so that a slow machine never looks stuck.
-    On a terminal the progress line appears after a second of silence and is rewritten in place (\\r),
-    then erased by the next log line; in a file or a pipe it is a plain line after QUIET_S seconds
-    of silence, so a log stays short. Only the master process prints (enabled)."""
-    QUIET_S = 5.0
-
-    def __init__(self, enabled):
-        self.enabled, self.tty = enabled, sys.stdout.isatty()
-        self.last_output = time.time()
-        self.width = 0  # characters of the progress line on the terminal now; 0: none shown
-
-    def say(self, text):
-        if not self.enabled:
-            return
-        if self.width:
-            print("\r" + " " * self.width + "\r", end="")
-            self.width = 0
-        print(text, flush=True)
-        self.last_output = time.time()
-
-    def progress(self, text, seconds_left):
-        wait = (0.25 if self.width else 1.0) if self.tty else self.QUIET_S
-        if not self.enabled or time.time() - self.last_output < wait:
-            return
-        text = f"{text}, about {duration(seconds_left)} left"
-        if self.tty:
-            print("\r" + text.ljust(self.width), end="", flush=True)
-            self.width = max(self.width, len(text))
-        else:
-            print(text, flush=True)
-        self.last_output = time.time()
-
-
-def duration(seconds):
-    """'2h05m', '3m20s' or '12s'."""
-    s = round(seconds)
-    if s >= 3600:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
-
-
-class CsvLog:
-    """out_dir/log.csv: a row per logged iteration and per evaluation. A run from scratch starts the file
-    afresh (a second run in the same out_dir would otherwise mix its rows with the first one's); a resumed
-    run appends, continuing it. `with CsvLog(None)` writes nothing (DDP processes but the master)."""
-    COLUMNS = ["iter", "train_loss", "val_loss", "lr", "ms_per_iter", "tokens_per_s", "mfu", "elapsed_s",
-               "grad_norm"]
-
-    def __init__(self, path, append=True):
-        self.file = open(path or os.devnull, "a" if append else "w", newline="")
-        self.writer = csv.DictWriter(self.file, self.COLUMNS, restval="")
-        if self.file.tell() == 0:
-            self.writer.writeheader()
-
-    def row(self, **values):
-        self.writer.writerow(values)
-        self.file.flush()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.file.close()
+        checkpoint(run, cfg, env)
+        console.say(f"{why}: saved {checkpoint_path(cfg)} at iter {run.iter_num}; continue with --init_from=resume")
 
 
 # -----------------------------------------------------------------------------
 # Command line
 
-USAGE = "usage: python train.py [config/NAME.py ...] [--key=value ...]"
-
-
-def parse_value(key, text, typ):
-    """The command-line text of --key=value as type typ, or a ConfigError naming the key."""
-    if typ is bool:
-        if text.lower() in ("true", "1", "yes"):
-            return True
-        if text.lower() in ("false", "0", "no"):
-            return False
-        raise ConfigError(f"--{key} expects True or False, got {text!r}")
-    try:
-        return typ(text)
-    except ValueError:
-        raise ConfigError(f"--{key} expects {typ.__name__}, got {text!r}") from None
-
-
-def _check_type(key, value, typ, where):
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if type(value) is not typ:
-        raise ConfigError(f"{where}: {key} must be {typ.__name__}, got {value!r} ({type(value).__name__})")
-    return value
-
-
 def parse_args(argv):
-    """TrainConfig from nanoGPT-style arguments: config files, then --key=value overrides."""
-    fields = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
-    values = {}
-    for arg in argv:
-        if not arg.startswith("--"):
-            if not os.path.isfile(arg):
-                raise ConfigError(f"config file {arg!r} not found (expected a path like config/train_shakespeare_char.py)")
-            scope = {}
-            exec(compile(open(arg).read(), arg, "exec"), scope)
-            for key, value in scope.items():
-                if key.startswith("_") or type(value).__name__ == "module" or callable(value):
-                    continue  # imports and helpers a config file may use
-                if key not in fields:
-                    raise ConfigError(f"{arg}: unknown config key {key!r}; known keys: {', '.join(fields)}")
-                values[key] = _check_type(key, value, fields[key], arg)
-        else:
-            key, eq, text = arg[2:].partition("=")
-            if not eq:
-                raise ConfigError(f"argument {arg!r} must look like --key=value (--help lists the keys)")
-            if key not in fields:
-                raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(fields)}")
-            values[key] = parse_value(key, text, fields[key])
-    return check_config(TrainConfig(**values))
-
-
-def option_line(name, default, text):
-    """One line of a --help listing: --name=default, its type, what it does (a tuple is a list: a,b,c)."""
-    shown = repr(default) if isinstance(default, str) and not default.isprintable() else default
-    kind = type(default).__name__
-    if isinstance(default, tuple):
-        shown, kind = ",".join(str(v) for v in default), "list"
-    return f"    {f'--{name}={shown}':<36} {kind:<6} {text}".rstrip()
+    """TrainConfig from nanoGPT-style arguments (config files, then --key=value overrides), checked."""
+    return check_config(parse_config(TrainConfig, argv))
 
 
 def usage():
-    """The --help text: the usage line, then every setting of TrainConfig (settings_help)."""
-    return "\n".join([USAGE, "",
+    """The --help text: how to call train.py, then every setting of TrainConfig with its default."""
+    return "\n".join(["usage: python train.py [config/NAME.py ...] [--key=value ...]", "",
                       "Config files (plain Python assignments) and then --key=value set the settings below;",
                       f"a later one wins. Start with: {QUICK_START}", f"or, on a CPU: {CPU_QUICK_START}", "",
                       "settings (default, type):", settings_help(TrainConfig)])
-
-
-def settings_help(cls):
-    """Every field of the dataclass cls in its order, with its default, type and the comment it has in
-    the source (read from there, so the two never differ); comment lines become group headings."""
-    lines, fields = [], {f.name: f for f in dataclasses.fields(cls)}
-    for line in inspect.getsource(cls).splitlines():
-        code, _, comment = line.strip().partition("#")
-        name = code.split(":")[0].strip()
-        if not code:  # a comment line: the heading of a group of settings
-            lines.append(f"  {comment.strip()}")
-        elif name in fields:
-            lines.append(option_line(name, fields[name].default, comment.strip()))
-    return "\n".join(lines)
-
-
-def print_help(text):
-    try:
-        print(text, flush=True)
-    except BrokenPipeError:  # `--help | head`: the reader took what it wanted and left
-        stdout_gone()
-
-
-def stdout_gone():
-    """After a BrokenPipeError: point stdout at /dev/null, so that the flush at exit fails quietly."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def main(argv):
     if "-h" in argv or "--help" in argv:
         print_help(usage())
         return
-    try:
+    # a Ctrl-C that train() lets through came before training began (or is the second: it says what is kept)
+    with one_line_errors(FloatingPointError, ctrl_c="Ctrl-C: stopped before training began; nothing was saved"):
         train(parse_args(argv))
-    except (ConfigError, FloatingPointError) as e:
-        sys.stderr.write(f"error: {e}\n")  # one write: torchrun's processes each print it, whole lines
-        sys.exit(1)
-    except KeyboardInterrupt as e:  # before training began, or a second Ctrl-C (train says what is kept)
-        print(f"\n{e or 'Ctrl-C: stopped before training began; nothing was saved'}", file=sys.stderr)
-        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import baselines
 import model
 import sample
 import train
+import utils
 from model import ATTN_PATTERNS, GPT, GPTConfig
 
 
@@ -30,7 +31,7 @@ def test_pattern_trains_and_generates(tmp_path, attn):
     losses = [loss for _, loss in history]
     assert len(losses) == 30 and all(math.isfinite(x) for x in losses)
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3, losses
-    ckpt = train.load_checkpoint(str(tmp_path / attn / "ckpt.pt"))
+    ckpt = utils.load_checkpoint(str(tmp_path / attn / "ckpt.pt"))
     m = GPT(GPTConfig(**ckpt["model_args"]))
     m.load_state_dict(ckpt["model"])
     m.eval()
@@ -264,7 +265,7 @@ def test_attn_switch_frac_switches_and_survives_resume(tmp_path, capsys, monkeyp
     out = capsys.readouterr().out
     assert "iter 7: attn_switch_frac=0.3: switching attention sp -> dense" in out
     assert out.count("switching attention") == 1
-    ckpt = train.load_checkpoint(str(tmp_path / "sp" / "ckpt.pt"))
+    ckpt = utils.load_checkpoint(str(tmp_path / "sp" / "ckpt.pt"))
     assert ckpt["model_args"]["attn"] == "sp" and ckpt["attn"] == "dense"
     # sampling, evaluating and heads.py use the attention the model was last trained with
     assert sample.load_model(str(tmp_path / "sp"), "cpu")[0].attn == "dense"
@@ -290,7 +291,7 @@ def test_attn_switch_frac_switches_and_survives_resume(tmp_path, capsys, monkeyp
     out = capsys.readouterr().out
     assert "attn=dense" in out and "switching" not in out  # the checkpoint's model is already dense
     assert [i for i, _ in second] == [8, 9]
-    assert train.load_checkpoint(str(tmp_path / "resumed" / "ckpt.pt"))["model_args"]["attn"] == "sp"
+    assert utils.load_checkpoint(str(tmp_path / "resumed" / "ckpt.pt"))["model_args"]["attn"] == "sp"
     for (i, a), (j, b) in zip(full[8:], second):
         assert i == j and a == pytest.approx(b, rel=1e-6)
 
