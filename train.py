@@ -11,21 +11,16 @@ Train a GPT with SPAttention, nanoGPT style.
 
 Every setting is a field of TrainConfig, all checked before any data is read. out_dir/ckpt.pt always
 holds the latest state (written atomically), so --init_from=resume continues exactly where a run
-stopped: after the last iteration, an evaluation, Ctrl-C, or --time_limit_s. Under torchrun the
-processes share each step's micro-batches: N processes train on the same batches, in the same order,
-as one process does.
+stopped: after the last iteration, an evaluation, Ctrl-C, or --time_limit_s. Under torchrun N processes
+share each step's micro-batches: they train on the same batches, in the same order, as one process.
 
 Reading order: TrainConfig, train() (set-up, then the loop on one screen), then what it calls, in that
-order. utils.py holds what this file shares with sample.py: the command line's machinery, device and
-precision, checkpoint files, and a long run's console, Ctrl-C and log.csv.
+order. The plumbing (command line, device, files on disk, console, Ctrl-C) is in utils.py.
 """
 
 import dataclasses
-import gc
 import math
 import os
-import pickle
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -35,17 +30,13 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import BAND_PATTERNS, GPT, GPTConfig, ConfigError
-from utils import (DTYPES, Console, CsvLog, CtrlC, load_checkpoint, model_of_checkpoint, no_checkpoint, one_line_errors,
-                   parse_config, print_help, save_checkpoint, settings_help, setup_process)
-from utils import parse_value, pick_device, pick_dtype  # noqa: F401  experiments/compare.py calls them as train.X
+from model import GPT, GPTConfig, ConfigError
+from utils import (CPU_QUICK_START, DTYPES, GPT2_VOCAB_SIZE, QUICK_START, Console, CsvLog, CtrlC, Steps,
+                   check_dataset, check_device, check_finite, end_process, load_checkpoint, load_data,
+                   model_of_checkpoint, no_checkpoint, one_line_errors, parse_config, print_help, save_checkpoint,
+                   settings_help, setup_process, slow_cpu_hint)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# Datasets whose prepare.py needs no download: train.py prepares these by itself when needed.
-OFFLINE_DATASETS = ("shakespeare_char", "shakespeare", "pystdlib")
-GPT2_VOCAB_SIZE = 50304  # GPT-2's 50257 tokens padded to a multiple of 64: BPE datasets have no meta.pkl
-QUICK_START = "python train.py config/train_shakespeare_char.py"
-CPU_QUICK_START = "python train.py config/train_shakespeare_char_cpu.py"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -102,7 +93,7 @@ def train(cfg):
     check_config(cfg)                  # every setting first: a mistake costs no waiting
     ckpt = open_out_dir(cfg)           # the checkpoint a resume continues (None from scratch), checked
     env = setup_process(cfg)           # device, precision, DDP (utils.py)
-    check_env(cfg, env)
+    check_device(cfg, env)
     console = Console(enabled=env.master)
     splits, meta = load_data(cfg, env)
     if env.master:
@@ -121,7 +112,7 @@ def train(cfg):
     try:
         # a run from scratch starts a new log, not another run's; a resumed run continues its own
         with CtrlC(env) as ctrl_c, CsvLog(log_path, append=cfg.init_from == "resume") as log:
-            steps = Steps(run, cfg, env, console, log)
+            steps = Steps(run, cfg, env, console, log, checkpoint_path(cfg))
             while True:
                 lr = get_lr(run.iter_num, cfg)
                 for group in run.optimizer.param_groups:
@@ -149,13 +140,8 @@ def train(cfg):
     except KeyboardInterrupt:  # a second Ctrl-C (see CtrlC): stop at once, and say what is on disk
         raise KeyboardInterrupt(f"Ctrl-C again: stopped at once, without saving; {saved(run, cfg)}") from None
     finally:
-        if env.ddp:
-            # DDP's reference cycles keep the process group, and gloo's threads, alive past
-            # destroy_process_group. Collecting them first means no gloo thread is still running
-            # while the interpreter shuts down, which can abort the process.
-            model = None
-            gc.collect()
-            dist.destroy_process_group()
+        model = None  # the DDP wrapper, which end_process collects before it leaves the process group
+        end_process(env)
     if cfg.eval_only:
         if evaluated:  # not after a Ctrl-C cut the evaluation short
             console.say(f"done: evaluated the checkpoint of iter {run.iter_num} (trained nothing)")
@@ -166,51 +152,7 @@ def train(cfg):
 
 
 # -----------------------------------------------------------------------------
-# The loop's bookkeeping: the steps' losses, evaluations, the switch to dense attention
-
-class Steps:
-    """The training steps' losses, read one step late. Reading a loss waits for the device to finish
-    its step, so the loop reads it once the next step is queued (the device has work while the host
-    waits here), and before anything that needs good weights: an evaluation, a checkpoint. Each loss
-    read is checked (a NaN stops the run), kept in history, and logged every log_interval."""
-
-    def __init__(self, run, cfg, env, console, log):
-        self.run, self.cfg, self.env, self.console, self.log = run, cfg, env, console, log
-        self.pending = None  # (iter, loss, grad_norm, lr, seconds to queue it) of the step not read yet
-        self.history, self.seconds = [], 0.0  # (iter, loss) of the steps read, and the loop's time on them
-
-    def queued(self, it, loss, grad_norm, lr, queued_s):
-        """Step `it` is queued (in queued_s seconds): read the step before it; this one waits."""
-        self.read()
-        self.pending = (it, loss, grad_norm, lr, queued_s)
-
-    def read(self):
-        """Read, check and log the pending step, if there is one."""
-        if self.pending is None:
-            return
-        (it, loss, grad_norm, lr, queued_s), self.pending = self.pending, None
-        cfg, t_wait = self.cfg, time.time()
-        loss, grad_norm = float(loss), float(grad_norm)
-        dt = queued_s + time.time() - t_wait  # the loop's time on the step: queueing it, then waiting for it
-        check_finite("loss", loss, it, cfg)
-        if not self.run.scaler.is_enabled():  # float16's scaler skips a step whose gradient overflowed
-            # a finite loss with a NaN gradient made NaN weights, which a stop right now would save
-            check_finite("gradient norm", grad_norm, it, cfg)
-        self.history.append((it, loss))
-        self.seconds += dt
-        if it % cfg.log_interval == 0:
-            tokens_per_s = cfg.gradient_accumulation_steps * cfg.batch_size * self.run.model.config.block_size / dt
-            mfu = self.run.model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps // self.env.world,
-                                              dt, peak_flops=cfg.peak_flops or None)
-            self.console.say(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, {tokens_per_s:,.0f} "
-                             f"tok/s, mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, grad norm {grad_norm:.3f}")
-            self.log.row(iter=it, train_loss=f"{loss:.5f}", lr=lr, ms_per_iter=f"{dt * 1000:.2f}",
-                         tokens_per_s=f"{tokens_per_s:.0f}", mfu="" if mfu is None else f"{mfu:.4f}",
-                         elapsed_s=f"{elapsed(self.run):.1f}", grad_norm=f"{grad_norm:.6g}")
-        per_iter = self.seconds / len(self.history)
-        self.console.progress(f"training: iter {it}/{cfg.max_iters}, {per_iter:.2f} s/iter",
-                              per_iter * (cfg.max_iters - it - 1))
-
+# The loop's bookkeeping: evaluations, the switch to dense attention
 
 def evaluate_and_checkpoint(model, splits, run, cfg, env, ctrl_c, console, log, lr):
     """Evaluate, log the losses, and (but for eval_only) write the checkpoint. False when Ctrl-C cut
@@ -220,9 +162,9 @@ def evaluate_and_checkpoint(model, splits, run, cfg, env, ctrl_c, console, log, 
         return False
     console.say(f"step {run.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
     log.row(iter=run.iter_num, train_loss=f"{losses['train']:.5f}", val_loss=f"{losses['val']:.5f}", lr=lr,
-            elapsed_s=f"{elapsed(run):.1f}")
+            elapsed_s=f"{run.elapsed():.1f}")
     for split, loss in losses.items():
-        check_finite(f"evaluation {split} loss", loss, run.iter_num, cfg)
+        check_finite(f"evaluation {split} loss", loss, run.iter_num, checkpoint_path(cfg))
     run.best_val_loss = min(run.best_val_loss, losses["val"])
     if not cfg.eval_only:
         checkpoint(run, cfg, env)
@@ -237,11 +179,6 @@ def switch_to_dense(run, cfg, env, console):
     return wrap_model(run.model, cfg, env, console)
 
 
-def elapsed(run):
-    """The training loop's seconds so far, over every process that ran it (a resume goes on counting)."""
-    return run.elapsed_s + time.time() - run.started
-
-
 # -----------------------------------------------------------------------------
 # Set-up: settings, device, data, model
 
@@ -252,10 +189,9 @@ def model_args_of(cfg, vocab_size):
 
 
 def check_config(cfg):
-    """Raise a ConfigError naming the first setting that cannot work. The settings are read (the dataset
-    only by its name: is there such a folder in data/?), then the out_dir (for a resume, whether its
-    checkpoint exists): a mistake is reported before anything slow happens, and a wrong setting before
-    what it leads to."""
+    """Raise a ConfigError naming the first setting that cannot work: the settings (the dataset by its
+    name), then the out_dir. A mistake costs no waiting, and a wrong setting is named before what it
+    leads to."""
     for key, choices in (("init_from", ("scratch", "resume")), ("dtype", DTYPES), ("compile_mode", COMPILE_MODES)):
         if getattr(cfg, key) not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")
@@ -277,72 +213,8 @@ def check_config(cfg):
     return cfg
 
 
-def check_dataset(dataset):
-    """A ConfigError unless data/<dataset> is a dataset: a folder with a prepare.py."""
-    def is_dataset(name):
-        return os.path.isfile(os.path.join(data_dir(name), "prepare.py"))
-    if not is_dataset(dataset):
-        known = sorted(filter(is_dataset, os.listdir(os.path.join(HERE, "data"))))
-        raise ConfigError(f"unknown dataset {dataset!r}: there is no folder data/{dataset} with a prepare.py; "
-                          f"choose one of {', '.join(known)}")
-
-
 def checkpoint_path(cfg):
     return os.path.join(cfg.out_dir, "ckpt.pt")
-
-
-def check_env(cfg, env):
-    """A ConfigError if the settings cannot run where this process computes; checked before any data is
-    read, rather than at the model's first call."""
-    if env.ddp and cfg.gradient_accumulation_steps % env.world:
-        raise ConfigError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible "
-                          f"by the {env.world} processes, which share each step's micro-batches")
-    if cfg.attn not in BAND_PATTERNS or cfg.attn == "dense":  # the others never call band_attention
-        return
-    interpreted = os.environ.get("TRITON_INTERPRET") == "1"  # Triton on the CPU, for tests: very slow
-    if cfg.attn_backend == "triton" and env.device_type != "cuda" and not interpreted:
-        raise ConfigError(f"attn_backend='triton' needs a CUDA GPU and this run is on {env.device_type}; "
-                          "use --attn_backend=auto, which picks the PyTorch fallback there")
-    if cfg.attn_backend == "flex" and env.device_type == "cpu" and not cfg.eval_only:
-        raise ConfigError("attn_backend='flex' cannot train on the CPU (FlexAttention has no backward there); "
-                          "use --attn_backend=auto, which picks the PyTorch fallback there")
-
-
-def data_dir(dataset):
-    return os.path.join(HERE, "data", dataset)
-
-
-def load_data(cfg, env):
-    """The dataset's splits and vocabulary. Under DDP the master alone prepares a missing dataset
-    while the others wait, so no two processes write the same files."""
-    if env.ddp and not env.master:
-        dist.barrier()
-    splits, meta = load_dataset(cfg.dataset, prepare=env.master)
-    if env.ddp and env.master:
-        dist.barrier()
-    return splits, meta
-
-
-def load_dataset(dataset, prepare=True):
-    """The train/val token arrays (memory-mapped) and the char vocabulary if there is one; with
-    `prepare`, a missing dataset that needs no download is prepared first."""
-    check_dataset(dataset)
-    d = data_dir(dataset)
-    if prepare and not os.path.exists(os.path.join(d, "train.bin")) and dataset in OFFLINE_DATASETS:
-        print(f"data/{dataset}/train.bin is missing: running data/{dataset}/prepare.py", flush=True)
-        subprocess.run([sys.executable, os.path.join(d, "prepare.py")], check=True)
-    for split in ("train", "val"):
-        if not os.path.exists(os.path.join(d, f"{split}.bin")):
-            raise ConfigError(f"dataset {dataset!r} is not prepared: data/{dataset}/{split}.bin is missing; "
-                              f"prepare it with python data/{dataset}/prepare.py (data/README.md says what it "
-                              f"downloads), or start with the data that ships here: {QUICK_START} "
-                              f"(on a CPU: {CPU_QUICK_START})")
-    meta = None
-    if os.path.exists(os.path.join(d, "meta.pkl")):
-        with open(os.path.join(d, "meta.pkl"), "rb") as f:
-            meta = pickle.load(f)
-    splits = {s: np.memmap(os.path.join(d, f"{s}.bin"), dtype=np.uint16, mode="r") for s in ("train", "val")}
-    return splits, meta
 
 
 @dataclass
@@ -360,11 +232,14 @@ class Run:
     elapsed_s: float = 0.0             # the loop's seconds in the processes before this one (resumes)
     started: float = 0.0               # time.time() when this process's loop began
 
+    def elapsed(self):
+        """The training loop's seconds so far, over every process that ran it (a resume goes on counting)."""
+        return self.elapsed_s + time.time() - self.started
+
 
 def open_out_dir(cfg):
-    """The checkpoint that a resumed run continues, or None for a run from scratch; read before the data,
-    so that a mismatch costs no waiting. A run from scratch refuses an out_dir that holds a checkpoint,
-    which it would replace; a resume refuses another dataset than the run's own."""
+    """The checkpoint a resumed run continues (read before the data), or None for a run from scratch,
+    which refuses an out_dir that holds a checkpoint rather than replace it."""
     path = checkpoint_path(cfg)
     if cfg.init_from == "scratch":
         if os.path.exists(path):
@@ -411,8 +286,8 @@ def build_run(cfg, env, meta, ckpt):
 
 
 def introduce(run, cfg, env, console):
-    """Say what this run trains, and where; for a resume, which settings the checkpoint's architecture
-    overrides; on a CPU, whether the run is clearly too big for it."""
+    """Say what this run trains, and where; which settings a resumed checkpoint overrides; whether the
+    run is clearly too big for a CPU."""
     model, T = run.model, run.model.config.block_size
     console.say(f"model: {model.get_num_params() / 1e6:.2f}M parameters, attn={model.attn}, "
                 f"{model.attention_pairs() / (T * (T + 1) / 2 * model.config.n_head):.1%} of dense causal "
@@ -422,27 +297,11 @@ def introduce(run, cfg, env, console):
     if ignored:
         console.say("resumed: the model is the checkpoint's; settings that differ from it are not used: "
                     + ", ".join(ignored))
-    hint = slow_cpu_hint(cfg, cfg.max_iters - run.iter_num) if env.device_type == "cpu" and not cfg.eval_only else None
-    if hint:
-        console.say(hint)
-
-
-def slow_cpu_hint(cfg, iters_left):
-    """A line for a run clearly too big for a CPU, else None. Nothing is timed (on a busy machine a timing
-    cries wolf): the run's work, weights (12 * n_embd**2 a block) times tokens, is compared with that of
-    the CPU config, which trains in minutes on a laptop. A hundred times that is hours. A run whose step
-    is no bigger than the CPU config's is told nothing: its progress line shows the time left."""
-    def work(c, iters):
-        return c.n_layer * c.n_embd ** 2 * c.batch_size * c.gradient_accumulation_steps * c.block_size * iters
-    path = os.path.join(HERE, CPU_QUICK_START.split()[-1])
-    if not os.path.isfile(path):  # a copy of train.py without config/: no config to advise
-        return None
-    quick = parse_args([path])
-    ratio = work(cfg, iters_left) / work(quick, quick.max_iters)
-    if ratio < 100 or work(cfg, 1) <= work(quick, 1):
-        return None
-    return (f"hint: this run is {ratio:,.0f}x the training work of the CPU config, which trains in minutes on a laptop "
-            f"CPU: here it takes hours or more. To watch a model learn in minutes, run: {CPU_QUICK_START}")
+    quick = os.path.join(HERE, CPU_QUICK_START.split()[-1])  # absent in a copy of train.py without config/
+    if env.device_type == "cpu" and not cfg.eval_only and os.path.isfile(quick):
+        hint = slow_cpu_hint(cfg, parse_args([quick]), cfg.max_iters - run.iter_num)
+        if hint:
+            console.say(hint)
 
 
 def wrap_model(model, cfg, env, console):
@@ -459,10 +318,9 @@ def wrap_model(model, cfg, env, console):
 
 
 def warm_up(model, data, cfg, env):
-    """One forward and backward of a micro-batch, gradients and random state left as they were. The
-    band kernel makes small tables on the GPU at its first call for a shape (its schedule) and keeps
-    them; CUDA graphs (compile_mode='reduce-overhead') own every allocation made while they record,
-    and refuse tensors that outlive a step, so those first calls must happen before."""
+    """One forward and backward, gradients and random state left as they were: the band kernel keeps
+    small GPU tables made at its first call for a shape, which CUDA graphs (compile_mode=
+    'reduce-overhead') would refuse if made while they record."""
     block_size = model.config.block_size
     ix = sample_starts(data, block_size, cfg.batch_size, torch.Generator().manual_seed(0))  # data order untouched
     X, Y = get_batch(data, ix, block_size, env.device)
@@ -536,15 +394,6 @@ def train_step(model, run, data, cfg, env):
     return total, grad_norm
 
 
-def check_finite(what, value, iter_num, cfg):
-    """Stop on a NaN or infinite loss (or gradient norm), before a checkpoint could save the weights
-    that made it."""
-    if not math.isfinite(value):
-        raise FloatingPointError(
-            f"{what} became {value} at iter {iter_num}; stopped without saving. The last good checkpoint "
-            f"is kept in {checkpoint_path(cfg)}. Try a lower learning_rate, grad_clip, or dtype=float32")
-
-
 @torch.no_grad()
 def evaluate(model, splits, block_size, cfg, env, ctrl_c, console):
     """The mean loss of eval_iters batches of each split; None when Ctrl-C cut the evaluation short.
@@ -585,8 +434,8 @@ def evaluate(model, splits, block_size, cfg, env, ctrl_c, console):
 # Checkpoints
 
 def checkpoint(run, cfg, env):
-    """Write everything resume needs to out_dir/ckpt.pt (the master does). Every process's RNG state
-    (dropout) is gathered first: a collective, so under DDP all processes call this at the same point."""
+    """Write everything resume needs to out_dir/ckpt.pt (the master does), every process's dropout RNG
+    state gathered first: a collective, so under DDP all processes call this at the same point."""
     rng_states = [(torch.get_rng_state(), torch.cuda.get_rng_state() if env.device_type == "cuda" else None)]
     if env.ddp:
         mine, rng_states = rng_states[0], [None] * env.world
@@ -597,7 +446,7 @@ def checkpoint(run, cfg, env):
             "scaler": run.scaler.state_dict(),
             "model_args": run.model_args, "config": dataclasses.asdict(cfg), "iter_num": run.iter_num,
             "best_val_loss": float(run.best_val_loss), "data_rng_state": run.data_gen.get_state(),
-            "rng_states": rng_states, "meta": run.meta, "elapsed_s": elapsed(run),
+            "rng_states": rng_states, "meta": run.meta, "elapsed_s": run.elapsed(),
             "attn": run.model.attn,  # model_args keep the pattern it was built with (attn_switch_frac)
         })
     run.saved_at = run.iter_num

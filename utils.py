@@ -4,9 +4,10 @@ What train.py and sample.py share, kept out of their way so that each reads as w
 - the command line: config files and --key=value read against a dataclass, --help written from the
   dataclass's own source, and a main that ends a mistake with one line `error: ...`, not a traceback;
 - the device and precision a process computes in, and its place among DDP processes;
+- datasets on disk: prepared when they need no download, with one line saying what to do when missing;
 - checkpoints on disk: an atomic write, and a read that refuses what is not this project's in one line;
 - what a long run needs: a console that shows the time left during long waits, Ctrl-C as a request
-  to stop at the next safe point, and log.csv.
+  to stop at the next safe point, log.csv, and a hint when a run is clearly too big for a CPU.
 
 Nothing here knows the training settings: TrainConfig and the loop are train.py's. A function that
 reads settings takes any object with the fields it names (cfg.device, cfg.dtype, cfg.seed).
@@ -14,18 +15,23 @@ reads settings takes any object with the fields it names (cfg.device, cfg.dtype,
 
 import csv
 import dataclasses
+import gc
 import inspect
+import math
 import os
+import pickle
 import signal
+import subprocess
 import sys
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
-from model import GPT, GPTConfig, ConfigError
+from model import BAND_PATTERNS, GPT, GPTConfig, ConfigError
 
 # -----------------------------------------------------------------------------
 # The command line
@@ -212,6 +218,106 @@ def setup_process(cfg):
     return Env(device, device_type, dtype, autocast(device_type, dtype), ddp, rank, world)
 
 
+def check_device(cfg, env):
+    """A ConfigError if a training run's settings (cfg) cannot run where this process computes (env);
+    checked before any data is read, rather than at the model's first call."""
+    if env.ddp and cfg.gradient_accumulation_steps % env.world:
+        raise ConfigError(f"gradient_accumulation_steps={cfg.gradient_accumulation_steps} must be divisible "
+                          f"by the {env.world} processes, which share each step's micro-batches")
+    if cfg.attn not in BAND_PATTERNS or cfg.attn == "dense":  # the others never call band_attention
+        return
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"  # Triton on the CPU, for tests: very slow
+    if cfg.attn_backend == "triton" and env.device_type != "cuda" and not interpreted:
+        raise ConfigError(f"attn_backend='triton' needs a CUDA GPU and this run is on {env.device_type}; "
+                          "use --attn_backend=auto, which picks the PyTorch fallback there")
+    if cfg.attn_backend == "flex" and env.device_type == "cpu" and not cfg.eval_only:
+        raise ConfigError("attn_backend='flex' cannot train on the CPU (FlexAttention has no backward there); "
+                          "use --attn_backend=auto, which picks the PyTorch fallback there")
+
+
+def end_process(env):
+    """Leave the DDP process group, if this process is in one. DDP's reference cycles keep the group,
+    and gloo's threads, alive past destroy_process_group: collecting them first means no gloo thread
+    still runs while the interpreter shuts down, which can abort the process."""
+    if env.ddp:
+        gc.collect()
+        dist.destroy_process_group()
+
+
+# -----------------------------------------------------------------------------
+# Datasets on disk: data/NAME/train.bin and val.bin (uint16 token ids), and for char-level data
+# meta.pkl (vocab_size, stoi, itos); data/NAME/prepare.py makes them (data/README.md)
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+# Datasets whose prepare.py needs no download: load_dataset prepares these by itself when needed.
+OFFLINE_DATASETS = ("shakespeare_char", "shakespeare", "pystdlib", "pystdlib_bytes")
+GPT2_VOCAB_SIZE = 50304  # GPT-2's 50257 tokens padded to a multiple of 64: BPE datasets have no meta.pkl
+QUICK_START = "python train.py config/train_shakespeare_char.py"
+CPU_QUICK_START = "python train.py config/train_shakespeare_char_cpu.py"
+
+
+def data_dir(dataset):
+    return os.path.join(DATA, dataset)
+
+
+def check_dataset(dataset):
+    """A ConfigError unless data/<dataset> is a dataset: a folder with a prepare.py."""
+    def is_dataset(name):
+        return os.path.isfile(os.path.join(data_dir(name), "prepare.py"))
+    if not is_dataset(dataset):
+        known = sorted(filter(is_dataset, os.listdir(DATA)))
+        raise ConfigError(f"unknown dataset {dataset!r}: there is no folder data/{dataset} with a prepare.py; "
+                          f"choose one of {', '.join(known)}")
+
+
+def load_dataset(dataset, prepare=True):
+    """The train/val token arrays (memory-mapped) and the char vocabulary if there is one; with
+    `prepare`, a missing dataset that needs no download is prepared first."""
+    check_dataset(dataset)
+    d = data_dir(dataset)
+    if prepare and not os.path.exists(os.path.join(d, "train.bin")) and dataset in OFFLINE_DATASETS:
+        print(f"data/{dataset}/train.bin is missing: running data/{dataset}/prepare.py", flush=True)
+        subprocess.run([sys.executable, os.path.join(d, "prepare.py")], check=True)
+    for split in ("train", "val"):
+        if not os.path.exists(os.path.join(d, f"{split}.bin")):
+            raise ConfigError(f"dataset {dataset!r} is not prepared: data/{dataset}/{split}.bin is missing; "
+                              f"prepare it with python data/{dataset}/prepare.py (data/README.md says what it "
+                              f"downloads), or start with the data that ships here: {QUICK_START} "
+                              f"(on a CPU: {CPU_QUICK_START})")
+    meta = None
+    if os.path.exists(os.path.join(d, "meta.pkl")):
+        with open(os.path.join(d, "meta.pkl"), "rb") as f:
+            meta = pickle.load(f)
+    splits = {s: np.memmap(os.path.join(d, f"{s}.bin"), dtype=np.uint16, mode="r") for s in ("train", "val")}
+    return splits, meta
+
+
+def load_data(cfg, env):
+    """The dataset's splits and vocabulary. Under DDP the master alone prepares a missing dataset
+    while the others wait, so no two processes write the same files."""
+    if env.ddp and not env.master:
+        dist.barrier()
+    splits, meta = load_dataset(cfg.dataset, prepare=env.master)
+    if env.ddp and env.master:
+        dist.barrier()
+    return splits, meta
+
+
+def slow_cpu_hint(cfg, quick, iters_left):
+    """A line for a training run (cfg) clearly too big for a CPU, else None. Nothing is timed (on a busy
+    machine a timing cries wolf): the run's work, weights (12 * n_embd**2 a block) times tokens, is
+    compared with that of the CPU config (quick), which trains in minutes on a laptop. A hundred times
+    that is hours. A run whose step is no bigger than the CPU config's is told nothing: its progress line
+    shows the time left."""
+    def work(c, iters):
+        return c.n_layer * c.n_embd ** 2 * c.batch_size * c.gradient_accumulation_steps * c.block_size * iters
+    ratio = work(cfg, iters_left) / work(quick, quick.max_iters)
+    if ratio < 100 or work(cfg, 1) <= work(quick, 1):
+        return None
+    return (f"hint: this run is {ratio:,.0f}x the training work of the CPU config, which trains in minutes on a laptop "
+            f"CPU: here it takes hours or more. To watch a model learn in minutes, run: {CPU_QUICK_START}")
+
+
 # -----------------------------------------------------------------------------
 # Checkpoints on disk
 
@@ -345,6 +451,58 @@ class CtrlC:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             self.requested = bool(flag.item())
         return self.requested
+
+
+class Steps:
+    """The training steps' losses, read one step late: reading a loss waits for the device, so the loop
+    reads it once the next step is queued (the device has work meanwhile), and before anything that
+    needs good weights (an evaluation, a checkpoint). Each loss is checked, kept and logged, with the
+    progress line's time left. run and cfg are train.py's Run and TrainConfig."""
+
+    def __init__(self, run, cfg, env, console, log, ckpt_path):
+        self.run, self.cfg, self.env, self.console, self.log, self.ckpt_path = run, cfg, env, console, log, ckpt_path
+        self.pending = None  # (iter, loss, grad_norm, lr, seconds to queue it) of the step not read yet
+        self.history, self.seconds = [], 0.0  # (iter, loss) of the steps read, and the loop's time on them
+
+    def queued(self, it, loss, grad_norm, lr, queued_s):
+        """Step `it` is queued (in queued_s seconds): read the step before it; this one waits."""
+        self.read()
+        self.pending = (it, loss, grad_norm, lr, queued_s)
+
+    def read(self):
+        """Read, check and log the pending step, if there is one."""
+        if self.pending is None:
+            return
+        (it, loss, grad_norm, lr, queued_s), self.pending = self.pending, None
+        cfg, t_wait = self.cfg, time.time()
+        loss, grad_norm = float(loss), float(grad_norm)
+        dt = queued_s + time.time() - t_wait  # the loop's time on the step: queueing it, then waiting for it
+        check_finite("loss", loss, it, self.ckpt_path)
+        if not self.run.scaler.is_enabled():  # float16's scaler skips a step whose gradient overflowed
+            # a finite loss with a NaN gradient made NaN weights, which a stop right now would save
+            check_finite("gradient norm", grad_norm, it, self.ckpt_path)
+        self.history.append((it, loss))
+        self.seconds += dt
+        if it % cfg.log_interval == 0:
+            tokens_per_s = cfg.gradient_accumulation_steps * cfg.batch_size * self.run.model.config.block_size / dt
+            mfu = self.run.model.estimate_mfu(cfg.batch_size * cfg.gradient_accumulation_steps // self.env.world,
+                                              dt, peak_flops=cfg.peak_flops or None)
+            self.console.say(f"iter {it}: loss {loss:.4f}, lr {lr:.2e}, {dt * 1000:.1f} ms/iter, {tokens_per_s:,.0f} "
+                             f"tok/s, mfu {'n/a' if mfu is None else f'{mfu:.1%}'}, grad norm {grad_norm:.3f}")
+            self.log.row(iter=it, train_loss=f"{loss:.5f}", lr=lr, ms_per_iter=f"{dt * 1000:.2f}",
+                         tokens_per_s=f"{tokens_per_s:.0f}", mfu="" if mfu is None else f"{mfu:.4f}",
+                         elapsed_s=f"{self.run.elapsed():.1f}", grad_norm=f"{grad_norm:.6g}")
+        per_iter = self.seconds / len(self.history)
+        self.console.progress(f"training: iter {it}/{cfg.max_iters}, {per_iter:.2f} s/iter",
+                              per_iter * (cfg.max_iters - it - 1))
+
+
+def check_finite(what, value, iter_num, ckpt_path):
+    """Stop on a NaN or infinite loss (or gradient norm), before a checkpoint saves the weights that made it."""
+    if not math.isfinite(value):
+        raise FloatingPointError(
+            f"{what} became {value} at iter {iter_num}; stopped without saving. The last good checkpoint "
+            f"is kept in {ckpt_path}. Try a lower learning_rate, grad_clip, or dtype=float32")
 
 
 class CsvLog:

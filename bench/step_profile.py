@@ -34,6 +34,7 @@ ROOT = os.path.dirname(TOOLS)
 sys.path[:0] = [ROOT, TOOLS]
 import kernel_launch  # noqa: E402
 import train  # noqa: E402
+import utils  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from train_speed import CONFIGS  # noqa: E402
 
@@ -41,8 +42,8 @@ from train_speed import CONFIGS  # noqa: E402
 def build(attn, args):
     argv = [a if a.startswith("--") else os.path.join(ROOT, a) for a in CONFIGS[args.config][1]]
     cfg = train.parse_args(argv + [f"--attn={attn}"])
-    meta = train.load_dataset(cfg.dataset)[1]
-    vocab = meta["vocab_size"] if meta else train.GPT2_VOCAB_SIZE
+    meta = utils.load_dataset(cfg.dataset)[1]
+    vocab = meta["vocab_size"] if meta else utils.GPT2_VOCAB_SIZE
     torch.manual_seed(0)
     model = GPT(GPTConfig(**train.model_args_of(cfg, vocab))).to(args.device)
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), args.device)

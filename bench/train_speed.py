@@ -14,7 +14,7 @@ train.py runs from each tree in turn, interleaved pattern by pattern, and each t
     python bench/train_speed.py                                  # the baby GPT and the N = 1024 setting
     python bench/train_speed.py --iters=1000 --settings=eager,compile,graphs
     python bench/train_speed.py --configs=quality --patterns=dense,sp,window --settings=compile
-                                 # the quality experiment's model (experiments/results/quality; needs data/pystdlib)
+                                 # the quality experiment's model (experiments/results/quality; needs data/pystdlib_bytes)
     python bench/train_speed.py --trees=.,out-ab/old --settings=graphs   # this code against an older one
 """
 import argparse
@@ -35,14 +35,14 @@ import compare  # noqa: E402
 
 def quality_config():
     """experiments/compare.py's model and optimizer in its default setting (TRAIN_DEFAULTS, Options), as a CONFIGS
-    entry. The rate is the one its sweep chose for dense, sp and window; a step's time does not depend on it."""
+    entry, at the first rate of its sweep (a step's time does not depend on the rate)."""
     o, base = compare.Options(), compare.TRAIN_DEFAULTS
     batch = o.batch_tokens // (o.block_size * base["gradient_accumulation_steps"])
     label = (f"{o.dataset}: T = {o.block_size}, {base['n_layer']} x {o.n_head} heads x {base['n_embd']}, "
              f"batch {batch} (experiments/compare.py)")
     model = {k: v for k, v in base.items() if k not in ("compile", "device", "dtype", "log_interval")}
     return label, [f"--dataset={o.dataset}", f"--n_head={o.n_head}", f"--block_size={o.block_size}",
-                   f"--batch_size={batch}", *(f"--{k}={v}" for k, v in model.items()), "--learning_rate=7.5e-4"]
+                   f"--batch_size={batch}", *(f"--{k}={v}" for k, v in model.items()), f"--learning_rate={o.lr_sweep[0]}"]
 
 
 CONFIGS = {  # name: (what the table calls it, train.py arguments)

@@ -61,6 +61,7 @@ import evaluate as E  # noqa: E402
 import record  # noqa: E402
 import report as R  # noqa: E402
 import train as T  # noqa: E402
+import utils  # noqa: E402
 from model import ATTN_PATTERNS, GPT, GPTConfig, ConfigError  # noqa: E402
 from sample import load_model  # noqa: E402
 
@@ -278,7 +279,7 @@ def context(o, base):
 
 def count_params(o, base, meta):
     """The parameters of the design's model, embeddings included (the same for every band pattern)."""
-    cfg = GPTConfig(block_size=o.block_size, vocab_size=meta["vocab_size"] if meta else T.GPT2_VOCAB_SIZE,
+    cfg = GPTConfig(block_size=o.block_size, vocab_size=meta["vocab_size"] if meta else utils.GPT2_VOCAB_SIZE,
                     n_layer=base["n_layer"], n_head=o.n_head, n_embd=base["n_embd"], dropout=base["dropout"],
                     bias=base["bias"], attn="dense")
     return GPT(cfg).get_num_params(non_embedding=False)
@@ -412,7 +413,7 @@ def analyse(run, cfg, o, ctx, final):
     """Evaluate the run's checkpoint at cfg.max_iters (experiments/evaluate.py) and write its rows: the
     loss by position and the copy probe; at the run's end, its runs.csv row last."""
     it = cfg.max_iters
-    device = T.pick_device(cfg)
+    device = utils.pick_device(cfg)
     model, ckpt = load_model(cfg.out_dir, device)
     autocast = autocast_of(cfg, device)
     print(f"=== {run.name}: evaluating iter {it} on {len(ctx.windows)} validation windows", flush=True)
@@ -466,7 +467,7 @@ def median_speed(out_dir, iters):
 def autocast_of(cfg, device):
     """The autocast context training ran under (bf16 on a CUDA GPU for dtype='auto'), for evaluation."""
     device_type = "cuda" if device.startswith("cuda") else device
-    dtype = T.pick_dtype(cfg, device_type)
+    dtype = utils.pick_dtype(cfg, device_type)
     return nullcontext() if dtype == "float32" else torch.autocast(device_type, dtype=getattr(torch, dtype))
 
 
@@ -510,7 +511,7 @@ def measure_throughput(o, base):
         wall_s = time.time() - t0
         speed = median_speed(cfg.out_dir, THROUGHPUT_ITERS)
         t0 = time.time()
-        device = T.pick_device(cfg)
+        device = utils.pick_device(cfg)
         model, _ = load_model(cfg.out_dir, device)
         E.full_loss(model, ctx.windows, o.eval_batch, autocast_of(cfg, device), o.bucket)
         E.copy_probe(model, ctx.probe_windows, o.copy_distances, o.copy_span, o.eval_batch, autocast_of(cfg, device))
@@ -542,10 +543,10 @@ def check_data(o):
     """The dataset's splits, its vocabulary and its fingerprint; a ConfigError when it is missing or,
     for the design's corpus, is not the one the design names. That corpus is never prepared here: its
     content depends on the Python that prepares it."""
-    if o.dataset in DESIGN_DATA and not os.path.exists(os.path.join(T.data_dir(o.dataset), "train.bin")):
+    if o.dataset in DESIGN_DATA and not os.path.exists(os.path.join(utils.data_dir(o.dataset), "train.bin")):
         raise ConfigError(f"data/{o.dataset} is not prepared: run python3.11 data/{o.dataset}/prepare.py here (CPython "
                           f"3.11.7), and bring train.bin, val.bin and meta.pkl to the machine that trains")
-    splits, meta = T.load_dataset(o.dataset, prepare=o.dataset not in DESIGN_DATA)
+    splits, meta = utils.load_dataset(o.dataset, prepare=o.dataset not in DESIGN_DATA)
     counts, want = (len(splits["train"]), len(splits["val"])), DESIGN_DATA.get(o.dataset)
     if want and counts != want:
         raise ConfigError(f"data/{o.dataset} holds {counts[0]:,} / {counts[1]:,} train / val tokens, not the "
@@ -591,10 +592,10 @@ def parse_args(argv):
         if key in fields:
             default = fields[key]
             kind = type(default[0]) if isinstance(default, tuple) else type(default)
-            values[key] = (tuple(T.parse_value(key, t, kind) for t in text.split(",") if t)
-                           if isinstance(default, tuple) else T.parse_value(key, text, kind))
+            values[key] = (tuple(utils.parse_value(key, t, kind) for t in text.split(",") if t)
+                           if isinstance(default, tuple) else utils.parse_value(key, text, kind))
         elif key in train_fields and key not in PER_RUN:
-            base[key] = T.parse_value(key, text, train_fields[key])
+            base[key] = utils.parse_value(key, text, train_fields[key])
         else:
             raise ConfigError(f"unknown option --{key}: experiments/compare.py --help lists its options; any other TrainConfig "
                               f"key passes through, except those set per run ({', '.join(PER_RUN)})")
@@ -671,12 +672,12 @@ def show_plan(o, base):
 
 def usage():
     return "\n".join(["usage: python experiments/compare.py [--key=value ...]", "", __doc__.strip().split("\n\n")[1], "",
-                      "options (default, type):", T.settings_help(Options)])
+                      "options (default, type):", utils.settings_help(Options)])
 
 
 def main(argv):
     if "-h" in argv or "--help" in argv:
-        T.print_help(usage())
+        utils.print_help(usage())
         return
     try:
         o, base = parse_args(argv)

@@ -33,7 +33,7 @@ BUCKET = 64
 
 def val_windows(data, block_size):
     """(n, N + 1) LongTensor: the n = len(data) // (N + 1) consecutive non-overlapping windows of the
-    token array `data` (a split, e.g. train.load_dataset's memmap)."""
+    token array `data` (a split, e.g. utils.load_dataset's memmap)."""
     n = len(data) // (block_size + 1)
     if n == 0:
         raise ValueError(f"the split has {len(data)} tokens, fewer than one window of block_size + 1 = "

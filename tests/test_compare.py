@@ -17,6 +17,7 @@ import torch
 import compare
 import report
 import train
+import utils
 from model import ConfigError
 
 TOY = ["--dataset=toy", "--device=cpu", "--block_size=32", "--n_head=4", "--n_layer=2", "--n_embd=32",
@@ -31,14 +32,15 @@ ITERS = {"0.5x": 6, "1x": 11, "2x": 22}   # 1x: ceil(0.05 x 27,840 / 128) = 11 s
 def toy_data(tmp_path_factory):
     """data/toy: the first 50,000 / 4,000 tokens of shakespeare_char's splits and its vocabulary of 65; small,
     so that evaluating on every validation window (121 of them) takes a moment."""
-    splits, _ = train.load_dataset("shakespeare_char")                      # prepared, if it was not
+    splits, _ = utils.load_dataset("shakespeare_char")                      # prepared, if it was not
     folder = tmp_path_factory.mktemp("data")
     np.asarray(splits["train"][:50_000]).tofile(folder / "train.bin")
     np.asarray(splits["val"][:4_000]).tofile(folder / "val.bin")
-    (folder / "meta.pkl").write_bytes(open(os.path.join(train.data_dir("shakespeare_char"), "meta.pkl"), "rb").read())
-    real = train.data_dir
+    (folder / "meta.pkl").write_bytes(open(os.path.join(utils.data_dir("shakespeare_char"), "meta.pkl"), "rb").read())
+    (folder / "prepare.py").write_text("# made by the test: the files beside it are the dataset\n")  # what makes a dataset
+    real = utils.data_dir
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train, "data_dir", lambda dataset: str(folder) if dataset == "toy" else real(dataset))
+        mp.setattr(utils, "data_dir", lambda dataset: str(folder) if dataset == "toy" else real(dataset))
         yield folder
 
 
@@ -142,6 +144,7 @@ def fake_clock(monkeypatch):
     for attr, value in (("SETUP_S", 0.0), ("FIRST_ANALYSIS_S", 0.0), ("MIN_TRAIN_S", 0.0), ("time", fake_time)):
         monkeypatch.setattr(compare, attr, value)
     monkeypatch.setattr(train, "time", fake_time)
+    monkeypatch.setattr(utils, "time", fake_time)
     monkeypatch.setattr(train, "train_step", step)
 
 
@@ -250,7 +253,7 @@ def test_another_corpus_than_the_design_names_is_refused(monkeypatch, tmp_path):
     o, _ = compare.parse_args(TOY)
     with pytest.raises(ConfigError, match="holds 50,000 / 4,000 train / val tokens, not the 1 / 2"):
         compare.check_data(o)
-    monkeypatch.setattr(train, "data_dir", lambda dataset: str(tmp_path))   # not prepared: the design's message
+    monkeypatch.setattr(utils, "data_dir", lambda dataset: str(tmp_path))   # not prepared: the design's message
     with pytest.raises(ConfigError, match="run python3.11 data/toy/prepare.py here"):
         compare.check_data(o)
 

@@ -114,7 +114,7 @@ def test_gpu_training_steps_replayed_from_cuda_graphs_give_the_compiled_steps_lo
 @pytest.mark.parametrize("attn", ["longformer", "bigbird"])
 def test_gpu_compiled_training_of_the_flex_baselines_gives_the_eager_losses(attn, tmp_path):
     # train.py compiles by default on CUDA. The compiled model builds each layer's block mask inside its
-    # graph, the eager one looks it up in kernel.flex_attention's cache: both must give the same losses
+    # graph, the eager one looks it up in baselines.flex_attention's cache: both must give the same losses
     # (tests/test_patterns.py checks on CPU, forward only, that the compiled model is one graph). fp32;
     # the two runs differ by whether the model around FlexAttention is compiled.
     import train

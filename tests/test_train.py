@@ -27,6 +27,12 @@ TINY = ["--dataset=shakespeare_char", "--device=cpu", "--compile=False", "--batc
         "--learning_rate=3e-3", "--dropout=0.1", "--log_interval=100"]
 
 
+def patch_time(monkeypatch, clock):
+    """A fake clock (an object with a .time()) for train.py and for utils.py's loop log and console."""
+    for module in (train, utils):
+        monkeypatch.setattr(module, "time", clock)
+
+
 def run_cli(args, script="train.py", timeout=300):
     return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
@@ -154,7 +160,7 @@ def test_a_steps_loss_is_read_once_the_next_step_is_queued(tmp_path, monkeypatch
 
     monkeypatch.setattr(train, "train_step", step)
     monkeypatch.setattr(train, "checkpoint", checkpoint)
-    monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: clock["now"]))
+    patch_time(monkeypatch, types.SimpleNamespace(time=lambda: clock["now"]))
     history = train.train(train.parse_args(TINY + [f"--out_dir={tmp_path}", "--max_iters=6", "--eval_interval=3",
                                                    "--log_interval=1"]))
     assert events == [("save", 0), ("step", 0), ("step", 1), ("read", 0), ("step", 2), ("read", 1), ("read", 2),
@@ -177,7 +183,7 @@ def test_a_resumed_runs_log_goes_on_with_the_elapsed_time_of_the_run_before(tmp_
         return real_step(*a)
 
     monkeypatch.setattr(train, "train_step", step)
-    monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: clock["now"]))
+    patch_time(monkeypatch, types.SimpleNamespace(time=lambda: clock["now"]))
     args = TINY + [f"--out_dir={tmp_path}", "--eval_interval=2", "--log_interval=1"]
     train.train(train.parse_args(args + ["--max_iters=4"]))
     clock["now"] = 5000.0
@@ -204,7 +210,7 @@ def test_time_limit_stops_with_a_checkpoint_and_resume_finishes_exactly(tmp_path
         clock["now"] += 1.0
         return real_step(*a)
 
-    monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: clock["now"]))
+    patch_time(monkeypatch, types.SimpleNamespace(time=lambda: clock["now"]))
     monkeypatch.setattr(train, "train_step", step)
     first = train.train(train.parse_args(args + [f"--out_dir={tmp_path}/b", "--time_limit_s=3.5"]))
     monkeypatch.undo()
@@ -306,13 +312,13 @@ def test_help_lists_every_setting_with_its_default(capsys):
 def test_slow_cpu_run_gets_a_hint():
     # the baby GPT is about 700x the CPU config's training work (weights x tokens): hours on a CPU
     big = train.parse_args(["config/train_shakespeare_char.py"])
-    hint = train.slow_cpu_hint(big, iters_left=big.max_iters)
-    assert hint is not None and "python train.py config/train_shakespeare_char_cpu.py" in hint
-    assert train.slow_cpu_hint(big, iters_left=50) is None  # a resume with little left
     small = train.parse_args(["config/train_shakespeare_char_cpu.py"])
-    assert train.slow_cpu_hint(small, iters_left=small.max_iters) is None
+    hint = utils.slow_cpu_hint(big, small, iters_left=big.max_iters)
+    assert hint is not None and "python train.py config/train_shakespeare_char_cpu.py" in hint
+    assert utils.slow_cpu_hint(big, small, iters_left=50) is None  # a resume with little left
+    assert utils.slow_cpu_hint(small, small, iters_left=small.max_iters) is None
     # the CPU config's sizes, however long: the progress line tells the time left, no config to advise
-    assert train.slow_cpu_hint(small, iters_left=1000 * small.max_iters) is None
+    assert utils.slow_cpu_hint(small, small, iters_left=1000 * small.max_iters) is None
     assert [utils.duration(s) for s in (4.4, 200, 7500)] == ["4s", "3m20s", "2h05m"]
 
 
@@ -325,7 +331,7 @@ def test_the_cpu_config_on_a_busy_machine_gets_no_hint(tmp_path, monkeypatch, ca
         clock["now"] += 100.0
         return clock["now"]
 
-    monkeypatch.setattr(train, "time", types.SimpleNamespace(time=busy))
+    patch_time(monkeypatch, types.SimpleNamespace(time=busy))
     # the config's 2000 iterations, stopped by the time limit before the first (the clock has moved)
     train.train(train.parse_args(["config/train_shakespeare_char_cpu.py", f"--out_dir={tmp_path}", "--eval_iters=1",
                                   "--time_limit_s=1"]))
@@ -518,7 +524,7 @@ def test_a_nan_gradient_stops_before_a_stop_saves_its_weights(tmp_path, monkeypa
         assert loss.isfinite() and not grad_norm.isfinite()
         return loss, grad_norm
 
-    monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: clock["now"]))
+    patch_time(monkeypatch, types.SimpleNamespace(time=lambda: clock["now"]))
     monkeypatch.setattr(train, "train_step", step)
     cfg = train.parse_args(TINY + [f"--out_dir={tmp_path}", "--max_iters=10", "--eval_interval=5", "--time_limit_s=3.5"])
     with pytest.raises(FloatingPointError, match="gradient norm became nan at iter 3"):
