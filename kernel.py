@@ -86,13 +86,25 @@ def normalize_bands(bands, n_head):
         if bands.dim() != 3 or bands.shape[-1] != 2:
             raise ValueError(f"bands must have shape (n_head, K, 2), got {tuple(bands.shape)}")
         bands = bands.tolist()
+    if torch.compiler.is_compiling():  # constants, checked once as the model is traced (dynamo would
+        return _count_heads(_checked.__wrapped__(_as_tuples(bands)), n_head)  # warn about tracing the cache)
     try:
-        nested = tuple(tuple(tuple(pair) for pair in head) for head in bands)
+        out = _checked(bands)  # the model's own bands, a tuple of tuples: no copy, one cache lookup
+    except TypeError:  # lists inside: unhashable
+        out = _checked(_as_tuples(bands))
+    return _count_heads(out, n_head)
+
+
+def _as_tuples(bands):
+    """Nested sequences (heads, intervals, pairs) as nested tuples, which can key a cache."""
+    try:
+        return tuple(tuple(tuple(pair) for pair in head) for head in bands)
     except TypeError:
         raise ValueError("bands must be nested as (n_head, K, 2): per head, a list of (lo, hi) pairs") from None
-    # under torch.compile the bands are constants, checked once as the model is traced; dynamo would
-    # warn about tracing through the cache
-    out = _checked.__wrapped__(nested) if torch.compiler.is_compiling() else _checked(nested)
+
+
+def _count_heads(out, n_head):
+    """The bands, once they are seen to have one entry a head."""
     if len(out) != n_head:
         raise ValueError(f"bands has {len(out)} heads but q has {n_head}")
     return out
