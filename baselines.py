@@ -51,7 +51,7 @@ def flex_masked_attention(q, k, v, mask, scale, compiled=True):
 
 def flex_band_attention(q, k, v, bands, scale=None):
     """kernel.band_attention's bands (normalized, kernel.normalize_bands) on FlexAttention."""
-    b = kernel.bands_tensor(bands).to(q.device)  # (H, K, 2)
+    b = kernel.bands_on(bands, str(q.device))  # (H, K, 2), made once
 
     def mask_mod(batch, h, q_idx, kv_idx):
         d = q_idx - kv_idx

@@ -16,7 +16,8 @@ Read this file in order:
    T. Every fast path is tested against it.
 3. The Triton kernels: the forward (FlashAttention-2 with the key loop bounded by the bands) and the
    two backward kernels, each inner loop with its steps labelled.
-4. The autograd function that joins them (`triton_band_attention`), and what each pass launches.
+4. The autograd function that joins them (`_BandAttention`, called by `triton_band_attention`), and
+   what each pass launches.
 5. Generation's one-token step (`band_decode_attention`).
 What makes the launches fast (the schedule of programs, TMA tiles, launch configs, direct launches)
 is in kernel_launch.py; docs/kernel.md explains each idea with its measured effect.
@@ -36,10 +37,11 @@ import torch.nn.functional as F
 try:  # triton is a Linux-only dependency; without it the torch backend still works everywhere
     import triton
     import triton.language as tl
-    import kernel_launch as launch
     HAS_TRITON = True
 except ImportError:  # pragma: no cover - depends on the platform
     HAS_TRITON = False
+if HAS_TRITON:  # the launch machinery needs triton; a missing kernel_launch.py is an error, not a fallback
+    import kernel_launch as launch
 
 BACKENDS = ("auto", "torch", "triton")
 LOG2E = 1.4426950408889634
@@ -98,7 +100,7 @@ def normalize_bands(bands, n_head):
 def _as_tuples(bands):
     """Nested sequences (heads, intervals, pairs) as nested tuples, which can key a cache."""
     try:
-        return tuple(tuple(tuple(pair) for pair in head) for head in bands)
+        return tuple([tuple([tuple(pair) for pair in head]) for head in bands])  # lists: faster than generators
     except TypeError:
         raise ValueError("bands must be nested as (n_head, K, 2): per head, a list of (lo, hi) pairs") from None
 
@@ -149,7 +151,7 @@ def band_mask(bands, T, device=None, Tk=None, q_start=0):
     a KV-cache decode step is the last rows of the full mask.
     """
     Tk = T if Tk is None else Tk
-    b = _bands_on(bands, str(torch.device(device or "cpu")))    # (H, K, 2)
+    b = bands_on(bands, str(torch.device(device or "cpu")))     # (H, K, 2)
     i = torch.arange(q_start, q_start + T, device=device)
     j = torch.arange(Tk, device=device)
     d = (i[:, None] - j[None, :])[None, None]                   # (1, 1, T, Tk) distances i - j
@@ -158,8 +160,9 @@ def band_mask(bands, T, device=None, Tk=None, q_start=0):
 
 
 @functools.lru_cache(maxsize=64)
-def _bands_on(bands, device):
-    """bands_tensor on a device, made once: masks and decode steps ask for it in every layer."""
+def bands_on(bands, device):
+    """bands_tensor on a device (a string), made once: masks, decode steps and FlexAttention ask for it
+    in every layer, and a CUDA graph cannot record the copy to the GPU."""
     return bands_tensor(bands).to(device)
 
 
@@ -465,8 +468,8 @@ if HAS_TRITON:
             lo = tl.load(intervals + 2 * iv)
             hi = tl.load(intervals + 2 * iv + 1)
             # Queries that see a key of this block: [n0 + lo, n0 + BLOCK_N - 1 + hi), clipped to T;
-            # both ends bounded (a window that only stops at T is the classic slow backward, docs
-            # section 2).
+            # both ends bounded (a window that only stops at T is the classic slow backward,
+            # docs/kernel.md, section 2).
             start = ((n0 + lo) // BLOCK_M) * BLOCK_M
             end = tl.minimum(n0 + BLOCK_N - 1 + hi, T)
             end = tl.where(hi > lo, end, 0)
@@ -564,7 +567,7 @@ if HAS_TRITON:
 
     def _hashable(bands):
         """The operators receive the bands as lists; the launch plans are cached by a tuple of them."""
-        return tuple(tuple(tuple(pair) for pair in head) for head in bands)
+        return tuple([tuple([tuple(pair) for pair in head]) for head in bands])
 
     # CPU: the kernels run there under TRITON_INTERPRET=1
     torch.library.impl("band_attention::fwd", ("CUDA", "CPU"),
@@ -655,7 +658,7 @@ def _decode_offsets(bands, device):
     i.e. at position pos + back with back = -lo_i - w; slots past an interval's width get a back so
     negative that they are never valid. Also whether some head can see no key at all (a first
     interval not starting at distance 0)."""
-    b = _bands_on(bands, device)                                      # (H, K, 2)
+    b = bands_on(bands, device)                                       # (H, K, 2)
     width = max([hi - lo for head in bands for lo, hi in head] + [1])
     offs = torch.arange(width, device=device)
     back = -b[..., 0, None] - offs                                    # (H, K, W)
@@ -668,6 +671,8 @@ def _decode_offsets(bands, device):
 # interpreter runs every program in Python), or `python kernel.py` on a CUDA GPU.
 
 if __name__ == "__main__":
+    if not HAS_TRITON:
+        raise SystemExit("kernel.py runs the Triton kernels against the reference: pip install triton (Linux) first")
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     B, H, T, D = 1, 4, 100, 16  # T not a multiple of the tiles; head 3's rows before 48 see nothing

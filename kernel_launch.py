@@ -44,7 +44,7 @@ def interpreting():
 class Plan(NamedTuple):
     schedule: torch.Tensor  # the programs' rows (see schedule)
     meta: dict              # the kernel's constexprs and launch options (warps, stages, register cap)
-    launchers: dict         # compiled binaries' launchers, by the launch's integer arguments (launch)
+    launchers: dict         # compiled binaries' launchers, by the kernel and the launch's integer arguments
 
 
 @functools.lru_cache(maxsize=256)
@@ -85,12 +85,13 @@ def launch(kernel, plan, args, ints):
     their arguments straight to that binary's launcher.
     """
     programs = plan.schedule.shape[0] * ints[-3]  # schedule rows x batch
-    hit = plan.launchers.get(ints)
+    key = (kernel, ints)  # the kernel too: two copies of kernel.py (an A/B) share these plans
+    hit = plan.launchers.get(key)
     if hit is None:
         compiled = kernel[(programs,)](*args, *ints, **plan.meta)
         if not interpreting():  # the interpreter runs the Python function: there is no binary to keep
             constexprs = tuple(plan.meta[name] for name in kernel.arg_names[len(args) + len(ints):])
-            plan.launchers[ints] = (compiled[(programs, 1, 1)], constexprs)  # a launcher wants all three grid dims
+            plan.launchers[key] = (compiled[(programs, 1, 1)], constexprs)  # a launcher wants all three grid dims
     else:
         launcher, constexprs = hit
         launcher(*args, *ints, *constexprs)

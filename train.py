@@ -89,7 +89,7 @@ class TrainConfig:
 # The run
 
 def train(cfg):
-    """Run the training of `cfg`; returns the list of (iter, train loss) it logged."""
+    """Run the training of `cfg`; returns the (iter, train loss) of every step it trained."""
     check_config(cfg)                  # every setting first: a mistake costs no waiting
     ckpt = open_out_dir(cfg)           # the checkpoint a resume continues (None from scratch), checked
     env = setup_process(cfg)           # device, precision, DDP (utils.py)
@@ -190,8 +190,8 @@ def model_args_of(cfg, vocab_size):
 
 def check_config(cfg):
     """Raise a ConfigError naming the first setting that cannot work: the settings (the dataset by its
-    name), then the out_dir. A mistake costs no waiting, and a wrong setting is named before what it
-    leads to."""
+    name, so that a typo is named before the out_dir it leads to), then the out_dir. A mistake costs no
+    waiting."""
     for key, choices in (("init_from", ("scratch", "resume")), ("dtype", DTYPES), ("compile_mode", COMPILE_MODES)):
         if getattr(cfg, key) not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {getattr(cfg, key)!r}")

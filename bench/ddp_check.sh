@@ -10,7 +10,7 @@ if [ "$GPUS" -lt 2 ]; then
     echo "bench/ddp_check.sh compares 1 GPU with 2: it needs a machine with 2 CUDA GPUs" >&2
     exit 1
 fi
-OUT=${OUT:-results/ddp}
+OUT=${OUT:-bench/results/ddp}
 RUNS=$(mktemp -d)  # fresh out_dirs (train.py refuses to start a run over an earlier run's checkpoint)
 trap 'rm -rf "$RUNS"' EXIT  # and their checkpoints go when the script ends
 A="config/train_shakespeare_char.py --compile=False --dropout=0.0 --max_iters=150 --gradient_accumulation_steps=8 --eval_interval=1000 --eval_iters=20 --log_interval=1 --lr_decay_iters=150 --warmup_iters=20"

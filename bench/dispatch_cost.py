@@ -7,7 +7,7 @@ allocator makes it cheap), made three ways:
   impl        kernel._fwd_impl / _bwd_impl called directly
   operator    torch.ops.band_attention.fwd / .bwd (what a compiled graph runs): the dispatcher, then impl
   custom_op   the same impl behind torch.library.custom_op, as an earlier kernel.py registered it
-              (docs/kernel.md, section 10): torch.library's own Python (autograd layer, redispatch, checks) around it
+              (bench/LAB.md, section 3): torch.library's own Python (autograd layer, redispatch, checks) around it
 Table 2, what an eager step pays: kernel.band_attention called as the model calls it (its normalized
 bands, views of a fused qkv projection), forward alone and forward + backward through autograd, at
 (1, 8, 128, 64) (small, so that a CPU's copies inside autograd's backward stay small); and the floor
@@ -16,7 +16,8 @@ else (the difference is all of band_attention's own Python: checks, plans, launc
 Best of 5 rounds of 2000 calls each.
 
     python bench/dispatch_cost.py                   # bench/results/kernel/dispatch_cost.log
-    python bench/dispatch_cost.py --tree=../old     # the kernel.py, kernel_launch.py and model.py of another checkout
+    python bench/dispatch_cost.py --tree=../old     # another checkout's kernel.py, kernel_launch.py and model.py
+                                                    # (one with kernel_launch.py: from 2026-12-07 on)
 """
 import argparse
 import os
@@ -30,8 +31,9 @@ ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ap.add_argument("--tree", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                 help="the checkout whose kernel.py, kernel_launch.py and model.py are measured (default: this one)")
 args = ap.parse_args()
-if not os.path.isfile(os.path.join(args.tree, "kernel.py")):
-    ap.error(f"--tree: {args.tree} holds no kernel.py (make a checkout with `git worktree add out-ab/NAME COMMIT`)")
+if not all(os.path.isfile(os.path.join(args.tree, f)) for f in ("kernel.py", "kernel_launch.py")):
+    ap.error(f"--tree: {args.tree} holds no kernel.py and kernel_launch.py (make a checkout of a commit that has "
+             "both with `git worktree add out-ab/NAME COMMIT`)")
 if torch.cuda.is_available():
     device = "cuda"
 else:  # CPU tensors take the Triton path only under the interpreter; the launches are stubbed anyway

@@ -688,7 +688,10 @@ def main(argv):
             measure_throughput(o, base)
         elif not o.report_only:
             run_experiment(o, base)
-        if any(os.path.exists(os.path.join(o.results_dir, f)) for f in ("runs.csv", "throughput.json")):
+        if not any(os.path.exists(os.path.join(o.results_dir, f)) for f in ("runs.csv", "throughput.json")):
+            if o.report_only:
+                raise ConfigError(f"no runs in {o.results_dir} yet: nothing to report (its README says how to run them)")
+        else:
             if not o.report_only and importlib.util.find_spec("matplotlib") is None:
                 print("no report here (matplotlib is not installed): run python experiments/compare.py --report_only elsewhere")
                 return

@@ -192,6 +192,33 @@ def test_gpu_flex_bands_with_gradients(dtype):
                               q, k, v, bands, TOL[dtype])
 
 
+def test_gpu_flex_bands_replay_from_a_cuda_graph():
+    # bench/bench_kernel.py times FlexAttention with the same bands as a CUDA graph of forward +
+    # backward: after a first call nothing may copy from the host (a graph cannot record it), and the
+    # replay gives the eager result
+    torch.manual_seed(3)
+    H, T = 4, 256
+    bands = kernel.normalize_bands(sp_bands(H, T, "sp"), H)
+    q, k, v = (t.requires_grad_() for t in make_qkv(1, H, T, 64, torch.bfloat16, "cuda"))
+    do = torch.randn_like(q)
+
+    def step():
+        o = baselines.flex_band_attention(q, k, v, bands)
+        return (o, *torch.autograd.grad(o, (q, k, v), do))
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        eager = [t.clone() for t in step()]  # compiles flex, makes the block mask and the bands tensor
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            captured = step()
+        graph.replay()
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    for x, y in zip(captured, eager):
+        assert torch.equal(x, y)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("D", [64, 128])
 @pytest.mark.parametrize("pattern", ["sp", "random"])
