@@ -1,16 +1,17 @@
 """
-What train.py and sample.py share, kept out of their way so that each reads as what it does:
+The plumbing of train.py and sample.py, kept out of their way so that each reads as what it does:
 
 - the command line: config files and --key=value read against a dataclass, --help written from the
   dataclass's own source, and a main that ends a mistake with one line `error: ...`, not a traceback;
 - the device and precision a process computes in, and its place among DDP processes;
 - datasets on disk: prepared when they need no download, with one line saying what to do when missing;
 - checkpoints on disk: an atomic write, and a read that refuses what is not this project's in one line;
-- what a long run needs: a console that shows the time left during long waits, Ctrl-C as a request
-  to stop at the next safe point, log.csv, and a hint when a run is clearly too big for a CPU.
+- what a long training run needs: a console that shows the time left during long waits, Ctrl-C as a
+  request to stop at the next safe point, the steps' log (losses read one step late, checked, written
+  to the console and log.csv), and a hint when a run is clearly too big for a CPU.
 
-Nothing here knows the training settings: TrainConfig and the loop are train.py's. A function that
-reads settings takes any object with the fields it names (cfg.device, cfg.dtype, cfg.seed).
+TrainConfig, the model, the optimizer and the loop are train.py's. A function here that reads
+settings takes any object with the fields it names (cfg.device, cfg.dtype, cfg.log_interval, ...).
 """
 
 import csv
