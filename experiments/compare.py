@@ -679,7 +679,7 @@ def main(argv):
     if "-h" in argv or "--help" in argv:
         utils.print_help(usage())
         return
-    try:
+    with utils.one_line_errors(ctrl_c="Ctrl-C: stopped; what was saved stays, and the same command continues"):
         o, base = parse_args(argv)
         if o.dry_run:
             show_plan(o, base)
@@ -696,12 +696,6 @@ def main(argv):
                 print("no report here (matplotlib is not installed): run python experiments/compare.py --report_only elsewhere")
                 return
             R.report(o.results_dir)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("\nCtrl-C: stopped; what was saved stays, and the same command continues", file=sys.stderr)
-        sys.exit(130)
 
 
 if __name__ == "__main__":

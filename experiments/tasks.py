@@ -49,6 +49,7 @@ from torch.nn import functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 from model import ATTN_PATTERNS, GPT, ConfigError, GPTConfig, head_bands  # noqa: E402
 from record import read_csv, write_atomic, write_csv  # noqa: E402
+import utils  # noqa: E402
 import record  # noqa: E402
 
 # The byte vocabulary, in disjoint ranges, so that filler can never be taken for an answer.
@@ -1003,23 +1004,12 @@ def parse_args(argv):
             raise ConfigError(f"argument {arg!r} must look like --{key}=value")
         default = fields[key]
         if isinstance(default, tuple):
-            values[key] = tuple(parse_value(key, t, type(default[0])) for t in text.split(",") if t)
+            values[key] = tuple(utils.parse_value(key, t, type(default[0])) for t in text.split(",") if t)
         else:
-            values[key] = parse_value(key, text, type(default))
+            values[key] = utils.parse_value(key, text, type(default))
     o = Options(**values)
     check_options(o)
     return o
-
-
-def parse_value(key, text, kind):
-    if kind is bool:
-        if text.lower() not in ("true", "false", "1", "0"):
-            raise ConfigError(f"--{key} takes true or false, got {text!r}")
-        return text.lower() in ("true", "1")
-    try:
-        return kind(text)
-    except ValueError:
-        raise ConfigError(f"--{key} takes a value of type {kind.__name__}, got {text!r}") from None
 
 
 def check_options(o):
@@ -1072,7 +1062,8 @@ def main(argv):
     if "-h" in argv or "--help" in argv:
         print(usage())
         return
-    try:
+    with utils.one_line_errors(ctrl_c="Ctrl-C: stopped; checkpoints at the last evaluation stay, and the same "
+                                      "command continues"):
         o = parse_args(argv)
         if o.dry_run:
             show_plan(o)
@@ -1084,13 +1075,6 @@ def main(argv):
             run_experiment(o)
             if os.path.exists(os.path.join(o.results_dir, "runs.csv")):
                 report(o.results_dir)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("\nCtrl-C: stopped; checkpoints at the last evaluation stay, and the same command continues",
-              file=sys.stderr)
-        sys.exit(130)
 
 
 if __name__ == "__main__":

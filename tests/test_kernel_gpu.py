@@ -205,18 +205,32 @@ def test_gpu_flex_bands_replay_from_a_cuda_graph():
     def step():
         o = baselines.flex_band_attention(q, k, v, bands)
         return (o, *torch.autograd.grad(o, (q, k, v), do))
+    eager, captured = eager_and_replayed(step)  # the first call compiles flex, makes the block mask
+    for x, y in zip(captured, eager):
+        assert torch.equal(x, y)
+
+
+def eager_and_replayed(step, no_sync=False):
+    """step()'s outputs from its first call, and from a CUDA graph of it replayed once (all on a side
+    stream, as autograd wants for a captured backward). no_sync: the calls after the first may not
+    synchronize with the host."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
-        eager = [t.clone() for t in step()]  # compiles flex, makes the block mask and the bands tensor
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=stream):
-            captured = step()
+        eager = [t.clone() for t in step()]
+        if no_sync:
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            step()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=stream):
+                captured = step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
         graph.replay()
     torch.cuda.current_stream().wait_stream(stream)
     torch.cuda.synchronize()
-    for x, y in zip(captured, eager):
-        assert torch.equal(x, y)
+    return eager, captured
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -276,20 +290,6 @@ def test_gpu_cuda_graph_capture_and_tensor_bands(pattern):
         def step():
             o = kernel.band_attention(q, k, v, bands)
             return (o, *torch.autograd.grad(o, (q, k, v), do))
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            eager = [t.clone() for t in step()]  # the first call reads a bands tensor on the host
-            torch.cuda.set_sync_debug_mode("error")
-            try:
-                step()  # no synchronizing call any more
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, stream=stream):
-                    captured = step()
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
-            graph.replay()
-        torch.cuda.current_stream().wait_stream(stream)
-        torch.cuda.synchronize()
+        eager, captured = eager_and_replayed(step, no_sync=True)  # the first call makes the plans
         for x, y in zip(captured, eager):
             assert torch.equal(x, y)
