@@ -20,7 +20,7 @@ Read this file in order:
    what each pass launches.
 5. Generation's one-token step (`band_decode_attention`).
 What makes the launches fast (the schedule of programs, TMA tiles, launch configs, direct launches)
-is in kernel_launch.py; docs/kernel.md explains each idea with its measured effect.
+is in lib/kernel_launch.py; docs/kernel.md explains each idea with its measured effect.
 
 backend: "torch" (the reference), "triton" (the fused kernels; CUDA tensors, or CPU tensors under
 TRITON_INTERPRET=1), or "auto" (triton for CUDA tensors when triton imports and the head dim is a
@@ -40,8 +40,8 @@ try:  # triton is a Linux-only dependency; without it the torch backend still wo
     HAS_TRITON = True
 except ImportError:  # pragma: no cover - depends on the platform
     HAS_TRITON = False
-if HAS_TRITON:  # the launch machinery needs triton; a missing kernel_launch.py is an error, not a fallback
-    import kernel_launch as launch
+if HAS_TRITON:  # the launch machinery needs triton; a missing lib/kernel_launch.py is an error, not a fallback
+    from lib import kernel_launch as launch
 
 BACKENDS = ("auto", "torch", "triton")
 LOG2E = 1.4426950408889634

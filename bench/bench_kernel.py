@@ -36,7 +36,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 import baselines  # noqa: E402
 import kernel  # noqa: E402
-import kernel_launch  # noqa: E402
+from lib import kernel_launch  # noqa: E402
 from model import band_pairs, head_bands  # noqa: E402
 
 # Flex is recompiled for each shape and for grad / no-grad: lift dynamo's default limit of 8.

@@ -16,8 +16,8 @@ else (the difference is all of band_attention's own Python: checks, plans, launc
 Best of 5 rounds of 2000 calls each.
 
     python bench/dispatch_cost.py                   # bench/results/kernel/dispatch_cost.log
-    python bench/dispatch_cost.py --tree=../old     # another checkout's kernel.py, kernel_launch.py and model.py
-                                                    # (one with kernel_launch.py: from 2026-12-07 on)
+    python bench/dispatch_cost.py --tree=../old     # another checkout's kernel.py, lib/kernel_launch.py, model.py
+                                                    # (one with lib/kernel_launch.py: from 2026-12-07 on)
 """
 import argparse
 import os
@@ -29,10 +29,10 @@ import torch
 
 ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 ap.add_argument("--tree", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                help="the checkout whose kernel.py, kernel_launch.py and model.py are measured (default: this one)")
+                help="the checkout whose kernel.py, lib/kernel_launch.py and model.py are measured (default: this one)")
 args = ap.parse_args()
-if not all(os.path.isfile(os.path.join(args.tree, f)) for f in ("kernel.py", "kernel_launch.py")):
-    ap.error(f"--tree: {args.tree} holds no kernel.py and kernel_launch.py (make a checkout of a commit that has "
+if not all(os.path.isfile(os.path.join(args.tree, f)) for f in ("kernel.py", "lib/kernel_launch.py")):
+    ap.error(f"--tree: {args.tree} holds no kernel.py and lib/kernel_launch.py (make a checkout of a commit that has "
              "both with `git worktree add out-ab/NAME COMMIT`)")
 if torch.cuda.is_available():
     device = "cuda"
@@ -41,7 +41,7 @@ else:  # CPU tensors take the Triton path only under the interpreter; the launch
     os.environ["TRITON_INTERPRET"] = "1"
 sys.path.insert(0, os.path.abspath(args.tree))
 import kernel  # noqa: E402
-import kernel_launch  # noqa: E402
+from lib import kernel_launch  # noqa: E402
 from model import head_bands  # noqa: E402
 
 kernel_launch.launch = lambda *args: None    # no launch: Python alone
@@ -103,7 +103,7 @@ def eager_forward_backward():
 
 def outputs(q):
     """What the band kernel's forward allocates (and its backward, again, for dQ and Delta), with
-    kernel_launch.py's allocators."""
+    lib/kernel_launch.py's allocators."""
     B, H, T, D = q.shape
     return kernel_launch.bthd_empty(B, H, T, D, q), kernel_launch.stats_empty(B, H, T, q.device)
 

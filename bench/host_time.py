@@ -24,7 +24,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import kernel  # noqa: E402
-import kernel_launch  # noqa: E402
+from lib import kernel_launch  # noqa: E402
 from bench_kernel import host_us  # noqa: E402
 from model import head_bands  # noqa: E402
 
@@ -36,7 +36,7 @@ def jit_launch(jit_kernel, plan, args, ints):
 
 
 def variant(name):
-    """Switch kernel_launch.py to one launch variant (plans are made again, since they hold the tile path)."""
+    """Switch lib/kernel_launch.py to one launch variant (plans are made again, since they hold the tile path)."""
     kernel_launch.plan.cache_clear()
     kernel_launch.launch = jit_launch if name.startswith("jit") else REAL_LAUNCH
     kernel_launch.tma_on = (lambda device: False) if name.endswith("_ptr") else REAL_TMA

@@ -6,10 +6,10 @@ difference of their outputs and gradients. Only the public band_attention is cal
 versions of kernel.py compare. Run it twice: a difference smaller than the two runs' spread is noise.
 
 Run from the repository root with the other version next to kernel.py, its operator names renamed
-so that both can load, and with its own copy of kernel_launch.py (the launch machinery caches each
+so that both can load, and with its own copy of lib/kernel_launch.py (the launch machinery caches each
 shape's compiled binary: two versions sharing it would run one binary); for example commit X's:
-    git show X:kernel.py | sed 's/"band_attention::/"band_attention_b::/; s/ops\.band_attention\./ops.band_attention_b./; s/import kernel_launch as launch/import kernel_launch_b as launch/' > kernel_b.py
-    git show X:kernel_launch.py > kernel_launch_b.py
+    git show X:kernel.py | sed 's/"band_attention::/"band_attention_b::/; s/ops\.band_attention\./ops.band_attention_b./; s/from lib import kernel_launch as launch/import kernel_launch_b as launch/' > kernel_b.py
+    git show X:lib/kernel_launch.py > kernel_launch_b.py
     python3 bench/kernel_ab.py kernel_b
 """
 import importlib

@@ -62,7 +62,7 @@ def _replace(src, old, new):
 def timed_kernel_source():
     """kernel.py with a TIMES argument after SCHEDULE in each band kernel, a stamp at a program's start
     and one after its last store, and the launches passing per-kernel buffers; custom ops renamed, and
-    its own copy of kernel_launch.py (whose cached launchers are those of the plain kernels)."""
+    its own copy of lib/kernel_launch.py (whose cached launchers are those of the plain kernels)."""
     src = open(os.path.join(ROOT, "kernel.py")).read()
     src = _replace(src, "\n    @triton.jit\n    def _tile_mask(", STAMP)
     src, n = re.subn(r"(\n        SCHEDULE,\s+#[^\n]*)", r"\1\n        TIMES,", src)
@@ -78,7 +78,7 @@ def timed_kernel_source():
                          ("dkdv", r"launch\.stat_tiles\(delta, plan\),\s+plan\.schedule,")):
         src, n = re.subn(f"({before})", rf"\1 _tbuf('{kind}', plan.schedule.shape[0] * B, q.device),", src)
         assert n == 1, (kind, n)
-    src = _replace(src, "import kernel_launch as launch", "import kernel_launch_timed as launch")
+    src = _replace(src, "from lib import kernel_launch as launch", "import kernel_launch_timed as launch")
     for ours, timed in (('"band_attention::', '"band_attention_timed::'), ("ops.band_attention.", "ops.band_attention_timed.")):
         src = src.replace(ours, timed)  # its own operators, so that both copies can register
     return src + BUFFERS
@@ -90,7 +90,7 @@ def load_timed_kernel():
     with open(path, "w") as f:
         f.write(timed_kernel_source())
     with open(os.path.join(folder, "kernel_launch_timed.py"), "w") as f:
-        f.write(open(os.path.join(ROOT, "kernel_launch.py")).read())
+        f.write(open(os.path.join(ROOT, "lib", "kernel_launch.py")).read())
     sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location("kernel_timed", path)
     mod = importlib.util.module_from_spec(spec)

@@ -32,7 +32,7 @@ import triton
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TOOLS)
 sys.path[:0] = [ROOT, TOOLS]
-import kernel_launch  # noqa: E402
+from lib import kernel_launch  # noqa: E402
 import train  # noqa: E402
 import utils  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402

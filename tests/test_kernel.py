@@ -19,7 +19,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 needs_interpreter = pytest.mark.skipif(not (INTERPRET and kernel.HAS_TRITON),
                                        reason="Triton on CPU tensors needs TRITON_INTERPRET=1")
 if kernel.HAS_TRITON:
-    import kernel_launch
+    from lib import kernel_launch
 
 
 # -----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import torch
 
 import baselines
 import kernel
-import kernel_launch
+from lib import kernel_launch
 from test_kernel import (assert_close_to_reference, assert_exact_at_band_edges, check_decode_step, make_qkv,
                          random_bands, rel_err, run_with_grads, sp_bands)
 

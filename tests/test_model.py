@@ -213,7 +213,8 @@ def test_the_readmes_recipe_for_a_pattern_of_your_own(tmp_path):
     for f in os.listdir(ROOT):
         if f.endswith(".py"):
             shutil.copy(os.path.join(ROOT, f), tmp_path / f)
-    shutil.copytree(os.path.join(ROOT, "tests"), tmp_path / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    for sub in ("tests", "lib"):
+        shutil.copytree(os.path.join(ROOT, sub), tmp_path / sub, ignore=shutil.ignore_patterns("__pycache__"))
     os.symlink(os.path.join(ROOT, "data"), tmp_path / "data")  # the shipped Tiny Shakespeare
     (tmp_path / "model.py").write_text(source, encoding="utf-8")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_model.py",

@@ -120,7 +120,7 @@ def repo_copy(dst):
     """The files the notebooks need, copied (the prepared char data too, when it is there)."""
     for p in ROOT.glob("*.py"):
         shutil.copy2(p, dst / p.name)
-    for sub in ("notebooks", "data/shakespeare_char", "experiments"):
+    for sub in ("notebooks", "data/shakespeare_char", "experiments", "lib"):
         if (ROOT / sub).is_dir():
             shutil.copytree(ROOT / sub, dst / sub, ignore=shutil.ignore_patterns(
                 "__pycache__", ".ipynb_checkpoints", "*.tmp"))

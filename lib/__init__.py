@@ -1,0 +1,1 @@
+"""What the kernels of kernel.py need besides their math: kernel_launch.py, the launch machinery."""
