@@ -565,15 +565,12 @@ if HAS_TRITON:
     torch.library.define("band_attention::bwd", "(Tensor do, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, "
                          "int[][][] bands, float scale) -> (Tensor, Tensor, Tensor)")
 
-    def _hashable(bands):
-        """The operators receive the bands as lists; the launch plans are cached by a tuple of them."""
-        return tuple([tuple([tuple(pair) for pair in head]) for head in bands])
-
-    # CPU: the kernels run there under TRITON_INTERPRET=1
+    # The operators receive the bands as lists; the launch plans are cached by the tuple of them.
+    # CPU: the kernels run there under TRITON_INTERPRET=1.
     torch.library.impl("band_attention::fwd", ("CUDA", "CPU"),
-                       lambda q, k, v, bands, scale: _fwd_impl(q, k, v, _hashable(bands), scale))
+                       lambda q, k, v, bands, scale: _fwd_impl(q, k, v, _as_tuples(bands), scale))
     torch.library.impl("band_attention::bwd", ("CUDA", "CPU"),
-                       lambda do, q, k, v, o, lse, bands, scale: _bwd_impl(do, q, k, v, o, lse, _hashable(bands),
+                       lambda do, q, k, v, o, lse, bands, scale: _bwd_impl(do, q, k, v, o, lse, _as_tuples(bands),
                                                                            scale))
 
     @torch.library.register_fake("band_attention::fwd")
